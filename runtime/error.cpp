@@ -1,0 +1,38 @@
+// Error types: message composition.
+#include "runtime/error.h"
+
+namespace mb {
+
+Error::Error(const std::string& message, const char* file, int line)
+    : std::runtime_error(message), file_(file), line_(line) {}
+
+OutOfMemory::OutOfMemory(std::size_t requested_bytes, FreeArenaReport report,
+                         const std::string& context, const char* file, int line)
+    : Error(detail::concat(
+                "out of memory: ", context, " requested ", format_bytes(requested_bytes),
+                "; allocated ", format_bytes(report.allocated), ", reserved ",
+                format_bytes(report.reserved), " of cap ", format_bytes(report.capacity),
+                ", free in arena ", format_bytes(report.free_in_arena), ", largest free block ",
+                format_bytes(report.largest_free_block), ", fragmentation ",
+                static_cast<int>(report.fragmentation * 100.0 + 0.5), "%, headroom ",
+                format_bytes(report.headroom), "; biggest tags: ", report.biggest_tags(),
+                ". Fix: lower --micro-batch (or use --micro-batch auto), or raise --memory-limit"),
+            file, line),
+      requested_bytes_(requested_bytes),
+      report_(report) {}
+
+namespace detail {
+
+std::string format_location(const char* file, int line, const std::string& what) {
+  return concat(file, ":", line, ": ", what);
+}
+
+void throw_check_failure(const char* expression, const char* file, int line,
+                         const std::string& message) {
+  std::string text = concat(file, ":", line, ": check failed: ", expression);
+  if (!message.empty()) text += concat(": ", message);
+  throw InvalidArgument(text, file, line);
+}
+
+}  // namespace detail
+}  // namespace mb

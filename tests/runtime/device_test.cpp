@@ -1,0 +1,55 @@
+// Device parsing and detection: never crashes, answers with a reason.
+#include "runtime/device.h"
+
+#include <gtest/gtest.h>
+
+#include "runtime/context.h"
+#include "runtime/error.h"
+#include "runtime/version.h"
+
+namespace mb {
+namespace {
+
+TEST(Device, ParseAcceptsCpuCudaAndIndex) {
+  EXPECT_EQ(Device::parse("cpu"), Device::cpu());
+  EXPECT_EQ(Device::parse("cuda"), Device::cuda(0));
+  EXPECT_EQ(Device::parse("cuda:2"), Device::cuda(2));
+  EXPECT_EQ(Device::cuda(1).str(), "cuda:1");
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "CPU", ""}) {
+    EXPECT_THROW(Device::parse(bad), InvalidArgument) << bad;
+  }
+}
+
+TEST(Device, CudaAvailabilityAnswersWithAReason) {
+  CudaAvailability cuda = cuda_availability();
+  if (cuda.available) {
+    EXPECT_FALSE(cuda.devices.empty());
+  } else {
+    EXPECT_FALSE(cuda.reason.empty());
+    EXPECT_THROW(require_device(Device::cuda(0)), CudaError);
+    EXPECT_EQ(default_device(), Device::cpu());
+  }
+  EXPECT_NO_THROW(require_device(Device::cpu()));
+}
+
+TEST(Device, BuildInfoNamesBackendsAndDevices) {
+  const std::string info = build_info();
+  EXPECT_NE(info.find("microbatch"), std::string::npos);
+  EXPECT_NE(info.find(cuda_built() ? "CUDA backend: on" : "CUDA backend: off"), std::string::npos);
+  EXPECT_NE(info.find("cpu"), std::string::npos);
+}
+
+TEST(Context, CpuTimerMeasuresElapsedTime) {
+  Context& context = Context::get(Device::cpu());
+  EXPECT_EQ(context.compute_stream(), nullptr);
+  EXPECT_THROW(context.cublas_handle(), InvalidArgument);
+  Timer timer(Device::cpu());
+  timer.start();
+  volatile double sink = 0;
+  for (int i = 0; i < 100000; ++i) sink = sink + i;
+  timer.stop();
+  EXPECT_GE(timer.elapsed_ms(), 0.0);
+}
+
+}  // namespace
+}  // namespace mb
