@@ -1,0 +1,135 @@
+// Module bookkeeping and Sequential.
+#include "layers/module.h"
+
+#include "runtime/error.h"
+
+namespace mb {
+
+Tensor Module::forward(const Tensor& input, const RunState& state) {
+  MB_CHECK(input.defined(), type_name_, ".forward: undefined input");
+  MB_CHECK(input.device() == device_, type_name_, ".forward: input on ", input.device().str(),
+           " but module on ", device_.str(), ". Fix: call to_device() or move the input");
+  return forward_impl(input, state);
+}
+
+Tensor Module::backward(const Tensor& grad_output, const BackwardState& state) {
+  MB_CHECK(grad_output.defined(), type_name_, ".backward: undefined gradient");
+  MB_CHECK(grad_output.device() == device_, type_name_, ".backward: gradient on ",
+           grad_output.device().str(), " but module on ", device_.str());
+  return backward_impl(grad_output, state);
+}
+
+void Module::begin_batch() {
+  for (auto& [name, child] : children_) child->begin_batch();
+}
+
+void Module::end_batch() {
+  for (auto& [name, child] : children_) child->end_batch();
+}
+
+void Module::clear_cache() {
+  for (auto& [name, child] : children_) child->clear_cache();
+}
+
+std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {
+  std::vector<std::pair<std::string, Parameter*>> result;
+  for (auto& [name, p] : parameters_) result.emplace_back(name, p.get());
+  for (auto& [child_name, child] : children_) {
+    for (auto& [name, p] : child->named_parameters()) result.emplace_back(child_name + "." + name, p);
+  }
+  return result;
+}
+
+std::vector<std::pair<std::string, Tensor*>> Module::named_buffers() {
+  std::vector<std::pair<std::string, Tensor*>> result;
+  for (auto& [name, b] : buffers_) result.emplace_back(name, b.get());
+  for (auto& [child_name, child] : children_) {
+    for (auto& [name, b] : child->named_buffers()) result.emplace_back(child_name + "." + name, b);
+  }
+  return result;
+}
+
+std::int64_t Module::parameter_count() {
+  std::int64_t count = 0;
+  for (auto& [name, p] : named_parameters()) count += p->value.numel();
+  return count;
+}
+
+void Module::to_device(const Device& device) {
+  for (auto& [name, p] : parameters_) {
+    if (p->value.device() != device) p->value = p->value.to(device);
+    if (p->grad.defined() && p->grad.device() != device) p->grad = p->grad.to(device);
+  }
+  for (auto& [name, b] : buffers_) {
+    if (b->device() != device) *b = b->to(device);
+  }
+  for (auto& [name, child] : children_) child->to_device(device);
+  device_ = device;
+}
+
+Parameter& Module::register_parameter(const std::string& name, Tensor value, bool decay) {
+  MB_CHECK(value.tag() == MemoryTag::Param, type_name_, ": parameter '", name,
+           "' must be allocated with MemoryTag::Param");
+  auto p = std::make_unique<Parameter>();
+  p->value = std::move(value);
+  p->decay = decay;
+  parameters_.emplace_back(name, std::move(p));
+  return *parameters_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor value) {
+  buffers_.emplace_back(name, std::make_unique<Tensor>(std::move(value)));
+  return *buffers_.back().second;
+}
+
+void Module::ensure_grad(Parameter& p) {
+  if (p.grad.defined() && p.grad.device() == p.value.device()) return;
+  TensorOptions options;
+  options.device = p.value.device();
+  options.tag = MemoryTag::Grad;
+  p.grad = Tensor::zeros(p.value.shape(), options);
+}
+
+Shape Sequential::output_shape(const Shape& input) const {
+  Shape shape = input;
+  for (const Module* m : order_) shape = m->output_shape(shape);
+  return shape;
+}
+
+std::int64_t Sequential::forward_flops(const Shape& input) const {
+  std::int64_t flops = 0;
+  Shape shape = input;
+  for (const Module* m : order_) {
+    flops += m->forward_flops(shape);
+    shape = m->output_shape(shape);
+  }
+  return flops;
+}
+
+std::size_t Sequential::saved_bytes(const Shape& input) const {
+  std::size_t bytes = 0;
+  Shape shape = input;
+  for (const Module* m : order_) {
+    bytes += m->saved_bytes(shape);
+    shape = m->output_shape(shape);
+  }
+  return bytes;
+}
+
+Tensor Sequential::forward_impl(const Tensor& input, const RunState& state) {
+  Tensor x = input;
+  for (Module* m : order_) x = m->forward(x, state);
+  return x;
+}
+
+Tensor Sequential::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  Tensor g = grad_output;
+  for (int i = static_cast<int>(order_.size()) - 1; i >= 0; --i) {
+    BackwardState inner = state;
+    if (i > 0) inner.need_input_grad = true;
+    g = order_[i]->backward(g, inner);
+  }
+  return g;
+}
+
+}  // namespace mb

@@ -1,0 +1,134 @@
+// Module: the building block of every model. Explicit forward and backward, no autograd.
+//
+// A Module maps one input tensor to one output tensor. forward() caches what backward()
+// needs (inside the module, tagged "activation"); backward() consumes that cache, returns
+// the input gradient and writes or adds (GradientMode) the parameter gradients. Modules
+// with several inputs (residual Add, Concat) are used inside composite modules (ResNet
+// blocks, U-Net stages), which route tensors themselves; models are trees of modules with
+// torchvision's names ("layer1.0.conv1.weight").
+//
+// Public forward()/backward() validate and then call forward_impl()/backward_impl().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/device.h"
+#include "runtime/gradient_mode.h"
+#include "runtime/tensor.h"
+
+namespace mb {
+
+// What a forward pass needs to know besides its input.
+struct RunState {
+  bool training = true;
+  // Keys for counter-based dropout: a mask depends on (seed, layer, step, global sample
+  // index, element), so any split of the batch gives the same masks.
+  std::uint64_t seed = 0;
+  std::uint32_t step = 0;
+  std::int64_t sample_offset = 0;  // global index of this micro-batch's first sample
+};
+
+struct BackwardState {
+  GradientMode mode = GradientMode::Overwrite;
+  // False for the first layer of a network: its input gradient is never used.
+  bool need_input_grad = true;
+};
+
+struct Parameter {
+  Tensor value;  // tag param
+  Tensor grad;   // tag grad, same shape; created on first backward
+  // Weight decay / LARS trust ratio apply (false for biases and BatchNorm affine).
+  bool decay = true;
+};
+
+class Module {
+ public:
+  explicit Module(std::string type_name) : type_name_(std::move(type_name)) {}
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  const std::string& type_name() const { return type_name_; }
+
+  Tensor forward(const Tensor& input, const RunState& state);
+  Tensor backward(const Tensor& grad_output, const BackwardState& state);
+
+  // Shape inference without running: throws mb::InvalidArgument on a bad input shape.
+  virtual Shape output_shape(const Shape& input) const = 0;
+  // Multiply-adds * 2 for one forward pass at `input` (whole batch).
+  virtual std::int64_t forward_flops(const Shape& /*input*/) const { return 0; }
+  // Bytes this module keeps between forward and backward for `input` (whole batch),
+  // workspaces excluded: the planner's analytic estimate.
+  virtual std::size_t saved_bytes(const Shape& /*input*/) const { return 0; }
+
+  // Full-batch hooks: BatchNorm aggregates statistics over micro-batches between them and
+  // updates its running statistics once in end_batch().
+  virtual void begin_batch();
+  virtual void end_batch();
+  // Drops cached activations (after an OutOfMemory mid-step, or after inference).
+  virtual void clear_cache();
+
+  // Recursive, in registration order, with dotted names.
+  std::vector<std::pair<std::string, Parameter*>> named_parameters();
+  std::vector<std::pair<std::string, Tensor*>> named_buffers();
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
+    return children_;
+  }
+  std::int64_t parameter_count();
+  // Moves parameters and buffers (and children) to `device`.
+  void to_device(const Device& device);
+  Device device() const { return device_; }
+
+ protected:
+  virtual Tensor forward_impl(const Tensor& input, const RunState& state) = 0;
+  virtual Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) = 0;
+
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> child) {
+    children_.emplace_back(name, child);
+    return child;
+  }
+  Parameter& register_parameter(const std::string& name, Tensor value, bool decay = true);
+  Tensor& register_buffer(const std::string& name, Tensor value);
+  // Gives p.grad storage (zeros) if it has none yet, with p.value's shape and device.
+  static void ensure_grad(Parameter& p);
+
+  Device device_ = Device::cpu();
+
+ private:
+  std::string type_name_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::vector<std::pair<std::string, std::unique_ptr<Parameter>>> parameters_;
+  std::vector<std::pair<std::string, std::unique_ptr<Tensor>>> buffers_;
+};
+
+// Runs children in order; named "0", "1", ... unless given names.
+class Sequential : public Module {
+ public:
+  Sequential() : Module("Sequential") {}
+  template <typename M>
+  std::shared_ptr<M> add(std::shared_ptr<M> module) {
+    return add(std::to_string(children().size()), std::move(module));
+  }
+  template <typename M>
+  std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> module) {
+    order_.push_back(module.get());
+    return register_module(name, std::move(module));
+  }
+  Shape output_shape(const Shape& input) const override;
+  std::int64_t forward_flops(const Shape& input) const override;
+  std::size_t saved_bytes(const Shape& input) const override;
+
+ protected:
+  Tensor forward_impl(const Tensor& input, const RunState& state) override;
+  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  std::vector<Module*> order_;
+};
+
+}  // namespace mb
