@@ -27,6 +27,14 @@ void Module::end_batch() {
   for (auto& [name, child] : children_) child->end_batch();
 }
 
+void Module::commit_micro_batch() {
+  for (auto& [name, child] : children_) child->commit_micro_batch();
+}
+
+void Module::abort_micro_batch() {
+  for (auto& [name, child] : children_) child->abort_micro_batch();
+}
+
 void Module::clear_cache() {
   for (auto& [name, child] : children_) child->clear_cache();
 }

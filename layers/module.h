@@ -69,6 +69,11 @@ class Module {
   // updates its running statistics once in end_batch().
   virtual void begin_batch();
   virtual void end_batch();
+  // Micro-batch hooks: state gathered during a micro-batch (BatchNorm's sums) is kept
+  // pending until commit; abort drops it (the engine re-plans after an OutOfMemory and
+  // redoes that micro-batch, which must not count twice).
+  virtual void commit_micro_batch();
+  virtual void abort_micro_batch();
   // Drops cached activations (after an OutOfMemory mid-step, or after inference).
   virtual void clear_cache();
 
