@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "runtime/context.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
 
@@ -14,6 +15,31 @@
 #endif
 
 namespace mb {
+namespace {
+
+// Note: CUDA work on a tensor with no explicit stream goes on its device's compute stream
+// (a non-blocking stream), never the legacy default stream, so it is ordered with the
+// layers' kernels; the call then waits for that stream.
+StreamHandle stream_or_compute(const Device& device, StreamHandle stream) {
+  if (stream != nullptr || device.is_cpu()) return stream;
+  return Context::get(device).compute_stream();
+}
+
+// Copies t.nbytes() from host memory into t, on any device (synchronous).
+void copy_host_values(Tensor& t, const void* values) {
+  if (t.nbytes() == 0) return;
+  if (t.device().is_cpu()) {
+    std::memcpy(t.raw_data(), values, t.nbytes());
+    return;
+  }
+#if MB_WITH_CUDA
+  auto stream = static_cast<cudaStream_t>(stream_or_compute(t.device(), nullptr));
+  MB_CUDA_CHECK(cudaMemcpyAsync(t.raw_data(), values, t.nbytes(), cudaMemcpyHostToDevice, stream));
+  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
+#endif
+}
+
+}  // namespace
 
 Storage::Storage(Allocator& allocator_in, std::size_t bytes_in, MemoryTag tag_in,
                  StreamHandle stream)
@@ -61,13 +87,7 @@ Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape,
   TensorOptions float_options = options;
   float_options.dtype = DType::Float32;
   Tensor t = empty(shape, float_options);
-  if (t.device().is_cpu()) {
-    std::copy(values.begin(), values.end(), t.data<float>());
-  } else {
-#if MB_WITH_CUDA
-    MB_CUDA_CHECK(cudaMemcpy(t.raw_data(), values.data(), t.nbytes(), cudaMemcpyHostToDevice));
-#endif
-  }
+  copy_host_values(t, values.data());
   return t;
 }
 
@@ -78,13 +98,7 @@ Tensor Tensor::from_vector_int(const std::vector<std::int32_t>& values, const Sh
   TensorOptions int_options = options;
   int_options.dtype = DType::Int32;
   Tensor t = empty(shape, int_options);
-  if (t.device().is_cpu()) {
-    std::copy(values.begin(), values.end(), t.data<std::int32_t>());
-  } else {
-#if MB_WITH_CUDA
-    MB_CUDA_CHECK(cudaMemcpy(t.raw_data(), values.data(), t.nbytes(), cudaMemcpyHostToDevice));
-#endif
-  }
+  copy_host_values(t, values.data());
   return t;
 }
 
@@ -181,12 +195,12 @@ void Tensor::copy_from(const Tensor& source, StreamHandle stream) {
     return;
   }
 #if MB_WITH_CUDA
-  if (stream == nullptr) {
-    MB_CUDA_CHECK(cudaMemcpy(raw_data(), source.raw_data(), nbytes(), cudaMemcpyDefault));
-  } else {
-    MB_CUDA_CHECK(cudaMemcpyAsync(raw_data(), source.raw_data(), nbytes(), cudaMemcpyDefault,
-                                  static_cast<cudaStream_t>(stream)));
-  }
+  const Device cuda_device = device_.is_cuda() ? device_ : source.device_;
+  const bool synchronous = stream == nullptr;
+  auto cuda_stream = static_cast<cudaStream_t>(stream_or_compute(cuda_device, stream));
+  MB_CUDA_CHECK(
+      cudaMemcpyAsync(raw_data(), source.raw_data(), nbytes(), cudaMemcpyDefault, cuda_stream));
+  if (synchronous) MB_CUDA_CHECK(cudaStreamSynchronize(cuda_stream));
 #else
   (void)stream;
   MB_THROW(CudaError, "copy between ", source.device_.str(), " and ", device_.str(),
@@ -212,12 +226,14 @@ void Tensor::fill(float value, StreamHandle stream) {
     return;
   }
 #if MB_WITH_CUDA
+  const bool synchronous = stream == nullptr;
+  stream = stream_or_compute(device_, stream);
   if (pattern == 0) {
     MB_CUDA_CHECK(cudaMemsetAsync(raw_data(), 0, nbytes(), static_cast<cudaStream_t>(stream)));
   } else {
     detail::fill_words_cuda(raw_data(), pattern, count, stream);
   }
-  if (stream == nullptr) MB_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+  if (synchronous) MB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
 #else
   (void)stream;
 #endif
