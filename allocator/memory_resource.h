@@ -39,6 +39,9 @@ class MemoryResource {
 };
 
 std::unique_ptr<MemoryResource> make_host_memory_resource();
+// Page-locked host memory (cudaHostAlloc) when CUDA is built and a device exists, otherwise
+// aligned pageable host memory (name() says which: "pinned-host" or "host").
+std::unique_ptr<MemoryResource> make_pinned_host_memory_resource();
 // Throws mb::CudaError (with the reason) if CUDA is not built in or no such device exists.
 std::unique_ptr<MemoryResource> make_cuda_memory_resource(int device_index);
 

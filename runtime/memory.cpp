@@ -7,6 +7,7 @@
 #include <string>
 
 #include "allocator/passthrough_allocator.h"
+#include "allocator/pool_allocator.h"
 #include "runtime/error.h"
 
 namespace mb {
@@ -34,8 +35,12 @@ std::shared_ptr<Allocator> make_default_allocator(const Device& device, std::siz
   require_device(device);
   std::unique_ptr<MemoryResource> resource =
       device.is_cpu() ? make_host_memory_resource() : make_cuda_memory_resource(device.index());
-  (void)no_cache_requested();
-  return std::make_shared<PassThroughAllocator>(std::move(resource), capacity);
+  if (no_cache_requested()) {
+    return std::make_shared<PassThroughAllocator>(std::move(resource), capacity);
+  }
+  PoolOptions options;
+  options.capacity = capacity;  // 0: the pool picks the default (device free minus a margin)
+  return std::make_shared<PoolAllocator>(std::move(resource), options);
 }
 
 Allocator& allocator_for(const Device& device) {

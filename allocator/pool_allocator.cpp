@@ -1,0 +1,468 @@
+// PoolAllocator: policy (rounding, best fit, split, coalesce, cap), bookkeeping (stats,
+// per-tag bytes) and the event ring. Trace export lives in pool_trace.cpp.
+#include "allocator/pool_allocator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <utility>
+
+#include "runtime/error.h"
+
+namespace mb {
+namespace {
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+std::size_t round_up(std::size_t value, std::size_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+// Note: a large block whose remainder after a split would be <= 1 MiB is handed out whole.
+// Cutting off small slivers of large segments is what fragments them (the same rule as
+// PyTorch's caching allocator); small-pool blocks are always split.
+bool should_split(bool small_pool, std::size_t block_size, std::size_t request) {
+  std::size_t remainder = block_size - request;
+  return small_pool ? remainder >= PoolAllocator::kMinBlock : remainder > kMiB;
+}
+
+}  // namespace
+
+const char* pool_event_kind_name(PoolEventKind kind) {
+  switch (kind) {
+    case PoolEventKind::Alloc: return "alloc";
+    case PoolEventKind::Free: return "free";
+    case PoolEventKind::Reserve: return "reserve";
+    case PoolEventKind::Release: return "release";
+    case PoolEventKind::Mark: return "mark";
+    case PoolEventKind::Oom: return "oom";
+  }
+  return "unknown";
+}
+
+std::size_t default_pool_capacity(const MemoryResource& resource) {
+  if (resource.kind() == MemoryKind::Host) return 0;
+  std::size_t free_bytes = resource.device_free_bytes();
+  std::size_t margin = std::max<std::size_t>(256 * kMiB, free_bytes / 20);
+  // A device with less free memory than the margin still gets half of what is free rather
+  // than a cap of zero, which would fail every allocation.
+  return free_bytes > margin ? free_bytes - margin : free_bytes / 2;
+}
+
+bool PoolAllocator::FreeOrder::operator()(const Block* a, const Block* b) const {
+  auto stream_a = reinterpret_cast<std::uintptr_t>(a->segment->stream);
+  auto stream_b = reinterpret_cast<std::uintptr_t>(b->segment->stream);
+  if (stream_a != stream_b) return stream_a < stream_b;
+  if (a->size != b->size) return a->size < b->size;
+  return std::less<const char*>()(a->ptr, b->ptr);
+}
+
+std::size_t PoolAllocator::round_size(std::size_t bytes) {
+  if (bytes <= kSmallRequest) return std::max(kMinBlock, round_up(bytes, kMinBlock));
+  // Large: eight size classes per power of two, at most 2 MiB apart, so micro-batches of
+  // slightly different sizes land on the same class while the waste stays <= 12.5% and
+  // <= 2 MiB.
+  int log2 = 0;
+  while ((std::size_t{2} << log2) <= bytes) ++log2;
+  std::size_t step = std::min(kSegmentRounding, std::size_t{1} << (log2 - 3));
+  return round_up(bytes, std::max(step, kMinBlock));
+}
+
+PoolAllocator::PoolAllocator(std::unique_ptr<MemoryResource> resource, PoolOptions options)
+    : resource_(std::move(resource)), capacity_(0) {
+  MB_CHECK(resource_ != nullptr, "PoolAllocator needs a memory resource");
+  std::size_t capacity =
+      options.capacity != 0 ? options.capacity : default_pool_capacity(*resource_);
+  capacity_ = capacity != 0 ? capacity : std::numeric_limits<std::size_t>::max();
+  ring_.reserve(std::min<std::size_t>(options.trace_events, 1024));
+  ring_capacity_ = options.trace_events;
+  start_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch())
+                  .count();
+}
+
+PoolAllocator::~PoolAllocator() {
+  for (PendingEvent& pending : pending_) resource_->destroy_event(pending.event);
+  for (auto& [id, segment] : segments_) {
+    Block* block = segment->first;
+    while (block != nullptr) {
+      Block* next = block->next;
+      delete block;
+      block = next;
+    }
+    resource_->release(segment->base, segment->size);
+  }
+}
+
+std::int64_t PoolAllocator::now_ns() const {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+             .count() -
+         start_ns_;
+}
+
+void PoolAllocator::insert_free(Block* block) {
+  pool_of(*block->segment).insert(block);
+  free_sizes_.insert(block->size);
+}
+
+void PoolAllocator::erase_free(Block* block) {
+  pool_of(*block->segment).erase(block);
+  free_sizes_.erase(free_sizes_.find(block->size));
+}
+
+std::size_t PoolAllocator::largest_free_locked() const {
+  return free_sizes_.empty() ? 0 : *free_sizes_.rbegin();
+}
+
+PoolAllocator::Block* PoolAllocator::find_free(bool small_pool, StreamHandle stream,
+                                               std::size_t size) {
+  FreeSet& pool = small_pool ? small_free_ : large_free_;
+  // A probe block: ordered by (stream, size, address) with the lowest address.
+  Segment probe_segment;
+  probe_segment.stream = stream;
+  Block probe;
+  probe.segment = &probe_segment;
+  probe.size = size;
+  probe.ptr = nullptr;
+  auto it = pool.lower_bound(&probe);
+  if (it == pool.end() || (*it)->segment->stream != stream) return nullptr;
+  return *it;
+}
+
+bool PoolAllocator::try_reserve(std::size_t size, bool small_pool, StreamHandle stream,
+                                Block** out) {
+  if (size > capacity_ - stats_.reserved_bytes) return false;
+  void* ptr = resource_->reserve(size);
+  if (ptr == nullptr) return false;
+  auto segment = std::make_unique<Segment>();
+  segment->id = next_segment_id_++;
+  segment->base = static_cast<char*>(ptr);
+  segment->size = size;
+  segment->small_pool = small_pool;
+  segment->stream = stream;
+  Block* block = new Block();
+  block->ptr = segment->base;
+  block->size = size;
+  block->segment = segment.get();
+  segment->first = block;
+
+  stats_.reserved_bytes += size;
+  stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+  stats_.cumulative_reserved_bytes += size;
+  stats_.segments += 1;
+  free_bytes_ += size;
+  Segment* raw = segment.get();
+  segments_.emplace(raw->id, std::move(segment));
+  insert_free(block);
+  record(PoolEventKind::Reserve, size, raw, 0, MemoryTag::Other);
+  *out = block;
+  return true;
+}
+
+PoolAllocator::Block* PoolAllocator::reserve_segment(bool small_pool, StreamHandle stream,
+                                                     std::size_t rounded) {
+  // Preferred size first, then tighter ones, so that a cap close to the working set still
+  // admits the request.
+  std::vector<std::size_t> sizes;
+  if (small_pool) {
+    sizes = {kSmallSegment, rounded};
+  } else if (rounded <= kOwnSegment) {
+    sizes = {kLargeSegment, round_up(rounded, kSegmentRounding), rounded};
+  } else {
+    sizes = {round_up(rounded, kSegmentRounding), rounded};
+  }
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  Block* block = nullptr;
+  for (std::size_t size : sizes) {
+    if (try_reserve(size, small_pool, stream, &block)) return block;
+  }
+  // Over the cap or the device is full: give back whole cached segments and retry.
+  if (release_cached_segments() > 0) {
+    for (std::size_t size : sizes) {
+      if (try_reserve(size, small_pool, stream, &block)) return block;
+    }
+  }
+  return nullptr;
+}
+
+void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!pending_.empty()) process_events();
+  std::size_t rounded = round_size(bytes);
+  bool small_pool = rounded <= kSmallRequest;
+  Block* block = find_free(small_pool, stream, rounded);
+  if (block != nullptr) {
+    stats_.cache_hits += 1;
+  } else {
+    block = reserve_segment(small_pool, stream, rounded);
+    if (block == nullptr) {
+      stats_.ooms += 1;
+      record(PoolEventKind::Oom, bytes, nullptr, 0, tag);
+      throw OutOfMemory(bytes, report_locked(), "PoolAllocator(" + resource_->name() + ")",
+                        __FILE__, __LINE__);
+    }
+  }
+  erase_free(block);
+  if (should_split(small_pool, block->size, rounded)) {
+    Block* rest = new Block();
+    rest->ptr = block->ptr + rounded;
+    rest->size = block->size - rounded;
+    rest->segment = block->segment;
+    rest->prev = block;
+    rest->next = block->next;
+    if (block->next != nullptr) block->next->prev = rest;
+    block->next = rest;
+    block->size = rounded;
+    insert_free(rest);
+  }
+  block->allocated = true;
+  block->tag = tag;
+  live_.emplace(block->ptr, block);
+
+  free_bytes_ -= block->size;
+  stats_.allocated_bytes += block->size;
+  stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
+  stats_.cumulative_allocated_bytes += block->size;
+  stats_.active_blocks += 1;
+  stats_.allocations += 1;
+  by_tag_[static_cast<int>(tag)] += block->size;
+  record(PoolEventKind::Alloc, block->size, block->segment,
+         static_cast<std::size_t>(block->ptr - block->segment->base), tag);
+  return block->ptr;
+}
+
+void PoolAllocator::record_stream(void* ptr, StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(ptr);
+  MB_CHECK(it != live_.end(), "record_stream: ", ptr,
+           " is not a live block of this allocator. Fix: pass a pointer returned by allocate() "
+           "and not yet freed");
+  Block* block = it->second;
+  if (stream == block->segment->stream) return;
+  auto& streams = block->other_streams;
+  if (std::find(streams.begin(), streams.end(), stream) == streams.end()) {
+    streams.push_back(stream);
+  }
+}
+
+void PoolAllocator::deallocate(void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(ptr);
+  if (it == live_.end()) return;  // not ours: ignoring beats corrupting the books
+  Block* block = it->second;
+  live_.erase(it);
+  // Note: a block another stream may still read stays allocated (and counted) until that
+  // stream's event completes; then process_events() frees it.
+  for (StreamHandle stream : block->other_streams) {
+    void* event = resource_->record_event(stream);
+    if (event == nullptr) continue;  // no event: nothing to wait for (host)
+    pending_.push_back(PendingEvent{event, block});
+    block->pending_events += 1;
+  }
+  block->other_streams.clear();
+  if (block->pending_events == 0) free_block(block);
+}
+
+void PoolAllocator::process_events() {
+  auto keep = pending_.begin();
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (resource_->event_completed(it->event)) {
+      resource_->destroy_event(it->event);
+      if (--it->block->pending_events == 0) free_block(it->block);
+    } else {
+      *keep++ = *it;
+    }
+  }
+  pending_.erase(keep, pending_.end());
+}
+
+void PoolAllocator::free_block(Block* block) {
+  MemoryTag tag = block->tag;
+  std::size_t size = block->size;
+  stats_.allocated_bytes -= size;
+  stats_.active_blocks -= 1;
+  by_tag_[static_cast<int>(tag)] -= size;
+  free_bytes_ += size;
+  block->allocated = false;
+  block->tag = MemoryTag::Other;
+  std::size_t offset = static_cast<std::size_t>(block->ptr - block->segment->base);
+  Segment* segment = block->segment;
+
+  // Coalesce with free neighbours in the same segment.
+  if (block->prev != nullptr && !block->prev->allocated && block->prev->pending_events == 0) {
+    Block* prev = block->prev;
+    erase_free(prev);
+    prev->size += block->size;
+    prev->next = block->next;
+    if (block->next != nullptr) block->next->prev = prev;
+    delete block;
+    block = prev;
+  }
+  if (block->next != nullptr && !block->next->allocated && block->next->pending_events == 0) {
+    Block* next = block->next;
+    erase_free(next);
+    block->size += next->size;
+    block->next = next->next;
+    if (next->next != nullptr) next->next->prev = block;
+    delete next;
+  }
+  insert_free(block);
+
+  // The event carries the freed block's own offset and size, not the merged block's.
+  record(PoolEventKind::Free, size, segment, offset, tag);
+}
+
+std::size_t PoolAllocator::release_cached_segments() {
+  std::vector<Segment*> whole_free;
+  for (auto& [id, segment] : segments_) {
+    Block* first = segment->first;
+    if (first->next == nullptr && !first->allocated && first->pending_events == 0) {
+      whole_free.push_back(segment.get());
+    }
+  }
+  std::size_t released = 0;
+  for (Segment* segment : whole_free) {
+    released += segment->size;
+    release_segment(segment);
+  }
+  return released;
+}
+
+void PoolAllocator::release_segment(Segment* segment) {
+  Block* block = segment->first;
+  erase_free(block);
+  delete block;
+  std::size_t size = segment->size;
+  resource_->release(segment->base, size);
+  stats_.reserved_bytes -= size;
+  stats_.segments -= 1;
+  stats_.releases += 1;
+  free_bytes_ -= size;
+  int id = segment->id;
+  record(PoolEventKind::Release, size, segment, 0, MemoryTag::Other);
+  segments_.erase(id);
+}
+
+void PoolAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!pending_.empty()) process_events();
+  release_cached_segments();
+}
+
+FreeArenaReport PoolAllocator::report_locked() const {
+  FreeArenaReport report;
+  report.capacity = capacity_;
+  report.reserved = stats_.reserved_bytes;
+  report.allocated = stats_.allocated_bytes;
+  report.free_in_arena = free_bytes_;
+  report.headroom = std::min(capacity_ - stats_.reserved_bytes, resource_->device_free_bytes());
+  report.largest_free_block = largest_free_locked();
+  report.fragmentation = free_bytes_ == 0 ? 0.0
+                                          : 1.0 - static_cast<double>(report.largest_free_block) /
+                                                      static_cast<double>(free_bytes_);
+  report.allocated_by_tag = by_tag_;
+  return report;
+}
+
+FreeArenaReport PoolAllocator::report() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return report_locked();
+}
+
+PoolStats PoolAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+std::size_t PoolAllocator::peak_allocated() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.peak_allocated_bytes;
+}
+
+void PoolAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  stats_.peak_reserved_bytes = stats_.reserved_bytes;
+}
+
+void PoolAllocator::set_micro_batch(int index) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  micro_batch_ = index;
+}
+
+void PoolAllocator::mark(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  record(PoolEventKind::Mark, 0, nullptr, 0, MemoryTag::Other, name);
+}
+
+std::vector<SegmentSnapshot> PoolAllocator::snapshot() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<SegmentSnapshot> result;
+  result.reserve(segments_.size());
+  for (const auto& [id, segment] : segments_) {
+    SegmentSnapshot snap;
+    snap.id = id;
+    snap.base = reinterpret_cast<std::uintptr_t>(segment->base);
+    snap.size = segment->size;
+    snap.small_pool = segment->small_pool;
+    snap.stream = segment->stream;
+    for (const Block* block = segment->first; block != nullptr; block = block->next) {
+      BlockSnapshot b;
+      b.offset = static_cast<std::size_t>(block->ptr - segment->base);
+      b.size = block->size;
+      b.allocated = block->allocated;
+      b.tag = block->tag;
+      snap.blocks.push_back(b);
+    }
+    result.push_back(std::move(snap));
+  }
+  return result;
+}
+
+void PoolAllocator::record(PoolEventKind kind, std::size_t bytes, const Segment* segment,
+                           std::size_t offset, MemoryTag tag, std::string name) {
+  if (ring_disabled()) return;
+  PoolEvent* event = nullptr;
+  if (ring_.size() < ring_capacity_) {
+    ring_.emplace_back();
+    event = &ring_.back();
+  } else {
+    // Overwriting the oldest event: fold it into the per-tag baseline first.
+    PoolEvent& oldest = ring_[ring_next_];
+    if (oldest.kind == PoolEventKind::Alloc || oldest.kind == PoolEventKind::Free) {
+      ring_base_by_tag_[static_cast<int>(oldest.tag)] = oldest.tag_allocated;
+    }
+    event = &oldest;
+  }
+  ring_next_ = (ring_next_ + 1) % ring_capacity_;
+  event->kind = kind;
+  event->tag = tag;
+  event->micro_batch = micro_batch_;
+  event->segment_id = segment != nullptr ? segment->id : -1;
+  event->time_ns = now_ns();
+  event->bytes = bytes;
+  event->offset = offset;
+  event->allocated = stats_.allocated_bytes;
+  event->reserved = stats_.reserved_bytes;
+  event->largest_free_block = largest_free_locked();
+  event->tag_allocated = by_tag_[static_cast<int>(tag)];
+  event->name = std::move(name);
+}
+
+std::vector<PoolEvent> PoolAllocator::events() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return events_locked();
+}
+
+std::vector<PoolEvent> PoolAllocator::events_locked() const {
+  std::vector<PoolEvent> result;
+  result.reserve(ring_.size());
+  std::size_t start = ring_.size() < ring_capacity_ ? 0 : ring_next_;
+  for (std::size_t i = 0; i < ring_.size(); ++i)
+    result.push_back(ring_[(start + i) % ring_.size()]);
+  return result;
+}
+
+}  // namespace mb

@@ -1,0 +1,562 @@
+// PoolAllocator over host memory (label allocator): randomized alloc/free sequences checked
+// against a simple model of live blocks, best fit, split and coalesce, the cap and
+// OutOfMemory, cache release, stream-aware reuse (with a fake resource whose events the
+// test completes by hand) and the default-allocator switch.
+#include "allocator/pool_allocator.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "allocator/passthrough_allocator.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+namespace mb {
+namespace {
+
+constexpr std::size_t kKiB = 1024;
+constexpr std::size_t kMiB = 1024 * 1024;
+
+// Host memory with a hard device limit (reserve returns nullptr beyond it) and events the
+// test completes by hand, to exercise the paths a GPU would take.
+class FakeDeviceResource final : public MemoryResource {
+ public:
+  explicit FakeDeviceResource(std::size_t device_limit = SIZE_MAX,
+                              MemoryKind kind = MemoryKind::Host)
+      : device_limit_(device_limit), kind_(kind) {}
+  ~FakeDeviceResource() override {
+    for (bool* event : live_events_) delete event;
+  }
+
+  void* reserve(std::size_t bytes) override {
+    if (bytes > device_limit_ - in_use_) return nullptr;
+    in_use_ += bytes;
+    return std::aligned_alloc(kSegmentAlignment, bytes);
+  }
+  void release(void* ptr, std::size_t bytes) noexcept override {
+    in_use_ -= bytes;
+    std::free(ptr);
+  }
+  MemoryKind kind() const override { return kind_; }
+  int device_index() const override { return -1; }
+  std::size_t device_free_bytes() const override { return device_limit_ - in_use_; }
+  std::string name() const override { return "fake"; }
+
+  void* record_event(StreamHandle) override {
+    bool* done = new bool(false);
+    live_events_.push_back(done);
+    return done;
+  }
+  bool event_completed(void* event) override { return *static_cast<bool*>(event); }
+  void destroy_event(void* event) noexcept override {
+    live_events_.erase(std::find(live_events_.begin(), live_events_.end(), event));
+    delete static_cast<bool*>(event);
+  }
+  void complete_all_events() {
+    for (bool* event : live_events_) *event = true;
+  }
+  std::size_t live_events() const { return live_events_.size(); }
+
+ private:
+  std::size_t device_limit_;
+  MemoryKind kind_;
+  std::size_t in_use_ = 0;
+  std::vector<bool*> live_events_;
+};
+
+struct LiveBlock {
+  std::size_t requested;
+  MemoryTag tag;
+  unsigned char pattern;
+};
+
+// Checks every invariant of the pool against the model `live` (pointer -> request).
+void check_invariants(const PoolAllocator& pool, const std::map<char*, LiveBlock>& live) {
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  PoolStats stats = pool.stats();
+  FreeArenaReport report = pool.report();
+
+  std::size_t reserved = 0, allocated = 0, free_bytes = 0, largest_free = 0;
+  std::size_t allocated_blocks = 0;
+  std::array<std::size_t, kNumMemoryTags> by_tag{};
+  std::map<char*, std::size_t> block_size_at;  // allocated blocks by address
+  for (const SegmentSnapshot& segment : segments) {
+    reserved += segment.size;
+    std::size_t offset = 0;
+    ASSERT_FALSE(segment.blocks.empty());
+    for (std::size_t i = 0; i < segment.blocks.size(); ++i) {
+      const BlockSnapshot& block = segment.blocks[i];
+      ASSERT_EQ(block.offset, offset) << "blocks must tile segment " << segment.id;
+      ASSERT_GT(block.size, 0u);
+      offset += block.size;
+      if (block.allocated) {
+        allocated += block.size;
+        ++allocated_blocks;
+        by_tag[static_cast<int>(block.tag)] += block.size;
+        block_size_at[reinterpret_cast<char*>(segment.base + block.offset)] = block.size;
+      } else {
+        free_bytes += block.size;
+        largest_free = std::max(largest_free, block.size);
+        // Coalescing: two free blocks are never neighbours.
+        if (i > 0) {
+          ASSERT_TRUE(segment.blocks[i - 1].allocated) << "unmerged free neighbours";
+        }
+      }
+    }
+    ASSERT_EQ(offset, segment.size) << "blocks must cover segment " << segment.id;
+  }
+
+  // Every live pointer is the start of an allocated block, big enough, aligned, and the
+  // model's live blocks are exactly the allocated ones (so none overlap: they tile segments).
+  ASSERT_EQ(allocated_blocks, live.size());
+  std::array<std::size_t, kNumMemoryTags> model_by_tag{};
+  for (const auto& [ptr, block] : live) {
+    auto it = block_size_at.find(ptr);
+    ASSERT_NE(it, block_size_at.end()) << "live pointer is not an allocated block start";
+    ASSERT_GE(it->second, block.requested);
+    ASSERT_GE(it->second, PoolAllocator::round_size(block.requested));
+    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % 256, 0u);
+    model_by_tag[static_cast<int>(block.tag)] += it->second;
+  }
+  char* previous_end = nullptr;
+  for (const auto& [ptr, size] : block_size_at) {
+    if (previous_end != nullptr) {
+      ASSERT_LE(previous_end, ptr) << "allocated blocks overlap";
+    }
+    previous_end = ptr + size;
+  }
+
+  EXPECT_EQ(stats.allocated_bytes, allocated);
+  EXPECT_EQ(stats.reserved_bytes, reserved);
+  EXPECT_EQ(stats.active_blocks, live.size());
+  EXPECT_EQ(stats.segments, segments.size());
+  EXPECT_LE(stats.allocated_bytes, stats.peak_allocated_bytes);
+  EXPECT_LE(stats.reserved_bytes, stats.peak_reserved_bytes);
+  EXPECT_EQ(report.allocated, allocated);
+  EXPECT_EQ(report.reserved, reserved);
+  EXPECT_EQ(report.free_in_arena, reserved - allocated);
+  EXPECT_EQ(report.free_in_arena, free_bytes);
+  EXPECT_EQ(report.largest_free_block, largest_free);
+  EXPECT_LE(report.reserved, report.capacity);
+  EXPECT_EQ(report.headroom, report.capacity - report.reserved);
+  if (free_bytes == 0) {
+    EXPECT_EQ(report.fragmentation, 0.0);
+  } else {
+    EXPECT_DOUBLE_EQ(report.fragmentation, 1.0 - double(largest_free) / double(free_bytes));
+  }
+  std::size_t tag_sum = 0;
+  for (int tag = 0; tag < kNumMemoryTags; ++tag) {
+    EXPECT_EQ(report.allocated_by_tag[tag], by_tag[tag]) << "tag " << tag;
+    EXPECT_EQ(model_by_tag[tag], by_tag[tag]) << "tag " << tag;
+    tag_sum += report.allocated_by_tag[tag];
+  }
+  EXPECT_EQ(tag_sum, report.allocated);
+}
+
+// Sizes from 1 B to 8 MiB, log-uniform so that small and large pools both see traffic.
+std::size_t random_size(std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> exponent(0.0, 23.0);
+  return std::max<std::size_t>(1, static_cast<std::size_t>(std::exp2(exponent(rng))));
+}
+
+void fill(char* ptr, std::size_t bytes, unsigned char pattern) {
+  std::memset(ptr, pattern, std::min<std::size_t>(bytes, 64));
+  std::memset(ptr + bytes - std::min<std::size_t>(bytes, 64), pattern,
+              std::min<std::size_t>(bytes, 64));
+}
+
+bool still_filled(const char* ptr, std::size_t bytes, unsigned char pattern) {
+  std::size_t n = std::min<std::size_t>(bytes, 64);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (static_cast<unsigned char>(ptr[i]) != pattern) return false;
+    if (static_cast<unsigned char>(ptr[bytes - 1 - i]) != pattern) return false;
+  }
+  return true;
+}
+
+// Random alloc/free; returns the number of OOMs seen. With `capacity`, checks the cap holds.
+int run_random_sequence(PoolAllocator& pool, std::uint64_t seed, int steps, int check_every) {
+  std::mt19937_64 rng(seed);
+  std::map<char*, LiveBlock> live;
+  int ooms = 0;
+  for (int step = 0; step < steps; ++step) {
+    bool do_alloc = live.empty() || (rng() % 100) < (live.size() < 64 ? 60u : 40u);
+    if (do_alloc) {
+      std::size_t bytes = random_size(rng);
+      auto tag = static_cast<MemoryTag>(rng() % kNumMemoryTags);
+      try {
+        char* ptr = static_cast<char*>(pool.allocate(bytes, tag));
+        auto pattern = static_cast<unsigned char>(rng());
+        fill(ptr, bytes, pattern);
+        EXPECT_EQ(live.count(ptr), 0u) << "pointer handed out twice";
+        live[ptr] = LiveBlock{bytes, tag, pattern};
+      } catch (const OutOfMemory& oom) {
+        ++ooms;
+        EXPECT_EQ(oom.requested_bytes(), bytes);
+        EXPECT_LE(oom.report().reserved, pool.capacity());
+      }
+    } else {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      EXPECT_TRUE(still_filled(it->first, it->second.requested, it->second.pattern))
+          << "another block overwrote this one";
+      pool.deallocate(it->first);
+      live.erase(it);
+    }
+    EXPECT_LE(pool.stats().reserved_bytes, pool.capacity());
+    if (step % check_every == 0) {
+      check_invariants(pool, live);
+      if (::testing::Test::HasFatalFailure()) return ooms;
+    }
+  }
+  check_invariants(pool, live);
+  for (auto& [ptr, block] : live) {
+    EXPECT_TRUE(still_filled(ptr, block.requested, block.pattern));
+    pool.deallocate(ptr);
+  }
+  live.clear();
+  check_invariants(pool, live);
+  PoolStats stats = pool.stats();
+  EXPECT_EQ(stats.allocated_bytes, 0u);
+  EXPECT_EQ(stats.active_blocks, 0u);
+  // Fully coalesced: every segment is one free block again.
+  for (const SegmentSnapshot& segment : pool.snapshot()) {
+    EXPECT_EQ(segment.blocks.size(), 1u);
+    EXPECT_FALSE(segment.blocks.empty() || segment.blocks[0].allocated);
+  }
+  return ooms;
+}
+
+TEST(PoolAllocator, RoundSize) {
+  EXPECT_EQ(PoolAllocator::round_size(0), 512u);
+  EXPECT_EQ(PoolAllocator::round_size(1), 512u);
+  EXPECT_EQ(PoolAllocator::round_size(512), 512u);
+  EXPECT_EQ(PoolAllocator::round_size(513), 1024u);
+  EXPECT_EQ(PoolAllocator::round_size(kMiB), kMiB);
+  // Large: eight classes per power of two, at most 2 MiB apart.
+  EXPECT_EQ(PoolAllocator::round_size(kMiB + 1), kMiB + 128 * kKiB);
+  EXPECT_EQ(PoolAllocator::round_size(5 * kMiB + 1), 5 * kMiB + 512 * kKiB);
+  EXPECT_EQ(PoolAllocator::round_size(100 * kMiB + 1), 102 * kMiB);
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 10000; ++i) {
+    std::size_t bytes =
+        static_cast<std::size_t>(std::exp2(std::uniform_real_distribution<>(0, 34)(rng)));
+    std::size_t rounded = PoolAllocator::round_size(bytes);
+    ASSERT_GE(rounded, bytes);
+    ASSERT_EQ(rounded % 512, 0u);
+    if (bytes > 4096) {
+      ASSERT_LE(rounded - bytes, std::min<std::size_t>(bytes / 8, 2 * kMiB));
+    }
+  }
+}
+
+TEST(PoolAllocator, RandomSequencesKeepTheBooks) {
+  for (std::uint64_t seed : {1u, 2u, 3u, 4u}) {
+    SCOPED_TRACE(seed);
+    PoolAllocator pool(make_host_memory_resource());
+    EXPECT_EQ(run_random_sequence(pool, seed, 3000, 7), 0);
+    PoolStats stats = pool.stats();
+    EXPECT_GT(stats.cache_hits, stats.allocations / 2) << "the pool should mostly reuse";
+    EXPECT_EQ(stats.ooms, 0u);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(PoolAllocator, RandomSequencesUnderACapNeverExceedIt) {
+  for (std::uint64_t seed : {11u, 12u, 13u}) {
+    SCOPED_TRACE(seed);
+    PoolOptions options;
+    options.capacity = 48 * kMiB;
+    PoolAllocator pool(make_host_memory_resource(), options);
+    EXPECT_EQ(pool.report().capacity, 48 * kMiB);
+    int ooms = run_random_sequence(pool, seed, 3000, 11);
+    EXPECT_GT(ooms, 0) << "the cap should bite in this sequence";
+    EXPECT_EQ(pool.stats().ooms, static_cast<std::size_t>(ooms));
+    EXPECT_LE(pool.stats().peak_reserved_bytes, 48 * kMiB);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(PoolAllocator, SplitAndCoalesceRestoreOneBlock) {
+  PoolAllocator pool(make_host_memory_resource());
+  char* x = static_cast<char*>(pool.allocate(4 * kKiB, MemoryTag::Activation));
+  char* y = static_cast<char*>(pool.allocate(4 * kKiB, MemoryTag::Activation));
+  char* z = static_cast<char*>(pool.allocate(4 * kKiB, MemoryTag::Activation));
+  EXPECT_EQ(y, x + 4 * kKiB);
+  EXPECT_EQ(z, y + 4 * kKiB);
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].size, PoolAllocator::kSmallSegment);
+  ASSERT_EQ(segments[0].blocks.size(), 4u);  // x, y, z and the free tail
+
+  pool.deallocate(x);
+  pool.deallocate(z);  // merges with the tail
+  segments = pool.snapshot();
+  ASSERT_EQ(segments[0].blocks.size(), 3u);
+  EXPECT_FALSE(segments[0].blocks[0].allocated);
+  EXPECT_TRUE(segments[0].blocks[1].allocated);
+  EXPECT_EQ(segments[0].blocks[2].size, PoolAllocator::kSmallSegment - 8 * kKiB);
+
+  pool.deallocate(y);  // merges with both neighbours
+  segments = pool.snapshot();
+  ASSERT_EQ(segments[0].blocks.size(), 1u);
+  EXPECT_EQ(segments[0].blocks[0].size, PoolAllocator::kSmallSegment);
+  EXPECT_EQ(pool.report().largest_free_block, PoolAllocator::kSmallSegment);
+  EXPECT_EQ(pool.report().fragmentation, 0.0);
+}
+
+TEST(PoolAllocator, BestFitPicksTheSmallestFittingBlock) {
+  PoolAllocator pool(make_host_memory_resource());
+  // a (8 KiB), b (2 KiB), c (4 KiB) separated by live 512 B spacers, then freed.
+  void* a = pool.allocate(8 * kKiB, MemoryTag::Other);
+  void* s1 = pool.allocate(512, MemoryTag::Other);
+  void* b = pool.allocate(2 * kKiB, MemoryTag::Other);
+  void* s2 = pool.allocate(512, MemoryTag::Other);
+  void* c = pool.allocate(4 * kKiB, MemoryTag::Other);
+  void* s3 = pool.allocate(512, MemoryTag::Other);
+  pool.deallocate(a);
+  pool.deallocate(b);
+  pool.deallocate(c);
+  FreeArenaReport report = pool.report();
+  EXPECT_EQ(report.free_in_arena, PoolAllocator::kSmallSegment - 3 * 512);
+  // First fit (by address) would return a for both requests.
+  void* two = pool.allocate(2 * kKiB, MemoryTag::Other);
+  EXPECT_EQ(two, b);
+  void* three = pool.allocate(3 * kKiB, MemoryTag::Other);
+  EXPECT_EQ(three, c);
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  ASSERT_EQ(segments.size(), 1u);
+  // c was split: 3 KiB allocated, 1 KiB free behind it.
+  const auto& blocks = segments[0].blocks;
+  ASSERT_EQ(blocks.size(), 8u);  // a, s1, b, s2, c (3 KiB), 1 KiB, s3, tail
+  EXPECT_FALSE(blocks[0].allocated);
+  EXPECT_EQ(blocks[0].size, 8 * kKiB);
+  EXPECT_EQ(blocks[4].size, 3 * kKiB);
+  EXPECT_TRUE(blocks[4].allocated);
+  EXPECT_EQ(blocks[5].size, 1 * kKiB);
+  EXPECT_FALSE(blocks[5].allocated);
+  for (void* p : {s1, s2, s3, two, three}) pool.deallocate(p);
+  EXPECT_EQ(pool.snapshot()[0].blocks.size(), 1u);
+}
+
+TEST(PoolAllocator, LargePoolKeepsSmallRemaindersAttached) {
+  PoolAllocator pool(make_host_memory_resource());
+  void* big = pool.allocate(2 * kMiB, MemoryTag::Activation);
+  void* after = pool.allocate(2 * kMiB, MemoryTag::Activation);
+  pool.deallocate(big);
+  // 1.5 MiB fits the freed 2 MiB block; the 0.5 MiB remainder is too small to split off.
+  void* again = pool.allocate(3 * kMiB / 2, MemoryTag::Activation);
+  EXPECT_EQ(again, big);
+  EXPECT_EQ(pool.report().allocated, 4 * kMiB);
+  EXPECT_EQ(pool.stats().segments, 1u);
+  EXPECT_EQ(pool.snapshot()[0].size, PoolAllocator::kLargeSegment);
+  // Small requests never come from the large pool.
+  void* small = pool.allocate(4 * kKiB, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().segments, 2u);
+  for (void* p : {again, after, small}) pool.deallocate(p);
+  // Requests above 10 MiB get their own segment, rounded to 2 MiB (once nothing cached fits).
+  pool.empty_cache();
+  void* huge = pool.allocate(11 * kMiB, MemoryTag::Activation);
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].size, 12 * kMiB);
+  pool.deallocate(huge);
+}
+
+TEST(PoolAllocator, OutOfMemoryCarriesTheReportAndThePoolStaysUsable) {
+  PoolOptions options;
+  options.capacity = 8 * kMiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  void* six = pool.allocate(6 * kMiB, MemoryTag::Param);
+  EXPECT_EQ(pool.stats().reserved_bytes, 6 * kMiB);  // the 20 MiB segment did not fit
+  try {
+    pool.allocate(4 * kMiB, MemoryTag::Activation);
+    FAIL() << "expected OutOfMemory";
+  } catch (const OutOfMemory& oom) {
+    EXPECT_EQ(oom.requested_bytes(), 4 * kMiB);
+    const FreeArenaReport& report = oom.report();
+    EXPECT_EQ(report.capacity, 8 * kMiB);
+    EXPECT_EQ(report.reserved, 6 * kMiB);
+    EXPECT_EQ(report.allocated, 6 * kMiB);
+    EXPECT_EQ(report.free_in_arena, 0u);
+    EXPECT_EQ(report.headroom, 2 * kMiB);
+    EXPECT_EQ(report.tag_bytes(MemoryTag::Param), 6 * kMiB);
+    EXPECT_EQ(report.tag_bytes(MemoryTag::Activation), 0u);
+    std::string message = oom.what();
+    EXPECT_NE(message.find("PoolAllocator(host)"), std::string::npos) << message;
+    EXPECT_NE(message.find("4.00 MiB"), std::string::npos) << message;
+  }
+  PoolStats stats = pool.stats();
+  EXPECT_EQ(stats.ooms, 1u);
+  EXPECT_EQ(stats.allocated_bytes, 6 * kMiB);
+  // Something that fits after the OOM succeeds.
+  void* two = pool.allocate(2 * kMiB, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().reserved_bytes, 8 * kMiB);
+  EXPECT_EQ(pool.report().headroom, 0u);
+  pool.deallocate(two);
+  pool.deallocate(six);
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+TEST(PoolAllocator, CapReleasesCachedSegmentsBeforeFailing) {
+  PoolOptions options;
+  options.capacity = 8 * kMiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  pool.deallocate(pool.allocate(6 * kMiB, MemoryTag::Activation));
+  EXPECT_EQ(pool.report().reserved, 6 * kMiB);
+  EXPECT_EQ(pool.report().free_in_arena, 6 * kMiB);
+  // 7 MiB does not fit the cached 6 MiB block, and 6 + 7 > 8: the cache must go first.
+  void* seven = pool.allocate(7 * kMiB, MemoryTag::Activation);
+  PoolStats stats = pool.stats();
+  EXPECT_EQ(stats.releases, 1u);
+  EXPECT_EQ(stats.ooms, 0u);
+  EXPECT_EQ(stats.segments, 1u);
+  EXPECT_EQ(stats.reserved_bytes, 8 * kMiB);  // rounded to 2 MiB
+  pool.deallocate(seven);
+  pool.empty_cache();
+  EXPECT_EQ(pool.report().reserved, 0u);
+  EXPECT_EQ(pool.stats().releases, 2u);
+}
+
+TEST(PoolAllocator, DeviceOutOfMemoryReleasesCacheThenThrows) {
+  auto resource = std::make_unique<FakeDeviceResource>(8 * kMiB);
+  PoolAllocator pool(std::move(resource));  // no cap: only the "device" limits
+  pool.deallocate(pool.allocate(6 * kMiB, MemoryTag::Activation));
+  void* seven = pool.allocate(7 * kMiB, MemoryTag::Activation);  // after releasing the cache
+  EXPECT_EQ(pool.stats().releases, 1u);
+  EXPECT_THROW(pool.allocate(4 * kMiB, MemoryTag::Activation), OutOfMemory);
+  EXPECT_EQ(pool.report().headroom, 0u);  // bounded by the device's free bytes
+  pool.deallocate(seven);
+  EXPECT_NO_THROW(pool.deallocate(pool.allocate(4 * kMiB, MemoryTag::Activation)));
+}
+
+TEST(PoolAllocator, StreamAwareReuseWaitsForRecordedStreams) {
+  auto owned = std::make_unique<FakeDeviceResource>();
+  FakeDeviceResource* resource = owned.get();
+  PoolAllocator pool(std::move(owned));
+  auto compute = reinterpret_cast<StreamHandle>(0x1);
+  auto copy = reinterpret_cast<StreamHandle>(0x2);
+
+  void* p = pool.allocate(64 * kKiB, MemoryTag::Data, compute);
+  void* keep = pool.allocate(64 * kKiB, MemoryTag::Data, compute);
+  pool.record_stream(p, copy);
+  pool.record_stream(p, compute);  // its own stream: no event needed
+  pool.deallocate(p);
+  EXPECT_EQ(resource->live_events(), 1u);
+  // Still counted until the copy stream is done with it.
+  EXPECT_EQ(pool.report().allocated, 128 * kKiB);
+  void* q = pool.allocate(64 * kKiB, MemoryTag::Data, compute);
+  EXPECT_NE(q, p) << "reused before the other stream's event completed";
+  pool.deallocate(q);
+
+  resource->complete_all_events();
+  void* r = pool.allocate(64 * kKiB, MemoryTag::Data, compute);
+  EXPECT_EQ(r, p) << "after the event the block is free again (best fit, lowest address)";
+  EXPECT_EQ(resource->live_events(), 0u);
+  EXPECT_EQ(pool.report().allocated, 128 * kKiB);
+
+  // A block of one stream is not handed to another stream.
+  pool.deallocate(r);
+  void* other = pool.allocate(64 * kKiB, MemoryTag::Data, copy);
+  EXPECT_EQ(pool.stats().segments, 2u);
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  EXPECT_EQ(segments[1].stream, copy);
+  pool.deallocate(other);
+  pool.deallocate(keep);
+  EXPECT_EQ(pool.report().allocated, 0u);
+  EXPECT_THROW(pool.record_stream(keep, copy), InvalidArgument);
+}
+
+TEST(PoolAllocator, RecordStreamOnHostFreesAtOnce) {
+  PoolAllocator pool(make_host_memory_resource());
+  void* p = pool.allocate(kKiB, MemoryTag::Data);
+  pool.record_stream(p, reinterpret_cast<StreamHandle>(0x7));
+  pool.deallocate(p);
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+TEST(PoolAllocator, PeakAndResetPeak) {
+  PoolAllocator pool(make_host_memory_resource());
+  void* a = pool.allocate(100 * kKiB, MemoryTag::Activation);
+  void* b = pool.allocate(200 * kKiB, MemoryTag::Activation);
+  pool.deallocate(b);
+  EXPECT_EQ(pool.peak_allocated(), 300 * kKiB);
+  EXPECT_EQ(pool.stats().cumulative_allocated_bytes, 300 * kKiB);
+  pool.reset_peak();
+  EXPECT_EQ(pool.peak_allocated(), 100 * kKiB);
+  pool.deallocate(a);
+  EXPECT_EQ(pool.stats().allocations, 2u);
+  EXPECT_EQ(pool.stats().cache_hits, 1u);  // only the first reserved a segment
+}
+
+TEST(PoolAllocator, ConcurrentThreadsKeepTheBooks) {
+  PoolAllocator pool(make_host_memory_resource());
+  std::atomic<std::size_t> allocations{0};
+  auto worker = [&pool, &allocations](std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<void*> mine;
+    for (int i = 0; i < 4000; ++i) {
+      if (mine.empty() || rng() % 2 == 0) {
+        mine.push_back(pool.allocate(1 + rng() % (256 * kKiB), MemoryTag::Activation));
+        allocations += 1;
+      } else {
+        std::size_t index = rng() % mine.size();
+        pool.deallocate(mine[index]);
+        mine[index] = mine.back();
+        mine.pop_back();
+      }
+    }
+    for (void* p : mine) pool.deallocate(p);
+  };
+  std::thread first(worker, 1), second(worker, 2);
+  first.join();
+  second.join();
+  check_invariants(pool, {});
+  EXPECT_EQ(pool.stats().allocations, allocations.load());
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+TEST(PoolAllocator, DefaultAllocatorIsThePoolUnlessNoCache) {
+  unsetenv("MB_ALLOC_NO_CACHE");
+  std::shared_ptr<Allocator> pooled = make_default_allocator(Device::cpu(), 64 * kMiB);
+  auto* pool = dynamic_cast<PoolAllocator*>(pooled.get());
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->capacity(), 64 * kMiB);
+  setenv("MB_ALLOC_NO_CACHE", "1", 1);
+  std::shared_ptr<Allocator> plain = make_default_allocator(Device::cpu());
+  unsetenv("MB_ALLOC_NO_CACHE");
+  EXPECT_NE(dynamic_cast<PassThroughAllocator*>(plain.get()), nullptr);
+}
+
+TEST(PoolAllocator, DefaultCapacityLeavesAMargin) {
+  FakeDeviceResource device(10ull << 30, MemoryKind::Cuda);
+  EXPECT_EQ(default_pool_capacity(device), (10ull << 30) - (10ull << 30) / 20);
+  FakeDeviceResource small(1ull << 30, MemoryKind::Cuda);
+  EXPECT_EQ(default_pool_capacity(small), (1ull << 30) - 256 * kMiB);
+  auto host = make_host_memory_resource();
+  EXPECT_EQ(default_pool_capacity(*host), 0u);
+}
+
+TEST(PinnedHostMemoryResource, FallsBackToHostMemoryWithoutADevice) {
+  auto resource = make_pinned_host_memory_resource();
+  EXPECT_EQ(resource->kind(), MemoryKind::Host);
+  void* ptr = resource->reserve(1000);
+  ASSERT_NE(ptr, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % MemoryResource::kSegmentAlignment, 0u);
+  std::memset(ptr, 1, 1000);
+  resource->release(ptr, 1000);
+  PoolAllocator pool(make_pinned_host_memory_resource());
+  pool.deallocate(pool.allocate(4096, MemoryTag::Data));
+}
+
+}  // namespace
+}  // namespace mb
