@@ -1,0 +1,348 @@
+// cuDNN convolutions with a per-shape algorithm cache, cuDNN bias ops and a row-major
+// cuBLAS GEMM, all on the device's compute stream. See cudnn_conv.h.
+#include "layers/cuda/cudnn_conv.h"
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "allocator/allocator.h"
+#include "kernels/cpu/im2col.h"
+#include "runtime/context.h"
+#include "runtime/cuda_check.h"
+#include "runtime/cuda_context.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+namespace mb::cuda {
+
+std::int64_t ConvGeometry::out_h() const {
+  return cpu::conv_output_size(in_h, kernel_h, stride, padding, dilation);
+}
+std::int64_t ConvGeometry::out_w() const {
+  return cpu::conv_output_size(in_w, kernel_w, stride, padding, dilation);
+}
+std::string ConvGeometry::to_string() const {
+  return detail::concat("x [", batch, ", ", in_channels, ", ", in_h, ", ", in_w, "], w [",
+                        out_channels, ", ", in_channels / groups, ", ", kernel_h, ", ", kernel_w,
+                        "], stride ", stride, ", padding ", padding, ", dilation ", dilation,
+                        ", groups ", groups);
+}
+
+namespace {
+
+int to_int(std::int64_t value, const char* what) {
+  MB_CHECK(value >= 0 && value <= 0x7fffffff, "cuDNN: ", what, " = ", value,
+           " does not fit in int. Fix: use a smaller micro-batch");
+  return static_cast<int>(value);
+}
+
+// RAII owners of cuDNN descriptors; destructors do not throw.
+class TensorDescriptor {
+ public:
+  TensorDescriptor(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+    MB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_));
+    try {
+      MB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                to_int(n, "n"), to_int(c, "c"), to_int(h, "h"),
+                                                to_int(w, "w")));
+    } catch (...) {
+      cudnnDestroyTensorDescriptor(desc_);
+      throw;
+    }
+  }
+  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+  cudnnTensorDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnTensorDescriptor_t desc_ = nullptr;
+};
+
+class FilterDescriptor {
+ public:
+  explicit FilterDescriptor(const ConvGeometry& g) {
+    MB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_));
+    try {
+      MB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(
+          desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(g.out_channels, "out_channels"),
+          to_int(g.in_channels / g.groups, "in_channels"), g.kernel_h, g.kernel_w));
+    } catch (...) {
+      cudnnDestroyFilterDescriptor(desc_);
+      throw;
+    }
+  }
+  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
+  FilterDescriptor(const FilterDescriptor&) = delete;
+  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
+  cudnnFilterDescriptor_t get() const { return desc_; }
+
+ private:
+  cudnnFilterDescriptor_t desc_ = nullptr;
+};
+
+class ConvolutionDescriptor {
+ public:
+  explicit ConvolutionDescriptor(const ConvGeometry& g) {
+    MB_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc_));
+    try {
+      MB_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc_, g.padding, g.padding, g.stride,
+                                                     g.stride, g.dilation, g.dilation,
+                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+      MB_CUDNN_CHECK(cudnnSetConvolutionGroupCount(desc_, g.groups));
+    } catch (...) {
+      cudnnDestroyConvolutionDescriptor(desc_);
+      throw;
+    }
+  }
+  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
+  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
+  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
+  cudnnConvolutionDescriptor_t get() const { return desc_; }
+  void set_math(cudnnMathType_t math) { MB_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math)); }
+
+ private:
+  cudnnConvolutionDescriptor_t desc_ = nullptr;
+};
+
+// All descriptors of one convolution.
+struct ConvDescriptors {
+  explicit ConvDescriptors(const ConvGeometry& g)
+      : x(g.batch, g.in_channels, g.in_h, g.in_w),
+        y(g.batch, g.out_channels, g.out_h(), g.out_w()),
+        w(g),
+        conv(g) {}
+  TensorDescriptor x;
+  TensorDescriptor y;
+  FilterDescriptor w;
+  ConvolutionDescriptor conv;
+};
+
+enum class Direction { Forward, BackwardData, BackwardFilter };
+const char* direction_name(Direction d) {
+  switch (d) {
+    case Direction::Forward: return "forward";
+    case Direction::BackwardData: return "backward-data";
+    case Direction::BackwardFilter: return "backward-filter";
+  }
+  return "?";
+}
+
+using AlgorithmKey = std::tuple<int, int, bool, std::int64_t, std::int64_t, std::int64_t,
+                                std::int64_t, std::int64_t, int, int, int, int, int, int>;
+
+AlgorithmKey make_key(const Device& device, Direction direction, bool tf32, const ConvGeometry& g) {
+  return AlgorithmKey{device.index(), static_cast<int>(direction),
+                      tf32,           g.batch,
+                      g.in_channels,  g.in_h,
+                      g.in_w,         g.out_channels,
+                      g.kernel_h,     g.kernel_w,
+                      g.stride,       g.padding,
+                      g.dilation,     g.groups};
+}
+
+// The chosen algorithm (as int, for all three directions) and the math type to run it with.
+struct AlgorithmChoice {
+  int algorithm = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+
+std::mutex& cache_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::map<AlgorithmKey, AlgorithmChoice>& algorithm_cache() {
+  static std::map<AlgorithmKey, AlgorithmChoice> cache;
+  return cache;
+}
+
+bool uses_tensor_cores(cudnnMathType_t math) {
+  return math == CUDNN_TENSOR_OP_MATH || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+// Picks the first (fastest by cuDNN's heuristic) successful candidate whose workspace fits
+// `limit` and whose math type is allowed.
+template <typename Perf>
+AlgorithmChoice pick(const Perf* perf, int count, std::size_t limit, bool tf32,
+                     const ConvGeometry& g, Direction direction, Allocator& allocator) {
+  std::size_t smallest = static_cast<std::size_t>(-1);
+  for (int i = 0; i < count; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (!tf32 && uses_tensor_cores(perf[i].mathType)) continue;
+    smallest = std::min(smallest, perf[i].memory);
+    if (perf[i].memory <= limit) {
+      return AlgorithmChoice{static_cast<int>(perf[i].algo), perf[i].mathType};
+    }
+  }
+  if (smallest == static_cast<std::size_t>(-1)) {
+    MB_THROW(CudaError, "cuDNN offers no ", direction_name(direction),
+             " convolution algorithm for ", g.to_string(), (tf32 ? "" : " without TF32"),
+             ". Fix: check the convolution arguments");
+  }
+  throw OutOfMemory(smallest, allocator.report(),
+                    detail::concat("cuDNN ", direction_name(direction), " workspace for ",
+                                   g.to_string(), ". Fix: use a smaller micro-batch"),
+                    __FILE__, __LINE__);
+}
+
+AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeometry& g,
+                       ConvDescriptors& d) {
+  const bool tf32 = Context::get(device).allow_tf32();
+  const AlgorithmKey key = make_key(device, direction, tf32, g);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex());
+    auto found = algorithm_cache().find(key);
+    if (found != algorithm_cache().end()) return found->second;
+  }
+  // The descriptor's math type bounds what the heuristic may propose.
+  d.conv.set_math(tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+  Allocator& allocator = allocator_for(device);
+  const std::size_t limit = allocator.report().available();
+  cudnnHandle_t handle = cudnn_handle(device);
+  int returned = 0;
+  AlgorithmChoice choice;
+  switch (direction) {
+    case Direction::Forward: {
+      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      MB_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+          handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+          &returned, perf));
+      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      break;
+    }
+    case Direction::BackwardData: {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      MB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+          handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
+          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
+      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      break;
+    }
+    case Direction::BackwardFilter: {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+      MB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+          handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
+          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
+      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      break;
+    }
+  }
+  if (!tf32) choice.math = CUDNN_FMA_MATH;
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  algorithm_cache().emplace(key, choice);
+  return choice;
+}
+
+void check_geometry(const ConvGeometry& g) {
+  MB_CHECK(g.batch > 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 &&
+               g.in_channels % g.groups == 0 && g.out_channels % g.groups == 0 && g.out_h() > 0 &&
+               g.out_w() > 0,
+           "cuDNN convolution: invalid geometry ", g.to_string());
+}
+
+DeviceBuffer workspace(const Device& device, std::size_t bytes) {
+  if (bytes == 0) return DeviceBuffer();
+  return DeviceBuffer(allocator_for(device), bytes, MemoryTag::Workspace,
+                      static_cast<StreamHandle>(compute_stream(device)));
+}
+
+float beta_for(GradientMode mode) {
+  return mode == GradientMode::Accumulate ? 1.0f : 0.0f;
+}
+
+}  // namespace
+
+void conv_forward(const Device& device, const ConvGeometry& g, const float* x, const float* w,
+                  float* y, GradientMode mode) {
+  check_geometry(g);
+  ConvDescriptors d(g);
+  const AlgorithmChoice choice = choose(device, Direction::Forward, g, d);
+  d.conv.set_math(choice.math);
+  const auto algorithm = static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm);
+  cudnnHandle_t handle = cudnn_handle(device);
+  std::size_t bytes = 0;
+  MB_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x.get(), d.w.get(), d.conv.get(),
+                                                         d.y.get(), algorithm, &bytes));
+  DeviceBuffer space = workspace(device, bytes);
+  const float alpha = 1.0f, beta = beta_for(mode);
+  MB_CUDNN_CHECK(cudnnConvolutionForward(handle, &alpha, d.x.get(), x, d.w.get(), w, d.conv.get(),
+                                         algorithm, space.get(), bytes, &beta, d.y.get(), y));
+}
+
+void conv_backward_data(const Device& device, const ConvGeometry& g, const float* w,
+                        const float* dy, float* dx, GradientMode mode) {
+  check_geometry(g);
+  ConvDescriptors d(g);
+  const AlgorithmChoice choice = choose(device, Direction::BackwardData, g, d);
+  d.conv.set_math(choice.math);
+  const auto algorithm = static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm);
+  cudnnHandle_t handle = cudnn_handle(device);
+  std::size_t bytes = 0;
+  MB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+      handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(), algorithm, &bytes));
+  DeviceBuffer space = workspace(device, bytes);
+  const float alpha = 1.0f, beta = beta_for(mode);
+  MB_CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &alpha, d.w.get(), w, d.y.get(), dy,
+                                              d.conv.get(), algorithm, space.get(), bytes, &beta,
+                                              d.x.get(), dx));
+}
+
+void conv_backward_filter(const Device& device, const ConvGeometry& g, const float* x,
+                          const float* dy, float* dw, GradientMode mode) {
+  check_geometry(g);
+  ConvDescriptors d(g);
+  const AlgorithmChoice choice = choose(device, Direction::BackwardFilter, g, d);
+  d.conv.set_math(choice.math);
+  const auto algorithm = static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm);
+  cudnnHandle_t handle = cudnn_handle(device);
+  std::size_t bytes = 0;
+  MB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+      handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(), algorithm, &bytes));
+  DeviceBuffer space = workspace(device, bytes);
+  const float alpha = 1.0f, beta = beta_for(mode);
+  MB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &alpha, d.x.get(), x, d.y.get(), dy,
+                                                d.conv.get(), algorithm, space.get(), bytes, &beta,
+                                                d.w.get(), dw));
+}
+
+void add_channel_bias(const Device& device, const float* bias, float* data, std::int64_t batch,
+                      std::int64_t channels, std::int64_t spatial) {
+  if (batch == 0 || spatial == 0) return;
+  TensorDescriptor bias_desc(1, channels, 1, 1);
+  TensorDescriptor data_desc(batch, channels, spatial, 1);
+  const float alpha = 1.0f, beta = 1.0f;
+  MB_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(device), &alpha, bias_desc.get(), bias, &beta,
+                                data_desc.get(), data));
+}
+
+void channel_bias_grad(const Device& device, const float* grad, float* bias_grad,
+                       std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                       GradientMode mode) {
+  TensorDescriptor grad_desc(batch, channels, spatial, 1);
+  TensorDescriptor bias_desc(1, channels, 1, 1);
+  const float alpha = 1.0f, beta = beta_for(mode);
+  MB_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(device), &alpha, grad_desc.get(), grad,
+                                              &beta, bias_desc.get(), bias_grad));
+}
+
+void gemm(const Device& device, bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, GradientMode mode) {
+  MB_CHECK(m >= 0 && n >= 0 && k >= 0, "cuda::gemm: negative size m=", m, " n=", n, " k=", k);
+  if (m == 0 || n == 0) return;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix
+  // read column-major is its transpose: so swap the operands and keep the op flags.
+  const float alpha = 1.0f, beta = beta_for(mode);
+  MB_CUBLAS_CHECK(cublasSgemm(cublas_handle(device), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(n, "n"),
+                              to_int(m, "m"), to_int(k, "k"), &alpha, b, to_int(ldb, "ldb"), a,
+                              to_int(lda, "lda"), &beta, c, to_int(ldc, "ldc")));
+}
+
+std::size_t conv_algorithm_cache_size() {
+  std::lock_guard<std::mutex> lock(cache_mutex());
+  return algorithm_cache().size();
+}
+
+}  // namespace mb::cuda
