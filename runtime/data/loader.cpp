@@ -1,0 +1,189 @@
+// BatchLoader: a producer thread fills a bounded queue of host batches.
+#include "runtime/data/loader.h"
+
+#include <cstring>
+
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+namespace mb {
+namespace {
+
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, int epoch, bool shuffle) {
+  MB_CHECK(n >= 0, "epoch_order: n must be >= 0, got ", n);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+  if (!shuffle) return order;
+  // Note: our own Fisher-Yates over splitmix64 rather than std::shuffle, whose algorithm
+  // differs between standard libraries; the order must be the same everywhere.
+  std::uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (static_cast<std::uint64_t>(epoch) + 1));
+  for (std::int64_t i = n - 1; i > 0; --i) {
+    // Multiply-shift maps 64 random bits onto [0, i]; the bias is below 2^-32 for any n
+    // a data set can have.
+    const auto j = static_cast<std::int64_t>(
+        (static_cast<unsigned __int128>(splitmix64(state)) * static_cast<std::uint64_t>(i + 1)) >>
+        64);
+    std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
+  }
+  return order;
+}
+
+BatchLoader::BatchLoader(const Dataset& dataset, LoaderOptions options)
+    : dataset_(dataset), options_(std::move(options)) {
+  MB_CHECK(dataset_.images.defined() && dataset_.images.device().is_cpu() &&
+               dataset_.images.dtype() == DType::Float32 && dataset_.images.ndim() == 4,
+           "BatchLoader: data set '", dataset_.name, "' needs CPU float32 images [N, C, H, W]");
+  MB_CHECK(dataset_.labels.defined() && dataset_.labels.device().is_cpu() &&
+               dataset_.labels.dtype() == DType::Int32 &&
+               dataset_.labels.dim(0) == dataset_.images.dim(0) &&
+               (dataset_.labels.ndim() == 1 ||
+                (dataset_.labels.ndim() == 3 && dataset_.labels.dim(1) == dataset_.images.dim(2) &&
+                 dataset_.labels.dim(2) == dataset_.images.dim(3))),
+           "BatchLoader: data set '", dataset_.name,
+           "' needs CPU int32 labels [N] or [N, H, W] matching its images");
+  MB_CHECK(options_.batch_size > 0, "BatchLoader: batch_size must be > 0, got ",
+           options_.batch_size);
+  MB_CHECK(options_.prefetch >= 1 && options_.prefetch <= 8,
+           "BatchLoader: prefetch must be in [1, 8], got ", options_.prefetch);
+  MB_CHECK(options_.augment.crop_padding >= 0, "BatchLoader: crop_padding must be >= 0, got ",
+           options_.augment.crop_padding);
+}
+
+BatchLoader::~BatchLoader() {
+  stop_worker();
+}
+
+std::int64_t BatchLoader::batches_per_epoch() const {
+  const std::int64_t n = dataset_.size(), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void BatchLoader::stop_worker() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  not_full_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  std::lock_guard<std::mutex> lock(mutex_);
+  queue_.clear();
+  stop_ = false;
+  finished_ = false;
+  error_ = nullptr;
+}
+
+void BatchLoader::start_epoch(int epoch) {
+  stop_worker();
+  std::vector<std::int64_t> order =
+      epoch_order(dataset_.size(), options_.seed, epoch, options_.shuffle);
+  started_ = true;
+  worker_ = std::thread(&BatchLoader::run_worker, this, epoch, std::move(order));
+}
+
+bool BatchLoader::next(Batch& out) {
+  MB_CHECK(started_, "BatchLoader::next: call start_epoch(epoch) first");
+  std::unique_lock<std::mutex> lock(mutex_);
+  not_empty_.wait(lock, [this] { return !queue_.empty() || finished_; });
+  if (!queue_.empty()) {
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    not_full_.notify_one();
+    return true;
+  }
+  if (error_) std::rethrow_exception(error_);
+  return false;
+}
+
+void BatchLoader::run_worker(int epoch, std::vector<std::int64_t> order) {
+  try {
+    const std::int64_t batches = batches_per_epoch();
+    for (std::int64_t b = 0; b < batches; ++b) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (stop_) break;
+      }
+      Batch batch = make_batch(epoch, order, b);
+      std::unique_lock<std::mutex> lock(mutex_);
+      not_full_.wait(
+          lock, [this] { return stop_ || static_cast<int>(queue_.size()) < options_.prefetch; });
+      if (stop_) break;
+      queue_.push_back(std::move(batch));
+      lock.unlock();
+      not_empty_.notify_one();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = std::current_exception();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_ = true;
+  }
+  not_empty_.notify_all();
+}
+
+Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
+                              std::int64_t batch) const {
+  const std::int64_t first = batch * options_.batch_size;
+  const std::int64_t n = std::min(options_.batch_size, dataset_.size() - first);
+  const std::int64_t channels = dataset_.images.dim(1), height = dataset_.images.dim(2),
+                     width = dataset_.images.dim(3);
+  const std::int64_t image = channels * height * width;
+  const bool masks = dataset_.labels.ndim() == 3;
+  const std::int64_t label_elements = masks ? height * width : 1;
+
+  // Note: batch buffers come from the CPU allocator. Once a pinned host memory resource
+  // exists, the default here becomes a pool over it so the H2D copies run asynchronously.
+  TensorOptions tensor_options;
+  tensor_options.tag = MemoryTag::Data;
+  tensor_options.allocator =
+      options_.allocator != nullptr ? options_.allocator : &allocator_for(Device::cpu());
+  Batch out;
+  out.first_index = first;
+  out.epoch = epoch;
+  out.sample_indices.assign(order.begin() + first, order.begin() + first + n);
+  out.images = Tensor::empty(Shape{n, channels, height, width}, tensor_options);
+  tensor_options.dtype = DType::Int32;
+  out.labels = Tensor::empty(masks ? Shape{n, height, width} : Shape{n}, tensor_options);
+
+  const float* src_images = dataset_.images.data<float>();
+  const std::int32_t* src_labels = dataset_.labels.data<std::int32_t>();
+  float* dst_images = out.images.data<float>();
+  std::int32_t* dst_labels = out.labels.data<std::int32_t>();
+  const bool augment = options_.augment.enabled();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t index = out.sample_indices[static_cast<std::size_t>(i)];
+    const float* image_in = src_images + index * image;
+    const std::int32_t* label_in = src_labels + index * label_elements;
+    float* image_out = dst_images + i * image;
+    std::int32_t* label_out = dst_labels + i * label_elements;
+    if (augment) {
+      const AugmentDraw draw = draw_augmentation(options_.augment, options_.seed, epoch, index);
+      augment_sample(image_in, image_out, channels, height, width, options_.augment.crop_padding,
+                     draw);
+      if (masks) {
+        augment_mask(label_in, label_out, height, width, options_.augment.crop_padding, draw);
+      } else {
+        *label_out = *label_in;
+      }
+    } else {
+      std::memcpy(image_out, image_in, static_cast<std::size_t>(image) * sizeof(float));
+      std::memcpy(label_out, label_in,
+                  static_cast<std::size_t>(label_elements) * sizeof(std::int32_t));
+    }
+  }
+  if (!options_.normalize.empty()) normalize_inplace(out.images, options_.normalize);
+  return out;
+}
+
+}  // namespace mb

@@ -1,0 +1,96 @@
+// BatchLoader: iterates a Dataset in batches, shuffled per epoch and augmented, with a
+// background thread that prepares the next batches while the consumer trains on this one.
+//
+// Usage:
+//   LoaderOptions options;
+//   options.batch_size = 256;
+//   BatchLoader loader(dataset, options);
+//   for (int epoch = 0; epoch < epochs; ++epoch) {
+//     loader.start_epoch(epoch);
+//     Batch batch;
+//     while (loader.next(batch)) train_step(batch);
+//   }
+//
+// The order of an epoch depends only on (seed, epoch), and augmentation only on (seed,
+// epoch, sample index), so a run is reproducible whatever the batch or micro-batch split.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "runtime/data/dataset.h"
+#include "runtime/data/transforms.h"
+
+namespace mb {
+
+struct LoaderOptions {
+  std::int64_t batch_size = 32;
+  bool shuffle = true;
+  bool drop_last = false;  // false: the last batch of an epoch may be smaller
+  std::uint64_t seed = 0;
+  AugmentOptions augment;
+  // Applied to each batch after augmentation, so crop padding is black as in torchvision
+  // (empty: none; normalize the Dataset up front instead and padding takes the mean).
+  Normalization normalize;
+  int prefetch = 2;  // batches prepared ahead of the consumer, 1..8
+  // Where batch buffers come from (tag Data); nullptr: allocator_for(Device::cpu()).
+  Allocator* allocator = nullptr;
+};
+
+struct Batch {
+  Tensor images;                 // CPU float32 [n, C, H, W], n <= batch_size
+  Tensor labels;                 // CPU int32 [n] or [n, H, W]
+  std::int64_t first_index = 0;  // position of the first sample in the epoch order
+  int epoch = 0;
+  std::vector<std::int64_t> sample_indices;  // dataset index of each row
+  std::int64_t size() const { return images.defined() ? images.dim(0) : 0; }
+};
+
+// The order in which an epoch visits the samples: a permutation of [0, n) determined by
+// (seed, epoch), or the identity when !shuffle.
+std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, int epoch, bool shuffle);
+
+class BatchLoader {
+ public:
+  // Keeps a handle to the dataset's tensors (their storage stays alive). Throws
+  // mb::InvalidArgument for an invalid dataset or options.
+  BatchLoader(const Dataset& dataset, LoaderOptions options);
+  // Stops the worker thread and joins it; batches already handed out stay valid.
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  std::int64_t batches_per_epoch() const;
+  const LoaderOptions& options() const { return options_; }
+
+  // Abandons the current epoch, if any, and starts preparing `epoch`'s batches.
+  void start_epoch(int epoch);
+  // The next batch of the current epoch into `out`; false when the epoch is done.
+  // An exception thrown while preparing a batch is rethrown here (after the batches
+  // prepared before it), and again on every call until the next start_epoch.
+  bool next(Batch& out);
+
+ private:
+  void stop_worker();
+  void run_worker(int epoch, std::vector<std::int64_t> order);
+  Batch make_batch(int epoch, const std::vector<std::int64_t>& order, std::int64_t batch) const;
+
+  Dataset dataset_;
+  LoaderOptions options_;
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable not_empty_;
+  std::condition_variable not_full_;
+  std::deque<Batch> queue_;
+  bool started_ = false;
+  bool stop_ = false;
+  bool finished_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace mb

@@ -1,0 +1,295 @@
+// safetensors writer and reader over nlohmann::json.
+#include "runtime/data/safetensors.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "runtime/error.h"
+
+namespace mb {
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors stores little-endian data; a big-endian host would need byte swaps");
+
+constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
+constexpr const char* kMetadataKey = "__metadata__";
+
+const char* safetensors_dtype(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return "F32";
+    case DType::Float16: return "F16";
+    case DType::BFloat16: return "BF16";
+    case DType::Int32: return "I32";
+  }
+  return "?";
+}
+
+bool parse_safetensors_dtype(const std::string& name, DType& dtype) {
+  if (name == "F32")
+    dtype = DType::Float32;
+  else if (name == "F16")
+    dtype = DType::Float16;
+  else if (name == "BF16")
+    dtype = DType::BFloat16;
+  else if (name == "I32")
+    dtype = DType::Int32;
+  else
+    return false;
+  return true;
+}
+
+using FilePtr = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  // Header first: names, dtypes, shapes and consecutive offsets.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header[kMetadataKey] = meta;
+  }
+  std::set<std::string> seen;
+  std::uint64_t offset = 0;
+  for (const NamedTensor& named : tensors) {
+    MB_CHECK(!named.name.empty() && named.name != kMetadataKey,
+             "save_safetensors: invalid tensor name '", named.name, "'");
+    MB_CHECK(seen.insert(named.name).second, "save_safetensors: duplicate tensor name '",
+             named.name, "'");
+    MB_CHECK(named.tensor.defined(), "save_safetensors: tensor '", named.name, "' is undefined");
+    const std::uint64_t bytes = named.tensor.nbytes();
+    header[named.name] = {{"dtype", safetensors_dtype(named.tensor.dtype())},
+                          {"shape", named.tensor.shape().dims()},
+                          {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string header_text = header.dump();
+  // Note: the reference writer pads the header with spaces to a multiple of 8 so the data
+  // starts aligned; readers accept either.
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');
+
+  const std::string temporary = path + ".tmp";
+  {
+    FilePtr file(std::fopen(temporary.c_str(), "wb"), &std::fclose);
+    if (!file) MB_THROW(IoError, "cannot write checkpoint ", temporary, ": ", errno_text());
+    auto fail = [&](const std::string& what) {
+      const std::string reason = errno_text();
+      file.reset();
+      std::remove(temporary.c_str());
+      MB_THROW(IoError, "writing checkpoint ", path, " failed while writing ", what, ": ", reason);
+    };
+    std::uint8_t length[8];
+    const std::uint64_t header_size = header_text.size();
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(header_size >> (8 * i));
+    if (std::fwrite(length, 1, 8, file.get()) != 8) fail("the header length");
+    if (std::fwrite(header_text.data(), 1, header_text.size(), file.get()) != header_text.size()) {
+      fail("the header");
+    }
+    for (const NamedTensor& named : tensors) {
+      if (named.tensor.nbytes() == 0) continue;
+      const Tensor host =
+          named.tensor.device().is_cpu() ? named.tensor : named.tensor.to(Device::cpu());
+      if (std::fwrite(host.raw_data(), 1, host.nbytes(), file.get()) != host.nbytes()) {
+        fail("tensor '" + named.name + "'");
+      }
+    }
+    if (std::fflush(file.get()) != 0 || ::fsync(fileno(file.get())) != 0) fail("(flushing)");
+    if (std::fclose(file.release()) != 0) {
+      std::remove(temporary.c_str());
+      MB_THROW(IoError, "writing checkpoint ", path, " failed on close: ", errno_text());
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) {
+    std::remove(temporary.c_str());
+    MB_THROW(IoError, "cannot rename ", temporary, " to checkpoint ", path, ": ", error.message());
+  }
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::error_code error;
+  const auto file_size = std::filesystem::file_size(path, error);
+  if (error) MB_THROW(IoError, "cannot read checkpoint ", path, ": ", error.message());
+  if (file_size < 8) {
+    MB_THROW(IoError, path, ": not a safetensors file: ", file_size,
+             " bytes, fewer than the 8-byte header length");
+  }
+  FilePtr file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) MB_THROW(IoError, "cannot open checkpoint ", path, ": ", errno_text());
+  std::uint8_t length[8];
+  if (std::fread(length, 1, 8, file.get()) != 8)
+    MB_THROW(IoError, path, ": read failed at byte offset 0");
+  std::uint64_t header_size = 0;
+  for (int i = 0; i < 8; ++i) header_size |= static_cast<std::uint64_t>(length[i]) << (8 * i);
+  if (header_size > kMaxHeaderBytes || header_size > file_size - 8) {
+    MB_THROW(IoError, path, ": header length ", header_size,
+             " at byte offset 0 is impossible: the file holds ", file_size,
+             " bytes (corrupt or not a safetensors file)");
+  }
+  std::string header_text(header_size, '\0');
+  if (std::fread(header_text.data(), 1, header_size, file.get()) != header_size) {
+    MB_THROW(IoError, path, ": read failed in the header at byte offset 8");
+  }
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(header_text);
+  } catch (const nlohmann::json::exception& e) {
+    MB_THROW(IoError, path, ": the header (bytes 8 to ", 8 + header_size,
+             ") is not valid JSON: ", e.what());
+  }
+  if (!header.is_object()) MB_THROW(IoError, path, ": the header JSON is not an object");
+
+  const std::uint64_t data_begin = 8 + header_size;
+  const std::uint64_t data_size = file_size - data_begin;
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    std::uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  SafetensorsFile result;
+  for (const auto& [name, value] : header.items()) {
+    if (name == kMetadataKey) {
+      if (!value.is_object()) MB_THROW(IoError, path, ": __metadata__ is not a JSON object");
+      for (const auto& [key, text] : value.items()) {
+        if (!text.is_string())
+          MB_THROW(IoError, path, ": __metadata__ value of '", key, "' is not a string");
+        result.metadata[key] = text.get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = path + ": tensor '" + name + "'";
+    if (!value.is_object() || !value.contains("dtype") || !value.contains("shape") ||
+        !value.contains("data_offsets")) {
+      MB_THROW(IoError, where, " needs an object with dtype, shape and data_offsets");
+    }
+    Entry entry;
+    entry.name = name;
+    const auto& dtype = value["dtype"];
+    if (!dtype.is_string() || !parse_safetensors_dtype(dtype.get<std::string>(), entry.dtype)) {
+      MB_THROW(IoError, where, " has dtype ", dtype.dump(), "; supported: F32, I32, F16, BF16");
+    }
+    const auto& shape = value["shape"];
+    if (!shape.is_array()) MB_THROW(IoError, where, " has a shape that is not an array");
+    std::vector<std::int64_t> dims;
+    std::uint64_t numel = 1;
+    for (const auto& d : shape) {
+      if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (std::uint64_t{1} << 40)) {
+        MB_THROW(IoError, where, " has an invalid dimension ", d.dump(), " in shape ",
+                 shape.dump());
+      }
+      dims.push_back(d.get<std::int64_t>());
+      numel *= d.get<std::uint64_t>();
+      if (numel > (std::uint64_t{1} << 48))
+        MB_THROW(IoError, where, " has an absurd shape ", shape.dump());
+    }
+    entry.shape = Shape(dims);
+    const auto& offsets = value["data_offsets"];
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned()) {
+      MB_THROW(IoError, where, " has data_offsets ", offsets.dump(), "; expected [begin, end]");
+    }
+    entry.begin = offsets[0].get<std::uint64_t>();
+    entry.end = offsets[1].get<std::uint64_t>();
+    const std::uint64_t expected = numel * dtype_size(entry.dtype);
+    if (entry.end < entry.begin || entry.end - entry.begin != expected) {
+      MB_THROW(IoError, where, " has data_offsets [", entry.begin, ", ", entry.end, "] but ",
+               dtype.get<std::string>(), " ", shape.dump(), " needs ", expected, " bytes");
+    }
+    if (entry.end > data_size) {
+      MB_THROW(IoError, where, ": data ends at file byte offset ", data_begin + entry.end,
+               " but the file holds ", file_size, " bytes (truncated)");
+    }
+    entries.push_back(std::move(entry));
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
+  std::uint64_t covered = 0;
+  for (const Entry& entry : entries) {
+    if (entry.begin != covered) {
+      MB_THROW(IoError, path, ": tensor '", entry.name, "' data starts at offset ", entry.begin,
+               " but the previous data ends at ", covered, " (",
+               entry.begin < covered ? "overlap" : "gap",
+               "); the data must be covered exactly once");
+    }
+    covered = entry.end;
+  }
+  if (covered != data_size) {
+    MB_THROW(IoError, path, ": the tensors cover ", covered, " data bytes but the file holds ",
+             data_size, " after the header");
+  }
+  for (const Entry& entry : entries) {
+    TensorOptions options;
+    options.dtype = entry.dtype;
+    Tensor tensor = Tensor::empty(entry.shape, options);
+    const std::uint64_t bytes = entry.end - entry.begin;
+    if (bytes > 0) {
+      if (std::fseek(file.get(), static_cast<long>(data_begin + entry.begin), SEEK_SET) != 0 ||
+          std::fread(tensor.raw_data(), 1, bytes, file.get()) != bytes) {
+        MB_THROW(IoError, path, ": read failed for tensor '", entry.name, "' at byte offset ",
+                 data_begin + entry.begin);
+      }
+    }
+    result.tensors.emplace(entry.name, std::move(tensor));
+    result.order.push_back(entry.name);
+  }
+  return result;
+}
+
+void load_into(const SafetensorsFile& file, const std::vector<NamedTensor>& targets, bool strict) {
+  std::set<std::string> wanted;
+  for (const NamedTensor& target : targets) {
+    MB_CHECK(target.tensor.defined(), "load_into: target '", target.name, "' is undefined");
+    wanted.insert(target.name);
+    const auto found = file.tensors.find(target.name);
+    if (found == file.tensors.end()) {
+      if (!strict) continue;
+      MB_THROW(InvalidArgument, target.name, ": missing from the checkpoint (it has ",
+               file.tensors.size(), " tensors); is it from a different model?");
+    }
+    const Tensor& source = found->second;
+    if (source.shape() != target.tensor.shape()) {
+      MB_THROW(InvalidArgument, target.name, ": file has ", source.shape().to_string(),
+               ", model has ", target.tensor.shape().to_string());
+    }
+    if (source.dtype() != target.tensor.dtype()) {
+      MB_THROW(InvalidArgument, target.name, ": file has dtype ", dtype_name(source.dtype()),
+               ", model has ", dtype_name(target.tensor.dtype()));
+    }
+  }
+  if (strict) {
+    const std::vector<std::string>& names = file.order;
+    for (const std::string& name : names) {
+      if (wanted.count(name) == 0) {
+        MB_THROW(InvalidArgument, name,
+                 ": unexpected in the checkpoint (the model has no such tensor); "
+                 "pass strict = false to ignore extra tensors");
+      }
+    }
+  }
+  for (const NamedTensor& target : targets) {
+    const auto found = file.tensors.find(target.name);
+    if (found == file.tensors.end()) continue;
+    Tensor destination = target.tensor;
+    destination.copy_from(found->second);
+  }
+}
+
+}  // namespace mb
