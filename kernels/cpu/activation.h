@@ -1,0 +1,19 @@
+// ReLU and ReLU6 on the CPU: the reference for kernels/cuda/activation.cu.
+//
+// Backward reads the forward *output*: y > 0 exactly where x > 0 (and 0 < y < 6 exactly
+// where 0 < x < 6), so a module keeps only its output, which the next layer often keeps
+// anyway. At the kinks the gradient is 0, as in PyTorch.
+#pragma once
+
+#include <cstdint>
+
+namespace mb::cpu {
+
+void relu_forward(const float* input, float* output, std::int64_t count);
+void relu_backward(const float* output, const float* grad_output, float* grad_input,
+                   std::int64_t count);
+void relu6_forward(const float* input, float* output, std::int64_t count);
+void relu6_backward(const float* output, const float* grad_output, float* grad_input,
+                    std::int64_t count);
+
+}  // namespace mb::cpu

@@ -1,0 +1,22 @@
+// Elementwise and channel-routing ops on the CPU: the reference for kernels/cuda/elementwise.cu.
+//
+// Concat and split work on tensors viewed as [outer, channels, inner] (outer = N,
+// inner = H*W for NCHW): concat writes a's channels then b's for each outer index; split is
+// its exact inverse (the backward of concat).
+#pragma once
+
+#include <cstdint>
+
+namespace mb::cpu {
+
+void add(const float* a, const float* b, float* out, std::int64_t count);
+void add_into(float* dst, const float* src, std::int64_t count);  // dst += src
+void scale(float* data, float factor, std::int64_t count);        // data *= factor
+void fill(float* data, float value, std::int64_t count);
+
+void concat_channels(const float* a, const float* b, float* out, std::int64_t outer,
+                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
+void split_channels(const float* in, float* a, float* b, std::int64_t outer,
+                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
+
+}  // namespace mb::cpu

@@ -1,0 +1,76 @@
+// Fused softmax cross-entropy on the CPU (reference implementation).
+#include "kernels/cpu/softmax_cross_entropy.h"
+
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace mb::cpu {
+
+std::int64_t count_valid_labels(const std::int32_t* labels, std::int64_t count,
+                                std::int64_t classes, int ignore_index) {
+  std::int64_t valid = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int32_t label = labels[i];
+    if (label == ignore_index) continue;
+    if (label < 0 || label >= classes) {
+      MB_THROW(InvalidArgument, "softmax_cross_entropy: label ", label, " at position ", i,
+               " is outside [0, ", classes, ") and is not ignore_index (", ignore_index,
+               "). Fix: labels must be class indices in [0, C) with C = ", classes,
+               " (the logits' channel count), or ignore_index");
+    }
+    ++valid;
+  }
+  return valid;
+}
+
+CrossEntropyTotals softmax_cross_entropy(const float* logits, const std::int32_t* labels,
+                                         std::int64_t outer, std::int64_t classes,
+                                         std::int64_t inner, float label_smoothing,
+                                         int ignore_index, float grad_scale, float* grad_logits) {
+  CrossEntropyTotals totals;
+  const float smooth_per_class = label_smoothing / static_cast<float>(classes);
+  const float on_target = 1.0f - label_smoothing;
+  for (std::int64_t n = 0; n < outer; ++n) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const float* z = logits + n * classes * inner + i;  // z[c * inner]
+      float* g = grad_logits != nullptr ? grad_logits + n * classes * inner + i : nullptr;
+      const std::int32_t label = labels[n * inner + i];
+      if (label == ignore_index) {
+        if (g != nullptr) {
+          for (std::int64_t c = 0; c < classes; ++c) g[c * inner] = 0.0f;
+        }
+        continue;
+      }
+      float max_value = z[0];
+      std::int64_t argmax = 0;
+      float sum_logits = 0.0f;
+      for (std::int64_t c = 0; c < classes; ++c) {
+        const float v = z[c * inner];
+        if (v > max_value) {
+          max_value = v;
+          argmax = c;
+        }
+        sum_logits += v;
+      }
+      float sum_exp = 0.0f;
+      for (std::int64_t c = 0; c < classes; ++c) sum_exp += std::exp(z[c * inner] - max_value);
+      const float log_sum_exp = max_value + std::log(sum_exp);
+      const float loss = log_sum_exp - on_target * z[label * inner] - smooth_per_class * sum_logits;
+      totals.loss_sum += static_cast<double>(loss);
+      totals.valid_count += 1;
+      totals.correct += argmax == label ? 1 : 0;
+      if (g != nullptr) {
+        const float inv_sum = 1.0f / sum_exp;
+        for (std::int64_t c = 0; c < classes; ++c) {
+          const float p = std::exp(z[c * inner] - max_value) * inv_sum;
+          const float target = (c == label ? on_target : 0.0f) + smooth_per_class;
+          g[c * inner] = grad_scale * (p - target);
+        }
+      }
+    }
+  }
+  return totals;
+}
+
+}  // namespace mb::cpu

@@ -1,0 +1,134 @@
+// ReLU and ReLU6 kernels and their host launchers.
+//
+// One templated kernel per direction: the activation is a functor, the body handles four
+// elements at a time (float4) when the pointers allow, and a scalar tail otherwise.
+#include "kernels/cuda/activation.h"
+
+#include <algorithm>
+
+#include "runtime/cuda_check.h"
+
+namespace mb::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr std::int64_t kMaxBlocks = 65535LL * 8;
+
+unsigned grid_for(std::int64_t work_items) {
+  return static_cast<unsigned>(
+      std::max<std::int64_t>(1, std::min(kMaxBlocks, (work_items + kThreads - 1) / kThreads)));
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+}
+
+struct Relu {
+  __device__ float forward(float x) const { return x > 0.0f ? x : 0.0f; }
+  __device__ float backward(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
+};
+
+struct Relu6 {
+  __device__ float forward(float x) const { return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f; }
+  __device__ float backward(float y, float dy) const { return (y > 0.0f && y < 6.0f) ? dy : 0.0f; }
+};
+
+template <typename Op>
+__global__ void forward_kernel(const float* input, float* output, std::int64_t count,
+                               bool vectorized, Op op) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  std::int64_t start = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  std::int64_t scalar_begin = 0;
+  if (vectorized) {
+    const std::int64_t vectors = count / 4;
+    const auto* in4 = reinterpret_cast<const float4*>(input);
+    auto* out4 = reinterpret_cast<float4*>(output);
+    for (std::int64_t i = start; i < vectors; i += stride) {
+      float4 v = in4[i];
+      v.x = op.forward(v.x);
+      v.y = op.forward(v.y);
+      v.z = op.forward(v.z);
+      v.w = op.forward(v.w);
+      out4[i] = v;
+    }
+    scalar_begin = vectors * 4;
+  }
+  for (std::int64_t i = scalar_begin + start; i < count; i += stride) {
+    output[i] = op.forward(input[i]);
+  }
+}
+
+template <typename Op>
+__global__ void backward_kernel(const float* output, const float* grad_output, float* grad_input,
+                                std::int64_t count, bool vectorized, Op op) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  std::int64_t start = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  std::int64_t scalar_begin = 0;
+  if (vectorized) {
+    const std::int64_t vectors = count / 4;
+    const auto* y4 = reinterpret_cast<const float4*>(output);
+    const auto* dy4 = reinterpret_cast<const float4*>(grad_output);
+    auto* dx4 = reinterpret_cast<float4*>(grad_input);
+    for (std::int64_t i = start; i < vectors; i += stride) {
+      const float4 y = y4[i];
+      float4 g = dy4[i];
+      g.x = op.backward(y.x, g.x);
+      g.y = op.backward(y.y, g.y);
+      g.z = op.backward(y.z, g.z);
+      g.w = op.backward(y.w, g.w);
+      dx4[i] = g;
+    }
+    scalar_begin = vectors * 4;
+  }
+  for (std::int64_t i = scalar_begin + start; i < count; i += stride) {
+    grad_input[i] = op.backward(output[i], grad_output[i]);
+  }
+}
+
+template <typename Op>
+void launch_forward(const char* name, const float* input, float* output, std::int64_t count,
+                    cudaStream_t stream) {
+  MB_CHECK(count >= 0, name, ": negative element count ", count);
+  if (count == 0) return;
+  MB_CHECK(input != nullptr && output != nullptr, name, ": null pointer");
+  const bool vectorized = aligned16(input) && aligned16(output);
+  const std::int64_t work = vectorized ? (count + 3) / 4 : count;
+  forward_kernel<<<grid_for(work), kThreads, 0, stream>>>(input, output, count, vectorized, Op{});
+  MB_CUDA_LAUNCH_CHECK();
+}
+
+template <typename Op>
+void launch_backward(const char* name, const float* output, const float* grad_output,
+                     float* grad_input, std::int64_t count, cudaStream_t stream) {
+  MB_CHECK(count >= 0, name, ": negative element count ", count);
+  if (count == 0) return;
+  MB_CHECK(output != nullptr && grad_output != nullptr && grad_input != nullptr, name,
+           ": null pointer");
+  const bool vectorized = aligned16(output) && aligned16(grad_output) && aligned16(grad_input);
+  const std::int64_t work = vectorized ? (count + 3) / 4 : count;
+  backward_kernel<<<grid_for(work), kThreads, 0, stream>>>(output, grad_output, grad_input, count,
+                                                           vectorized, Op{});
+  MB_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void relu_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream) {
+  launch_forward<Relu>("relu_forward", input, output, count, stream);
+}
+
+void relu_backward(const float* output, const float* grad_output, float* grad_input,
+                   std::int64_t count, cudaStream_t stream) {
+  launch_backward<Relu>("relu_backward", output, grad_output, grad_input, count, stream);
+}
+
+void relu6_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream) {
+  launch_forward<Relu6>("relu6_forward", input, output, count, stream);
+}
+
+void relu6_backward(const float* output, const float* grad_output, float* grad_input,
+                    std::int64_t count, cudaStream_t stream) {
+  launch_backward<Relu6>("relu6_backward", output, grad_output, grad_input, count, stream);
+}
+
+}  // namespace mb::cuda

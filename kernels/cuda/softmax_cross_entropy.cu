@@ -1,0 +1,246 @@
+// Fused softmax cross-entropy kernels and their host launcher.
+//
+// Layout [outer, classes, inner]. For classification (inner == 1) one warp owns a row: the
+// lanes stride over the classes, and max / argmax / sums are combined with warp shuffles.
+// For segmentation (inner > 1) one thread owns a pixel and loops over the classes with
+// stride inner; neighbouring threads read neighbouring pixels, so the loads are coalesced.
+// Per-element losses are summed in double per thread, then per block, then added to the
+// device totals with one atomic per block.
+#include "kernels/cuda/softmax_cross_entropy.h"
+
+#include <algorithm>
+
+#include "runtime/cuda_check.h"
+
+namespace mb::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr std::int64_t kMaxBlocks = 4096;
+
+unsigned grid_for(std::int64_t work_items, std::int64_t items_per_block) {
+  return static_cast<unsigned>(std::max<std::int64_t>(
+      1, std::min(kMaxBlocks, (work_items + items_per_block - 1) / items_per_block)));
+}
+
+template <typename T>
+__device__ T warp_sum(T value) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    value += __shfl_xor_sync(0xffffffffu, value, offset);
+  }
+  return value;
+}
+
+// Sums (loss, correct) over the block and adds them to the totals; every thread calls it.
+__device__ void block_accumulate(double loss, unsigned long long correct,
+                                 CrossEntropyDeviceTotals* totals) {
+  __shared__ double shared_loss[kWarps];
+  __shared__ unsigned long long shared_correct[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  loss = warp_sum(loss);
+  correct = warp_sum(correct);
+  if (lane == 0) {
+    shared_loss[warp] = loss;
+    shared_correct[warp] = correct;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double block_loss = 0.0;
+    unsigned long long block_correct = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      block_loss += shared_loss[w];
+      block_correct += shared_correct[w];
+    }
+    atomicAdd(&totals->loss_sum, block_loss);
+    atomicAdd(&totals->correct, block_correct);
+  }
+}
+
+__global__ void count_labels_kernel(const std::int32_t* labels, std::int64_t count,
+                                    std::int64_t classes, int ignore_index,
+                                    CrossEntropyDeviceTotals* totals) {
+  __shared__ unsigned long long shared_valid[kWarps];
+  unsigned long long valid = 0;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const int label = labels[i];
+    if (label == ignore_index) continue;
+    if (label < 0 || label >= classes) {
+      atomicAdd(&totals->bad_label_count, 1ULL);
+      atomicExch(&totals->bad_label, label);
+    } else {
+      ++valid;
+    }
+  }
+  valid = warp_sum(valid);
+  if ((threadIdx.x & 31) == 0) shared_valid[threadIdx.x >> 5] = valid;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned long long block_valid = 0;
+    for (int w = 0; w < kWarps; ++w) block_valid += shared_valid[w];
+    atomicAdd(&totals->valid_count, block_valid);
+  }
+}
+
+__device__ float gradient_scale(float seed_scale, bool mean, const CrossEntropyDeviceTotals* t) {
+  if (!mean) return seed_scale;
+  const unsigned long long valid = t->valid_count;
+  return valid > 0 ? seed_scale / static_cast<float>(valid) : 0.0f;
+}
+
+__device__ bool label_is_valid(int label, int ignore_index, std::int64_t classes) {
+  return label != ignore_index && label >= 0 && label < classes;
+}
+
+// inner == 1: one warp per row.
+__global__ void cross_entropy_rows_kernel(const float* logits, const std::int32_t* labels,
+                                          std::int64_t rows, std::int64_t classes,
+                                          float smooth_per_class, float on_target, int ignore_index,
+                                          float seed_scale, bool mean, float* grad,
+                                          CrossEntropyDeviceTotals* totals) {
+  const int lane = threadIdx.x & 31;
+  const std::int64_t warps_total = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  const float scale = gradient_scale(seed_scale, mean, totals);
+  double loss_acc = 0.0;
+  unsigned long long correct_acc = 0;
+  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+       row < rows; row += warps_total) {
+    const float* z = logits + row * classes;
+    float* g = grad != nullptr ? grad + row * classes : nullptr;
+    const int label = labels[row];
+    if (!label_is_valid(label, ignore_index, classes)) {
+      if (g != nullptr) {
+        for (std::int64_t c = lane; c < classes; c += 32) g[c] = 0.0f;
+      }
+      continue;
+    }
+    float max_value = -INFINITY;
+    long long argmax = classes;
+    float sum_logits = 0.0f;
+    for (std::int64_t c = lane; c < classes; c += 32) {
+      const float v = z[c];
+      if (v > max_value || argmax == classes) {
+        max_value = v;
+        argmax = c;
+      }
+      sum_logits += v;
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float other_value = __shfl_xor_sync(0xffffffffu, max_value, offset);
+      const long long other_index = __shfl_xor_sync(0xffffffffu, argmax, offset);
+      if (other_value > max_value || (other_value == max_value && other_index < argmax)) {
+        max_value = other_value;
+        argmax = other_index;
+      }
+    }
+    sum_logits = warp_sum(sum_logits);
+    float sum_exp = 0.0f;
+    for (std::int64_t c = lane; c < classes; c += 32) sum_exp += expf(z[c] - max_value);
+    sum_exp = warp_sum(sum_exp);
+    if (lane == 0) {
+      const float log_sum_exp = max_value + logf(sum_exp);
+      loss_acc +=
+          static_cast<double>(log_sum_exp - on_target * z[label] - smooth_per_class * sum_logits);
+      correct_acc += argmax == label ? 1ULL : 0ULL;
+    }
+    if (g != nullptr) {
+      const float inv_sum = 1.0f / sum_exp;
+      for (std::int64_t c = lane; c < classes; c += 32) {
+        const float p = expf(z[c] - max_value) * inv_sum;
+        const float target = (c == label ? on_target : 0.0f) + smooth_per_class;
+        g[c] = scale * (p - target);
+      }
+    }
+  }
+  block_accumulate(loss_acc, correct_acc, totals);
+}
+
+// inner > 1: one thread per (outer, inner) position.
+__global__ void cross_entropy_pixels_kernel(const float* logits, const std::int32_t* labels,
+                                            std::int64_t outer, std::int64_t classes,
+                                            std::int64_t inner, float smooth_per_class,
+                                            float on_target, int ignore_index, float seed_scale,
+                                            bool mean, float* grad,
+                                            CrossEntropyDeviceTotals* totals) {
+  const float scale = gradient_scale(seed_scale, mean, totals);
+  double loss_acc = 0.0;
+  unsigned long long correct_acc = 0;
+  const std::int64_t positions = outer * inner;
+  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       idx < positions; idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t n = idx / inner;
+    const std::int64_t i = idx - n * inner;
+    const float* z = logits + n * classes * inner + i;
+    float* g = grad != nullptr ? grad + n * classes * inner + i : nullptr;
+    const int label = labels[idx];
+    if (!label_is_valid(label, ignore_index, classes)) {
+      if (g != nullptr) {
+        for (std::int64_t c = 0; c < classes; ++c) g[c * inner] = 0.0f;
+      }
+      continue;
+    }
+    float max_value = z[0];
+    std::int64_t argmax = 0;
+    float sum_logits = 0.0f;
+    for (std::int64_t c = 0; c < classes; ++c) {
+      const float v = z[c * inner];
+      if (v > max_value) {
+        max_value = v;
+        argmax = c;
+      }
+      sum_logits += v;
+    }
+    float sum_exp = 0.0f;
+    for (std::int64_t c = 0; c < classes; ++c) sum_exp += expf(z[c * inner] - max_value);
+    const float log_sum_exp = max_value + logf(sum_exp);
+    loss_acc += static_cast<double>(log_sum_exp - on_target * z[label * inner] -
+                                    smooth_per_class * sum_logits);
+    correct_acc += argmax == label ? 1ULL : 0ULL;
+    if (g != nullptr) {
+      const float inv_sum = 1.0f / sum_exp;
+      for (std::int64_t c = 0; c < classes; ++c) {
+        const float p = expf(z[c * inner] - max_value) * inv_sum;
+        const float target = (c == label ? on_target : 0.0f) + smooth_per_class;
+        g[c * inner] = scale * (p - target);
+      }
+    }
+  }
+  block_accumulate(loss_acc, correct_acc, totals);
+}
+
+}  // namespace
+
+void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t outer,
+                           std::int64_t classes, std::int64_t inner, float label_smoothing,
+                           int ignore_index, float seed_scale, CrossEntropyGradScale grad_scale,
+                           float* grad_logits, CrossEntropyDeviceTotals* totals,
+                           cudaStream_t stream) {
+  MB_CHECK(outer >= 0 && inner >= 1 && classes >= 1, "softmax_cross_entropy: bad sizes (outer ",
+           outer, ", classes ", classes, ", inner ", inner, ")");
+  MB_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
+           "softmax_cross_entropy: label_smoothing ", label_smoothing, " is outside [0, 1]");
+  MB_CHECK(totals != nullptr, "softmax_cross_entropy: null totals");
+  MB_CUDA_CHECK(cudaMemsetAsync(totals, 0, sizeof(CrossEntropyDeviceTotals), stream));
+  const std::int64_t positions = outer * inner;
+  if (positions == 0) return;
+  MB_CHECK(logits != nullptr && labels != nullptr, "softmax_cross_entropy: null pointer");
+  count_labels_kernel<<<grid_for(positions, kThreads), kThreads, 0, stream>>>(
+      labels, positions, classes, ignore_index, totals);
+  MB_CUDA_LAUNCH_CHECK();
+  const float smooth_per_class = label_smoothing / static_cast<float>(classes);
+  const float on_target = 1.0f - label_smoothing;
+  const bool mean = grad_scale == CrossEntropyGradScale::Mean;
+  if (inner == 1) {
+    cross_entropy_rows_kernel<<<grid_for(outer, kWarps), kThreads, 0, stream>>>(
+        logits, labels, outer, classes, smooth_per_class, on_target, ignore_index, seed_scale, mean,
+        grad_logits, totals);
+  } else {
+    cross_entropy_pixels_kernel<<<grid_for(positions, kThreads), kThreads, 0, stream>>>(
+        logits, labels, outer, classes, inner, smooth_per_class, on_target, ignore_index,
+        seed_scale, mean, grad_logits, totals);
+  }
+  MB_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace mb::cuda

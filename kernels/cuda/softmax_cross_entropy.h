@@ -1,0 +1,39 @@
+// Fused softmax cross-entropy (loss and gradient in one pass) on CUDA. CPU twin:
+// kernels/cpu/softmax_cross_entropy.h, which defines the math and the [outer, classes,
+// inner] layout.
+//
+// Two launches on `stream`: a label pass (valid count, and any label outside [0, classes)
+// that is not ignore_index), then the fused pass, which reads the valid count from device
+// memory to scale the gradient for mean reduction, so nothing waits for the host. Totals are
+// reduced on the device (per block, then one atomic per block) into `totals`; the caller
+// copies that struct to the host once.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mb::cuda {
+
+struct CrossEntropyDeviceTotals {
+  double loss_sum;
+  unsigned long long valid_count;
+  unsigned long long correct;
+  unsigned long long bad_label_count;  // labels outside [0, classes), not ignore_index
+  int bad_label;                       // one such label (any), for the error message
+  int padding;
+};
+
+enum class CrossEntropyGradScale {
+  Sum,   // gradient scale = seed_scale
+  Mean,  // gradient scale = seed_scale / valid_count (0 when no element is valid)
+};
+
+// `totals` is device memory; the launcher zeroes it. grad_logits may be null (loss only).
+void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t outer,
+                           std::int64_t classes, std::int64_t inner, float label_smoothing,
+                           int ignore_index, float seed_scale, CrossEntropyGradScale grad_scale,
+                           float* grad_logits, CrossEntropyDeviceTotals* totals,
+                           cudaStream_t stream);
+
+}  // namespace mb::cuda

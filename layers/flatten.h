@@ -1,0 +1,24 @@
+// Flatten: [N, d1, d2, ...] -> [N, d1*d2*...], a view that shares the input's storage
+// (nothing is copied or saved). Backward views the gradient back to the input's shape.
+#pragma once
+
+#include "layers/module.h"
+
+namespace mb {
+
+class Flatten : public Module {
+ public:
+  Flatten() : Module("Flatten") {}
+  // Throws mb::InvalidArgument for an input with no batch axis.
+  Shape output_shape(const Shape& input) const override;
+  void clear_cache() override { input_shape_ = Shape(); }
+
+ protected:
+  Tensor forward_impl(const Tensor& input, const RunState& state) override;
+  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  Shape input_shape_;
+};
+
+}  // namespace mb
