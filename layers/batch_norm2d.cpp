@@ -1,0 +1,301 @@
+// BatchNorm2d: validation, dispatch to kernels/cpu or kernels/cuda, and the fp64
+// accumulator that turns micro-batch sums into full-batch running statistics.
+#include "layers/batch_norm2d.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/batch_norm.h"
+#include "runtime/context.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+#if MB_WITH_CUDA
+#include "kernels/cuda/batch_norm.h"
+#include "runtime/cuda_check.h"
+#include "runtime/cuda_context.h"
+#endif
+
+namespace mb {
+namespace {
+
+[[noreturn]] void throw_no_cuda(const std::string& what) {
+  MB_THROW(CudaError, what, " on a CUDA device needs the CUDA backend. Fix: rebuild with ",
+           "-DMB_WITH_CUDA=ON, or move the module to the CPU");
+}
+
+std::string layer_name(std::int64_t channels) {
+  return "BatchNorm2d(" + std::to_string(channels) + ")";
+}
+
+TensorOptions activation_options(const Device& device) {
+  TensorOptions options;
+  options.device = device;
+  options.tag = MemoryTag::Activation;
+  options.stream = Context::get(device).compute_stream();
+  return options;
+}
+
+}  // namespace
+
+BatchNorm2d::BatchNorm2d(std::int64_t channels, double eps, double momentum)
+    : Module("BatchNorm2d"), channels_(channels), eps_(eps), momentum_(momentum) {
+  MB_CHECK(channels > 0, "BatchNorm2d: channels must be positive, got ", channels);
+  MB_CHECK(eps > 0.0, layer_name(channels), ": eps must be positive, got ", eps);
+  MB_CHECK(momentum >= 0.0 && momentum <= 1.0, layer_name(channels),
+           ": momentum must be in [0, 1], got ", momentum);
+  TensorOptions param_options;
+  param_options.tag = MemoryTag::Param;
+  weight_ = &register_parameter("weight", Tensor::full(Shape{channels}, 1.0f, param_options),
+                                /*decay=*/false);
+  bias_ = &register_parameter("bias", Tensor::zeros(Shape{channels}, param_options),
+                              /*decay=*/false);
+  running_mean_ = &register_buffer("running_mean", Tensor::zeros(Shape{channels}, param_options));
+  running_var_ =
+      &register_buffer("running_var", Tensor::full(Shape{channels}, 1.0f, param_options));
+  TensorOptions count_options = param_options;
+  count_options.dtype = DType::Int32;
+  num_batches_tracked_ =
+      &register_buffer("num_batches_tracked", Tensor::zeros(Shape{}, count_options));
+}
+
+void BatchNorm2d::check_input(const Shape& input) const {
+  MB_CHECK(input.ndim() == 4 && input[1] == channels_, layer_name(channels_),
+           ": expected input [N, ", channels_, ", H, W], got ", input.to_string());
+  MB_CHECK(input[0] > 0 && input[2] > 0 && input[3] > 0, layer_name(channels_), ": empty input ",
+           input.to_string());
+}
+
+Shape BatchNorm2d::output_shape(const Shape& input) const {
+  check_input(input);
+  return input;
+}
+
+std::int64_t BatchNorm2d::forward_flops(const Shape& input) const {
+  check_input(input);
+  // Statistics (x and x*x summed: 2 per element) and normalization (one multiply-add).
+  return 4 * input.numel();
+}
+
+std::size_t BatchNorm2d::saved_bytes(const Shape& input) const {
+  check_input(input);
+  // The input (kept for backward) and the per-channel mean and invstd.
+  return static_cast<std::size_t>(input.numel() + 2 * channels_) * sizeof(float);
+}
+
+Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
+  check_input(input.shape());
+  MB_CHECK(input.dtype() == DType::Float32, layer_name(channels_), ": input must be float32, got ",
+           dtype_name(input.dtype()));
+  const std::int64_t n = input.dim(0);
+  const std::int64_t hw = input.dim(2) * input.dim(3);
+  const TensorOptions options = activation_options(device_);
+  Tensor output = Tensor::empty(input.shape(), options);
+  save_mean_ = Tensor::empty(Shape{channels_}, options);
+  save_invstd_ = Tensor::empty(Shape{channels_}, options);
+  const float eps = static_cast<float>(eps_);
+
+  if (state.training) {
+    MB_CHECK(n * hw > 1, layer_name(channels_),
+             ": training needs more than one value per channel, got input ",
+             input.shape().to_string(), ". Fix: use a micro-batch of at least 2 samples");
+    if (update_per_forward_) begin_batch();
+    ensure_statistics();
+    double* pending = static_cast<double*>(statistics_.get());
+    if (device_.is_cpu()) {
+      cpu::batch_norm_forward_training(input.data<float>(), weight_->value.data<float>(),
+                                       bias_->value.data<float>(), n, channels_, hw, eps,
+                                       output.data<float>(), save_mean_.data<float>(),
+                                       save_invstd_.data<float>(), pending);
+    } else {
+#if MB_WITH_CUDA
+      cuda::batch_norm_forward_training(
+          input.data<float>(), weight_->value.data<float>(), bias_->value.data<float>(), n,
+          channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
+          save_invstd_.data<float>(), pending, compute_stream(device_));
+#else
+      throw_no_cuda(layer_name(channels_));
+#endif
+    }
+    pending_count_ += n * hw;
+    if (update_per_forward_) end_batch();
+  } else {
+    if (device_.is_cpu()) {
+      cpu::batch_norm_forward_inference(
+          input.data<float>(), running_mean_->data<float>(), running_var_->data<float>(),
+          weight_->value.data<float>(), bias_->value.data<float>(), n, channels_, hw, eps,
+          output.data<float>(), save_mean_.data<float>(), save_invstd_.data<float>());
+    } else {
+#if MB_WITH_CUDA
+      cuda::batch_norm_forward_inference(input.data<float>(), running_mean_->data<float>(),
+                                         running_var_->data<float>(), weight_->value.data<float>(),
+                                         bias_->value.data<float>(), n, channels_, hw, eps,
+                                         output.data<float>(), save_mean_.data<float>(),
+                                         save_invstd_.data<float>(), compute_stream(device_));
+#else
+      throw_no_cuda(layer_name(channels_));
+#endif
+    }
+  }
+  cached_input_ = input;
+  cached_training_ = state.training;
+  return output;
+}
+
+Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  MB_CHECK(cached_input_.defined(), layer_name(channels_),
+           ".backward: nothing cached. Fix: call forward() before each backward()");
+  MB_CHECK(grad_output.shape() == cached_input_.shape() && grad_output.dtype() == DType::Float32,
+           layer_name(channels_), ".backward: gradient ", grad_output.shape().to_string(),
+           " does not match the forward output ", cached_input_.shape().to_string());
+  const std::int64_t n = cached_input_.dim(0);
+  const std::int64_t hw = cached_input_.dim(2) * cached_input_.dim(3);
+  ensure_grad(*weight_);
+  ensure_grad(*bias_);
+  Tensor grad_input;
+  if (state.need_input_grad)
+    grad_input = Tensor::empty(cached_input_.shape(), activation_options(device_));
+  float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
+  if (device_.is_cpu()) {
+    cpu::batch_norm_backward(grad_output.data<float>(), cached_input_.data<float>(),
+                             save_mean_.data<float>(), save_invstd_.data<float>(),
+                             weight_->value.data<float>(), n, channels_, hw, cached_training_,
+                             grad_input_data, weight_->grad.data<float>(),
+                             bias_->grad.data<float>(), state.mode);
+  } else {
+#if MB_WITH_CUDA
+    cuda::batch_norm_backward(grad_output.data<float>(), cached_input_.data<float>(),
+                              save_mean_.data<float>(), save_invstd_.data<float>(),
+                              weight_->value.data<float>(), n, channels_, hw, cached_training_,
+                              grad_input_data, weight_->grad.data<float>(),
+                              bias_->grad.data<float>(), state.mode, compute_stream(device_));
+#else
+    throw_no_cuda(layer_name(channels_));
+#endif
+  }
+  clear_cache();
+  return grad_input;
+}
+
+void BatchNorm2d::begin_batch() {
+  pending_count_ = 0;
+  committed_count_ = 0;
+  if (statistics_) clear_statistics();
+}
+
+void BatchNorm2d::commit_micro_batch() {
+  if (pending_count_ == 0) return;
+  ensure_statistics();
+  double* base = static_cast<double*>(statistics_.get());
+  if (device_.is_cpu()) {
+    cpu::batch_norm_fold_statistics(base + 2 * channels_, base, 2 * channels_);
+  } else {
+#if MB_WITH_CUDA
+    cuda::batch_norm_fold_statistics(base + 2 * channels_, base, 2 * channels_,
+                                     compute_stream(device_));
+#else
+    throw_no_cuda(layer_name(channels_));
+#endif
+  }
+  committed_count_ += pending_count_;
+  pending_count_ = 0;
+}
+
+void BatchNorm2d::abort_micro_batch() {
+  if (pending_count_ == 0) return;
+  ensure_statistics();
+  std::vector<double> values = read_statistics();
+  std::fill(values.begin(), values.begin() + 2 * channels_, 0.0);
+  write_statistics(values);
+  pending_count_ = 0;
+}
+
+void BatchNorm2d::end_batch() {
+  const std::int64_t count = accumulated_count();
+  if (count == 0) return;
+  MB_CHECK(count > 1, layer_name(channels_), ": cannot derive an unbiased variance from ", count,
+           " value per channel");
+  ensure_statistics();
+  const std::vector<double> sums = read_statistics();
+  const std::vector<float> old_mean = running_mean_->to_vector();
+  const std::vector<float> old_var = running_var_->to_vector();
+  std::vector<float> new_mean(static_cast<std::size_t>(channels_));
+  std::vector<float> new_var(static_cast<std::size_t>(channels_));
+  const double n = static_cast<double>(count);
+  const std::size_t c = static_cast<std::size_t>(channels_);
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    // Pending (not yet committed) sums count too: a standalone user need not commit.
+    const double sum = sums[ch] + sums[2 * c + ch];
+    const double sum_sq = sums[c + ch] + sums[3 * c + ch];
+    const double mean = sum / n;
+    // Note: Σx²/n − mean² in fp64 loses about log10(mean²/var) of 16 digits, harmless for
+    // fp32 activations; the unbiased factor n/(n-1) matches PyTorch's running_var.
+    const double biased_var = std::max(sum_sq / n - mean * mean, 0.0);
+    const double unbiased_var = biased_var * n / (n - 1.0);
+    new_mean[ch] = static_cast<float>((1.0 - momentum_) * old_mean[ch] + momentum_ * mean);
+    new_var[ch] = static_cast<float>((1.0 - momentum_) * old_var[ch] + momentum_ * unbiased_var);
+  }
+  running_mean_->copy_from(Tensor::from_vector(new_mean, Shape{channels_}));
+  running_var_->copy_from(Tensor::from_vector(new_var, Shape{channels_}));
+  std::vector<std::int32_t> tracked = num_batches_tracked_->to_vector_int();
+  tracked[0] += 1;
+  num_batches_tracked_->copy_from(Tensor::from_vector_int(tracked, Shape{}));
+  begin_batch();
+}
+
+void BatchNorm2d::clear_cache() {
+  cached_input_ = Tensor();
+  save_mean_ = Tensor();
+  save_invstd_ = Tensor();
+}
+
+void BatchNorm2d::ensure_statistics() {
+  if (statistics_ && statistics_device_ == device_) return;
+  std::vector<double> values(static_cast<std::size_t>(4 * channels_), 0.0);
+  if (statistics_) values = read_statistics();
+  statistics_ = DeviceBuffer(allocator_for(device_), values.size() * sizeof(double),
+                             MemoryTag::Other, Context::get(device_).compute_stream());
+  statistics_device_ = device_;
+  write_statistics(values);
+}
+
+std::vector<double> BatchNorm2d::read_statistics() const {
+  std::vector<double> values(static_cast<std::size_t>(4 * channels_));
+  const std::size_t bytes = values.size() * sizeof(double);
+  if (statistics_device_.is_cpu()) {
+    std::memcpy(values.data(), statistics_.get(), bytes);
+    return values;
+  }
+#if MB_WITH_CUDA
+  cudaStream_t stream = compute_stream(statistics_device_);
+  MB_CUDA_CHECK(
+      cudaMemcpyAsync(values.data(), statistics_.get(), bytes, cudaMemcpyDeviceToHost, stream));
+  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
+#else
+  throw_no_cuda(layer_name(channels_));
+#endif
+  return values;
+}
+
+void BatchNorm2d::write_statistics(const std::vector<double>& values) {
+  const std::size_t bytes = values.size() * sizeof(double);
+  if (statistics_device_.is_cpu()) {
+    std::memcpy(statistics_.get(), values.data(), bytes);
+    return;
+  }
+#if MB_WITH_CUDA
+  cudaStream_t stream = compute_stream(statistics_device_);
+  MB_CUDA_CHECK(
+      cudaMemcpyAsync(statistics_.get(), values.data(), bytes, cudaMemcpyHostToDevice, stream));
+  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
+#else
+  throw_no_cuda(layer_name(channels_));
+#endif
+}
+
+void BatchNorm2d::clear_statistics() {
+  write_statistics(std::vector<double>(static_cast<std::size_t>(4 * channels_), 0.0));
+}
+
+}  // namespace mb

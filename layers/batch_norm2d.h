@@ -1,0 +1,101 @@
+// BatchNorm2d over NCHW input, with running statistics aggregated over micro-batches.
+//
+// Training normalizes each micro-batch with its own mean and biased variance (as every
+// gradient-accumulation system does) and adds the micro-batch's per-channel Σx, Σx² (fp64)
+// and element count to an accumulator. Running mean/var are NOT updated per forward call:
+// end_batch(), called once per full batch by the engine, derives the full-batch mean and
+// unbiased variance from the accumulated sums and updates running_mean/running_var once
+// with `momentum` (running = (1 - momentum) * running + momentum * batch) and
+// num_batches_tracked once, so they equal what full-batch BN (PyTorch's) would record.
+// Evaluation normalizes with the running statistics.
+//
+// Accumulator life cycle: begin_batch() clears it. Each training forward adds to a pending
+// part; commit_micro_batch() keeps it, abort_micro_batch() drops it (a micro-batch redone
+// after an OutOfMemory must not count twice); end_batch() keeps whatever is still pending,
+// updates the running statistics (nothing when no sample was seen) and clears.
+//
+// Standalone use (no engine): forward() in training mode, then end_batch() — the
+// accumulator starts empty, so begin_batch() is optional the first time. Or call
+// set_update_per_forward(true): every training forward then updates the running statistics
+// from its own batch immediately, as PyTorch's BatchNorm2d does.
+//
+// Note: on CUDA the sums live in device fp64 buffers (per-thread fp64 sums in the
+// statistics kernel, folded on the device), so the only host transfer is in end_batch().
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "allocator/allocator.h"
+#include "layers/module.h"
+
+namespace mb {
+
+class BatchNorm2d : public Module {
+ public:
+  // Parameters "weight" (ones), "bias" (zeros), no weight decay; buffers, in this order,
+  // "running_mean" (zeros), "running_var" (ones), "num_batches_tracked" (int32 scalar, 0).
+  explicit BatchNorm2d(std::int64_t channels, double eps = 1e-5, double momentum = 0.1);
+
+  Shape output_shape(const Shape& input) const override;
+  std::int64_t forward_flops(const Shape& input) const override;
+  std::size_t saved_bytes(const Shape& input) const override;
+
+  void begin_batch() override;
+  void end_batch() override;
+  void commit_micro_batch() override;
+  void abort_micro_batch() override;
+  void clear_cache() override;
+
+  void set_update_per_forward(bool enabled) { update_per_forward_ = enabled; }
+
+  std::int64_t channels() const { return channels_; }
+  double eps() const { return eps_; }
+  double momentum() const { return momentum_; }
+  // Elements per channel accumulated since begin_batch() (committed + pending).
+  std::int64_t accumulated_count() const { return committed_count_ + pending_count_; }
+
+  Parameter& weight() { return *weight_; }
+  Parameter& bias() { return *bias_; }
+  Tensor& running_mean() { return *running_mean_; }
+  Tensor& running_var() { return *running_var_; }
+  Tensor& num_batches_tracked() { return *num_batches_tracked_; }
+
+ protected:
+  Tensor forward_impl(const Tensor& input, const RunState& state) override;
+  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  void check_input(const Shape& input) const;
+  // Allocates the fp64 accumulator on device_ (moving its contents when the module moved).
+  void ensure_statistics();
+  std::vector<double> read_statistics() const;
+  void write_statistics(const std::vector<double>& values);
+  void clear_statistics();
+
+  std::int64_t channels_;
+  double eps_;
+  double momentum_;
+  bool update_per_forward_ = false;
+
+  Parameter* weight_;
+  Parameter* bias_;
+  Tensor* running_mean_;
+  Tensor* running_var_;
+  Tensor* num_batches_tracked_;
+
+  // [4 * channels] fp64 on statistics_device_: pending Σx, pending Σx², committed Σx,
+  // committed Σx².
+  DeviceBuffer statistics_;
+  Device statistics_device_ = Device::cpu();
+  std::int64_t pending_count_ = 0;
+  std::int64_t committed_count_ = 0;
+
+  // Forward cache for backward.
+  Tensor cached_input_;
+  Tensor save_mean_;
+  Tensor save_invstd_;
+  bool cached_training_ = false;
+};
+
+}  // namespace mb
