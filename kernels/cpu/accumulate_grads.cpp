@@ -1,0 +1,69 @@
+// Gradient accumulation, scaling and norms on the CPU (reference implementations).
+#include "kernels/cpu/accumulate_grads.h"
+
+#include <cmath>
+
+namespace mb::cpu {
+namespace {
+
+// Sum of squares of one buffer in double. Four independent accumulators let the compiler
+// keep several additions in flight; the result differs from a single serial sum only by
+// double round-off.
+double buffer_sum_of_squares(const float* data, std::int64_t size) {
+  double lanes[4] = {0.0, 0.0, 0.0, 0.0};
+  std::int64_t i = 0;
+  for (; i + 4 <= size; i += 4) {
+    for (int lane = 0; lane < 4; ++lane) {
+      const double value = data[i + lane];
+      lanes[lane] += value * value;
+    }
+  }
+  for (; i < size; ++i) {
+    const double value = data[i];
+    lanes[0] += value * value;
+  }
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+
+}  // namespace
+
+void accumulate_grads(const GradSlot* slots, int count, float factor, GradientMode mode) {
+  detail::check_grad_slots(slots, count, factor);
+  for (int s = 0; s < count; ++s) {
+    const float* grad = slots[s].grad;
+    float* accum = slots[s].accum;
+    const std::int64_t size = slots[s].size;
+    if (mode == GradientMode::Overwrite) {
+      for (std::int64_t i = 0; i < size; ++i) accum[i] = factor * grad[i];
+    } else {
+      for (std::int64_t i = 0; i < size; ++i) accum[i] += factor * grad[i];
+    }
+  }
+}
+
+void scale_buffers(const BufferSlot* slots, int count, float factor) {
+  detail::check_buffer_slots(slots, count, "scale_buffers");
+  for (int s = 0; s < count; ++s) {
+    float* data = slots[s].data;
+    for (std::int64_t i = 0; i < slots[s].size; ++i) data[i] *= factor;
+  }
+}
+
+double sum_of_squares(const ConstBufferSlot* slots, int count) {
+  detail::check_buffer_slots(slots, count, "sum_of_squares");
+  double total = 0.0;
+  for (int s = 0; s < count; ++s) total += buffer_sum_of_squares(slots[s].data, slots[s].size);
+  return total;
+}
+
+void per_slot_norms(const ConstBufferSlot* slots, int count, float* norms_host) {
+  detail::check_buffer_slots(slots, count, "per_slot_norms");
+  MB_CHECK(count == 0 || norms_host != nullptr,
+           "per_slot_norms: norms_host is null; pass an array of `count` floats");
+  for (int s = 0; s < count; ++s) {
+    norms_host[s] =
+        static_cast<float>(std::sqrt(buffer_sum_of_squares(slots[s].data, slots[s].size)));
+  }
+}
+
+}  // namespace mb::cpu
