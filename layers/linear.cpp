@@ -1,0 +1,180 @@
+// Linear on both backends: OpenBLAS on the CPU, cuBLAS on CUDA.
+#include "layers/linear.h"
+
+#include <cmath>
+
+#include "kernels/cpu/channel_bias.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/context.h"
+#include "runtime/error.h"
+#include "runtime/philox.h"
+
+#if MB_WITH_CUDA
+#include "layers/cuda/cudnn_conv.h"
+#endif
+
+namespace mb {
+namespace {
+
+// U(-bound, bound) from Philox keyed by (seed, stream_id): the same on every platform.
+void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id) {
+  float* data = t.data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    const float u = philox_element_uniform(seed, stream_id, 0, 0, static_cast<std::uint32_t>(i));
+    data[i] = (2.0f * u - 1.0f) * bound;
+  }
+}
+
+TensorOptions options_on(const Device& device, MemoryTag tag) {
+  TensorOptions options;
+  options.device = device;
+  options.tag = tag;
+  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
+  return options;
+}
+
+}  // namespace
+
+Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
+    : Module("Linear"), in_features_(in_features), out_features_(out_features), use_bias_(bias) {
+  if (in_features <= 0 || out_features <= 0) {
+    MB_THROW(InvalidArgument, describe(), ": in_features and out_features must be positive");
+  }
+  TensorOptions param_options;
+  param_options.tag = MemoryTag::Param;
+  weight_ = &register_parameter("weight", Tensor::empty({out_features, in_features}, param_options),
+                                true);
+  if (bias) {
+    bias_ = &register_parameter("bias", Tensor::empty({out_features}, param_options), false);
+  }
+  reset_parameters(kDefaultSeed);
+}
+
+void Linear::reset_parameters(std::uint64_t seed) {
+  MB_CHECK(weight_->value.device().is_cpu(), describe(),
+           ": reset_parameters needs the parameters on the CPU. Fix: call it before to_device()");
+  // Kaiming-uniform with a = sqrt(5): bound = 1/sqrt(fan_in), the same for the bias.
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in_features_));
+  fill_uniform(weight_->value, bound, seed, 0);
+  if (bias_ != nullptr) fill_uniform(bias_->value, bound, seed, 1);
+}
+
+std::string Linear::describe() const {
+  return detail::concat("Linear(in_features=", in_features_, ", out_features=", out_features_,
+                        ", bias=", use_bias_ ? "true" : "false", ")");
+}
+
+Shape Linear::output_shape(const Shape& input) const {
+  if (input.ndim() != 2) {
+    MB_THROW(InvalidArgument, describe(), ": expected a 2-D input [N, ", in_features_, "], got ",
+             input.to_string(), ". Fix: flatten the input first");
+  }
+  if (input[1] != in_features_) {
+    MB_THROW(InvalidArgument, describe(), ": input ", input.to_string(), " has ", input[1],
+             " features, expected ", in_features_);
+  }
+  return Shape{input[0], out_features_};
+}
+
+std::int64_t Linear::forward_flops(const Shape& input) const {
+  output_shape(input);
+  return 2 * input[0] * in_features_ * out_features_;
+}
+
+std::size_t Linear::saved_bytes(const Shape& input) const {
+  output_shape(input);
+  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+}
+
+void Linear::clear_cache() {
+  cached_input_ = Tensor();
+}
+
+Tensor Linear::forward_impl(const Tensor& input, const RunState& /*state*/) {
+  const Shape out_shape = output_shape(input.shape());
+  Tensor output = Tensor::empty(out_shape, options_on(device_, MemoryTag::Activation));
+  const std::int64_t batch = input.dim(0);
+  const float* x = input.data<float>();
+  const float* w = weight_->value.data<float>();
+  float* y = output.data<float>();
+  // y [N, out] = x [N, in] W^T [in, out]
+  if (device_.is_cuda()) {
+#if MB_WITH_CUDA
+    cuda::gemm(device_, false, true, batch, out_features_, in_features_, x, in_features_, w,
+               in_features_, y, out_features_, GradientMode::Overwrite);
+    if (bias_ != nullptr) {
+      cuda::add_channel_bias(device_, bias_->value.data<float>(), y, batch, out_features_, 1);
+    }
+#else
+    MB_THROW(InvalidArgument, describe(), ": built without the CUDA backend");
+#endif
+  } else {
+    cpu::gemm(false, true, batch, out_features_, in_features_, 1.0f, x, in_features_, w,
+              in_features_, 0.0f, y, out_features_);
+    if (bias_ != nullptr)
+      cpu::add_channel_bias(y, bias_->value.data<float>(), batch, out_features_, 1);
+  }
+  cached_input_ = input;
+  return output;
+}
+
+Tensor Linear::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  if (!cached_input_.defined()) {
+    MB_THROW(InvalidArgument, describe(),
+             ": backward() without a cached input. Fix: call forward() first (and not "
+             "clear_cache() in between); each forward() allows one backward()");
+  }
+  const Tensor input = cached_input_;
+  cached_input_ = Tensor();
+  const Shape out_shape = output_shape(input.shape());
+  if (grad_output.shape() != out_shape) {
+    MB_THROW(InvalidArgument, describe(), ": gradient ", grad_output.shape().to_string(),
+             " does not match the output ", out_shape.to_string(), " of input ",
+             input.shape().to_string());
+  }
+  const std::int64_t batch = input.dim(0);
+  ensure_grad(*weight_);
+  if (bias_ != nullptr) ensure_grad(*bias_);
+  Tensor grad_input;
+  if (state.need_input_grad) {
+    grad_input = Tensor::empty(input.shape(), options_on(device_, MemoryTag::Activation));
+  }
+  const float* x = input.data<float>();
+  const float* w = weight_->value.data<float>();
+  const float* dy = grad_output.data<float>();
+  float* dw = weight_->grad.data<float>();
+
+  if (device_.is_cuda()) {
+#if MB_WITH_CUDA
+    // dW [out, in] (+)= dy^T [out, N] x [N, in]
+    cuda::gemm(device_, true, false, out_features_, in_features_, batch, dy, out_features_, x,
+               in_features_, dw, in_features_, state.mode);
+    if (bias_ != nullptr) {
+      cuda::channel_bias_grad(device_, dy, bias_->grad.data<float>(), batch, out_features_, 1,
+                              state.mode);
+    }
+    // dx [N, in] = dy [N, out] W [out, in]
+    if (state.need_input_grad) {
+      cuda::gemm(device_, false, false, batch, in_features_, out_features_, dy, out_features_, w,
+                 in_features_, grad_input.data<float>(), in_features_, GradientMode::Overwrite);
+    }
+#else
+    MB_THROW(InvalidArgument, describe(), ": built without the CUDA backend");
+#endif
+    return grad_input;
+  }
+
+  const float beta = state.mode == GradientMode::Accumulate ? 1.0f : 0.0f;
+  cpu::gemm(true, false, out_features_, in_features_, batch, 1.0f, dy, out_features_, x,
+            in_features_, beta, dw, in_features_);
+  if (bias_ != nullptr) {
+    cpu::channel_bias_grad(dy, batch, out_features_, 1, bias_->grad.data<float>(), state.mode);
+  }
+  if (state.need_input_grad) {
+    cpu::gemm(false, false, batch, in_features_, out_features_, 1.0f, dy, out_features_, w,
+              in_features_, 0.0f, grad_input.data<float>(), in_features_);
+  }
+  return grad_input;
+}
+
+}  // namespace mb
