@@ -1,0 +1,283 @@
+// Pooling layers: validation, geometry, and dispatch to kernels/cpu or kernels/cuda.
+#include "layers/pooling.h"
+
+#include "runtime/context.h"
+#include "runtime/error.h"
+
+#if MB_WITH_CUDA
+#include "kernels/cuda/pooling.h"
+#include "runtime/cuda_context.h"
+#endif
+
+namespace mb {
+namespace {
+
+[[noreturn]] void throw_no_cuda(const std::string& what) {
+  MB_THROW(CudaError, what, " on a CUDA device needs the CUDA backend. Fix: rebuild with ",
+           "-DMB_WITH_CUDA=ON, or move the module to the CPU");
+}
+
+TensorOptions activation_options(const Device& device, DType dtype = DType::Float32) {
+  TensorOptions options;
+  options.dtype = dtype;
+  options.device = device;
+  options.tag = MemoryTag::Activation;
+  options.stream = Context::get(device).compute_stream();
+  return options;
+}
+
+void check_float(const Tensor& t, const std::string& layer, const char* what) {
+  MB_CHECK(t.dtype() == DType::Float32, layer, ": ", what, " must be float32, got ",
+           dtype_name(t.dtype()));
+}
+
+}  // namespace
+
+// ---- WindowPool2d ----
+
+WindowPool2d::WindowPool2d(const char* type_name, int kernel_size, int stride, int padding)
+    : Module(type_name),
+      kernel_size_(kernel_size),
+      stride_(stride == -1 ? kernel_size : stride),
+      padding_(padding) {
+  MB_CHECK(kernel_size > 0, type_name, ": kernel_size must be positive, got ", kernel_size);
+  MB_CHECK(stride_ > 0, type_name, ": stride must be positive (or -1 for kernel_size), got ",
+           stride);
+  MB_CHECK(padding >= 0 && padding <= kernel_size / 2, type_name, ": padding must be in [0, ",
+           kernel_size / 2, "] (at most half of kernel_size ", kernel_size, "), got ", padding);
+}
+
+std::string WindowPool2d::describe() const {
+  return type_name() + "(kernel_size=" + std::to_string(kernel_size_) +
+         ", stride=" + std::to_string(stride_) + ", padding=" + std::to_string(padding_) + ")";
+}
+
+cpu::Pool2dGeometry WindowPool2d::geometry(const Shape& input) const {
+  MB_CHECK(input.ndim() == 4, describe(), ": expected a 4-D input [N, C, H, W], got ",
+           input.to_string());
+  MB_CHECK(input[0] > 0 && input[1] > 0 && input[2] > 0 && input[3] > 0, describe(),
+           ": empty input ", input.to_string());
+  cpu::Pool2dGeometry g;
+  g.batch = input[0];
+  g.channels = input[1];
+  g.in_h = input[2];
+  g.in_w = input[3];
+  g.kernel_h = g.kernel_w = kernel_size_;
+  g.stride_h = g.stride_w = stride_;
+  g.pad_h = g.pad_w = padding_;
+  MB_CHECK(g.in_h + 2 * padding_ >= kernel_size_ && g.in_w + 2 * padding_ >= kernel_size_,
+           describe(), ": kernel ", kernel_size_, "x", kernel_size_,
+           " is bigger than the padded input ", input.to_string(), " (padded ",
+           g.in_h + 2 * padding_, "x", g.in_w + 2 * padding_, ")");
+  g.out_h = cpu::pool_output_size(g.in_h, kernel_size_, stride_, padding_);
+  g.out_w = cpu::pool_output_size(g.in_w, kernel_size_, stride_, padding_);
+  return g;
+}
+
+Shape WindowPool2d::output_shape(const Shape& input) const {
+  const cpu::Pool2dGeometry g = geometry(input);
+  return Shape{g.batch, g.channels, g.out_h, g.out_w};
+}
+
+std::int64_t WindowPool2d::forward_flops(const Shape& input) const {
+  const cpu::Pool2dGeometry g = geometry(input);
+  // One comparison or addition per window element.
+  return g.batch * g.channels * g.out_h * g.out_w * kernel_size_ * kernel_size_;
+}
+
+std::size_t WindowPool2d::saved_bytes(const Shape& input) const {
+  geometry(input);
+  return 0;
+}
+
+// ---- MaxPool2d ----
+
+MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding)
+    : WindowPool2d("MaxPool2d", kernel_size, stride, padding) {}
+
+std::size_t MaxPool2d::saved_bytes(const Shape& input) const {
+  return static_cast<std::size_t>(output_shape(input).numel()) * sizeof(std::int32_t);
+}
+
+void MaxPool2d::clear_cache() {
+  argmax_ = Tensor();
+}
+
+Tensor MaxPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
+  const cpu::Pool2dGeometry g = geometry(input.shape());
+  check_float(input, describe(), "input");
+  const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
+  Tensor output = Tensor::empty(out_shape, activation_options(device_));
+  argmax_ = Tensor::empty(out_shape, activation_options(device_, DType::Int32));
+  if (device_.is_cpu()) {
+    cpu::max_pool2d_forward(input.data<float>(), g, output.data<float>(),
+                            argmax_.data<std::int32_t>());
+  } else {
+#if MB_WITH_CUDA
+    cuda::max_pool2d_forward(input.data<float>(), g, output.data<float>(),
+                             argmax_.data<std::int32_t>(), compute_stream(device_));
+#else
+    throw_no_cuda(describe());
+#endif
+  }
+  cached_input_shape_ = input.shape();
+  return output;
+}
+
+Tensor MaxPool2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  MB_CHECK(argmax_.defined(), describe(),
+           ".backward: nothing cached. Fix: call forward() before each backward()");
+  MB_CHECK(grad_output.shape() == argmax_.shape(), describe(), ".backward: gradient ",
+           grad_output.shape().to_string(), " does not match the forward output ",
+           argmax_.shape().to_string());
+  check_float(grad_output, describe(), "gradient");
+  Tensor grad_input;
+  if (state.need_input_grad) {
+    const cpu::Pool2dGeometry g = geometry(cached_input_shape_);
+    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    if (device_.is_cpu()) {
+      cpu::max_pool2d_backward(grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
+                               grad_input.data<float>());
+    } else {
+#if MB_WITH_CUDA
+      cuda::max_pool2d_backward(grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
+                                grad_input.data<float>(), compute_stream(device_));
+#else
+      throw_no_cuda(describe());
+#endif
+    }
+  }
+  clear_cache();
+  return grad_input;
+}
+
+// ---- AvgPool2d ----
+
+AvgPool2d::AvgPool2d(int kernel_size, int stride, int padding)
+    : WindowPool2d("AvgPool2d", kernel_size, stride, padding) {}
+
+void AvgPool2d::clear_cache() {
+  cached_ = false;
+}
+
+Tensor AvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
+  const cpu::Pool2dGeometry g = geometry(input.shape());
+  check_float(input, describe(), "input");
+  Tensor output =
+      Tensor::empty(Shape{g.batch, g.channels, g.out_h, g.out_w}, activation_options(device_));
+  if (device_.is_cpu()) {
+    cpu::avg_pool2d_forward(input.data<float>(), g, output.data<float>());
+  } else {
+#if MB_WITH_CUDA
+    cuda::avg_pool2d_forward(input.data<float>(), g, output.data<float>(), compute_stream(device_));
+#else
+    throw_no_cuda(describe());
+#endif
+  }
+  cached_input_shape_ = input.shape();
+  cached_ = true;
+  return output;
+}
+
+Tensor AvgPool2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  MB_CHECK(cached_, describe(),
+           ".backward: nothing cached. Fix: call forward() before each backward()");
+  const cpu::Pool2dGeometry g = geometry(cached_input_shape_);
+  const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
+  MB_CHECK(grad_output.shape() == out_shape, describe(), ".backward: gradient ",
+           grad_output.shape().to_string(), " does not match the forward output ",
+           out_shape.to_string());
+  check_float(grad_output, describe(), "gradient");
+  Tensor grad_input;
+  if (state.need_input_grad) {
+    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    if (device_.is_cpu()) {
+      cpu::avg_pool2d_backward(grad_output.data<float>(), g, grad_input.data<float>());
+    } else {
+#if MB_WITH_CUDA
+      cuda::avg_pool2d_backward(grad_output.data<float>(), g, grad_input.data<float>(),
+                                compute_stream(device_));
+#else
+      throw_no_cuda(describe());
+#endif
+    }
+  }
+  clear_cache();
+  return grad_input;
+}
+
+// ---- GlobalAvgPool2d ----
+
+Shape GlobalAvgPool2d::output_shape(const Shape& input) const {
+  MB_CHECK(input.ndim() == 4, "GlobalAvgPool2d: expected a 4-D input [N, C, H, W], got ",
+           input.to_string());
+  MB_CHECK(input[0] > 0 && input[1] > 0 && input[2] > 0 && input[3] > 0,
+           "GlobalAvgPool2d: empty input ", input.to_string());
+  return Shape{input[0], input[1], 1, 1};
+}
+
+std::int64_t GlobalAvgPool2d::forward_flops(const Shape& input) const {
+  output_shape(input);
+  return input.numel();
+}
+
+std::size_t GlobalAvgPool2d::saved_bytes(const Shape& input) const {
+  output_shape(input);
+  return 0;
+}
+
+void GlobalAvgPool2d::clear_cache() {
+  cached_ = false;
+}
+
+Tensor GlobalAvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
+  const Shape out_shape = output_shape(input.shape());
+  check_float(input, "GlobalAvgPool2d", "input");
+  Tensor output = Tensor::empty(out_shape, activation_options(device_));
+  const std::int64_t planes = input.dim(0) * input.dim(1);
+  const std::int64_t plane_size = input.dim(2) * input.dim(3);
+  if (device_.is_cpu()) {
+    cpu::global_avg_pool2d_forward(input.data<float>(), planes, plane_size, output.data<float>());
+  } else {
+#if MB_WITH_CUDA
+    cuda::global_avg_pool2d_forward(input.data<float>(), planes, plane_size, output.data<float>(),
+                                    compute_stream(device_));
+#else
+    throw_no_cuda("GlobalAvgPool2d");
+#endif
+  }
+  cached_input_shape_ = input.shape();
+  cached_ = true;
+  return output;
+}
+
+Tensor GlobalAvgPool2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  MB_CHECK(cached_, "GlobalAvgPool2d.backward: nothing cached. Fix: call forward() before each ",
+           "backward()");
+  const Shape out_shape = output_shape(cached_input_shape_);
+  MB_CHECK(grad_output.shape() == out_shape, "GlobalAvgPool2d.backward: gradient ",
+           grad_output.shape().to_string(), " does not match the forward output ",
+           out_shape.to_string());
+  check_float(grad_output, "GlobalAvgPool2d", "gradient");
+  Tensor grad_input;
+  if (state.need_input_grad) {
+    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    const std::int64_t planes = cached_input_shape_[0] * cached_input_shape_[1];
+    const std::int64_t plane_size = cached_input_shape_[2] * cached_input_shape_[3];
+    if (device_.is_cpu()) {
+      cpu::global_avg_pool2d_backward(grad_output.data<float>(), planes, plane_size,
+                                      grad_input.data<float>());
+    } else {
+#if MB_WITH_CUDA
+      cuda::global_avg_pool2d_backward(grad_output.data<float>(), planes, plane_size,
+                                       grad_input.data<float>(), compute_stream(device_));
+#else
+      throw_no_cuda("GlobalAvgPool2d");
+#endif
+    }
+  }
+  clear_cache();
+  return grad_input;
+}
+
+}  // namespace mb
