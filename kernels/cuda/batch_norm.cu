@@ -25,13 +25,15 @@ __device__ double block_sum(double value, double* shared) {
   return total;
 }
 
-// Element j of channel ch in an [n, c, hw] tensor, j in [0, n * hw).
-__device__ __forceinline__ std::int64_t element(std::int64_t j, std::int64_t ch, std::int64_t c,
-                                                std::int64_t hw) {
-  const std::int64_t sample = j / hw;
+// Element j of channel ch in an [n, c, hw] tensor, j in [0, n * hw). Index is uint32 when
+// the whole tensor fits (the common case: 64-bit division is several times slower).
+template <typename Index>
+__device__ __forceinline__ Index element(Index j, Index ch, Index c, Index hw) {
+  const Index sample = j / hw;
   return (sample * c + ch) * hw + (j - sample * hw);
 }
 
+template <typename Index>
 __global__ void __launch_bounds__(kThreads)
     forward_training_kernel(const float* __restrict__ x, const float* __restrict__ weight,
                             const float* __restrict__ bias, std::int64_t n, std::int64_t c,
@@ -39,12 +41,13 @@ __global__ void __launch_bounds__(kThreads)
                             float* __restrict__ save_mean, float* __restrict__ save_invstd,
                             double* __restrict__ statistics) {
   __shared__ double shared[kThreads / 32];
-  const std::int64_t ch = blockIdx.x;
-  const std::int64_t count = n * hw;
+  const Index ch = blockIdx.x;
+  const Index count = static_cast<Index>(n * hw);
+  const Index channels = static_cast<Index>(c), plane = static_cast<Index>(hw);
   double sum = 0.0;
   double sum_sq = 0.0;
-  for (std::int64_t j = threadIdx.x; j < count; j += kThreads) {
-    const double v = x[element(j, ch, c, hw)];
+  for (Index j = threadIdx.x; j < count; j += kThreads) {
+    const double v = x[element<Index>(j, ch, channels, plane)];
     sum += v;
     sum_sq += v * v;
   }
@@ -64,8 +67,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float scale = invstd * weight[ch];
   const float shift = bias[ch];
-  for (std::int64_t j = threadIdx.x; j < count; j += kThreads) {
-    const std::int64_t e = element(j, ch, c, hw);
+  for (Index j = threadIdx.x; j < count; j += kThreads) {
+    const Index e = element<Index>(j, ch, channels, plane);
     y[e] = (x[e] - mean_f) * scale + shift;
   }
 }
@@ -92,6 +95,7 @@ __global__ void normalize_kernel(const float* __restrict__ x, const float* __res
   }
 }
 
+template <typename Index>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const float* __restrict__ grad_y, const float* __restrict__ x,
                     const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
@@ -100,14 +104,15 @@ __global__ void __launch_bounds__(kThreads)
                     float* __restrict__ grad_weight, float* __restrict__ grad_bias,
                     bool accumulate) {
   __shared__ double shared[kThreads / 32];
-  const std::int64_t ch = blockIdx.x;
-  const std::int64_t count = n * hw;
+  const Index ch = blockIdx.x;
+  const Index count = static_cast<Index>(n * hw);
+  const Index channels = static_cast<Index>(c), plane = static_cast<Index>(hw);
   const double mean = save_mean[ch];
   const double invstd = save_invstd[ch];
   double sum_g = 0.0;
   double sum_g_xhat = 0.0;
-  for (std::int64_t j = threadIdx.x; j < count; j += kThreads) {
-    const std::int64_t e = element(j, ch, c, hw);
+  for (Index j = threadIdx.x; j < count; j += kThreads) {
+    const Index e = element<Index>(j, ch, channels, plane);
     const double g = grad_y[e];
     sum_g += g;
     sum_g_xhat += g * ((x[e] - mean) * invstd);
@@ -127,8 +132,8 @@ __global__ void __launch_bounds__(kThreads)
   const double scale = invstd * weight[ch];
   const double mean_g = batch_statistics ? sum_g / static_cast<double>(count) : 0.0;
   const double mean_g_xhat = batch_statistics ? sum_g_xhat / static_cast<double>(count) : 0.0;
-  for (std::int64_t j = threadIdx.x; j < count; j += kThreads) {
-    const std::int64_t e = element(j, ch, c, hw);
+  for (Index j = threadIdx.x; j < count; j += kThreads) {
+    const Index e = element<Index>(j, ch, channels, plane);
     const double xhat = (x[e] - mean) * invstd;
     grad_x[e] = static_cast<float>(scale * (grad_y[e] - mean_g - xhat * mean_g_xhat));
   }
@@ -147,6 +152,11 @@ void check_sizes(const char* what, std::int64_t n, std::int64_t c, std::int64_t 
   MB_CHECK(c <= 0x7fffffff, what, ": ", c, " channels exceed the grid limit");
 }
 
+// Whether every element index (and j + kThreads past the end) fits 32 bits.
+bool fits_uint32(std::int64_t n, std::int64_t c, std::int64_t hw) {
+  return n * c * hw + kThreads < (std::int64_t{1} << 32);
+}
+
 unsigned elementwise_blocks(std::int64_t total, int threads) {
   const std::int64_t blocks = (total + threads - 1) / threads;
   return static_cast<unsigned>(std::min<std::int64_t>(blocks, 65535LL * 32));
@@ -161,8 +171,13 @@ void batch_norm_forward_training(const float* x, const float* weight, const floa
   check_sizes("cuda::batch_norm_forward_training", n, c, hw);
   MB_CHECK(x && weight && bias && y && save_mean && save_invstd,
            "cuda::batch_norm_forward_training: null pointer argument");
-  forward_training_kernel<<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
-      x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
+  if (fits_uint32(n, c, hw)) {
+    forward_training_kernel<std::uint32_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+        x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
+  } else {
+    forward_training_kernel<std::int64_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+        x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
+  }
   MB_CUDA_LAUNCH_CHECK();
 }
 
@@ -193,9 +208,16 @@ void batch_norm_backward(const float* grad_y, const float* x, const float* save_
   check_sizes("cuda::batch_norm_backward", n, c, hw);
   MB_CHECK(grad_y && x && save_mean && save_invstd && weight && grad_weight && grad_bias,
            "cuda::batch_norm_backward: null pointer argument");
-  backward_kernel<<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
-      grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
-      grad_bias, mode == GradientMode::Accumulate);
+  const bool accumulate = mode == GradientMode::Accumulate;
+  if (fits_uint32(n, c, hw)) {
+    backward_kernel<std::uint32_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+        grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
+        grad_bias, accumulate);
+  } else {
+    backward_kernel<std::int64_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+        grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
+        grad_bias, accumulate);
+  }
   MB_CUDA_LAUNCH_CHECK();
 }
 
