@@ -7,6 +7,10 @@
 #include <limits>
 #include <utility>
 
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
 #include "runtime/error.h"
 
 namespace mb {
@@ -24,6 +28,20 @@ std::size_t round_up(std::size_t value, std::size_t multiple) {
 bool should_split(bool small_pool, std::size_t block_size, std::size_t request) {
   std::size_t remainder = block_size - request;
   return small_pool ? remainder >= PoolAllocator::kMinBlock : remainder > kMiB;
+}
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::uint64_t clock_ticks() {
+#if defined(__x86_64__)
+  return __rdtsc();
+#else
+  return static_cast<std::uint64_t>(steady_ns());
+#endif
 }
 
 }  // namespace
@@ -49,14 +67,6 @@ std::size_t default_pool_capacity(const MemoryResource& resource) {
   return free_bytes > margin ? free_bytes - margin : free_bytes / 2;
 }
 
-bool PoolAllocator::FreeOrder::operator()(const Block* a, const Block* b) const {
-  auto stream_a = reinterpret_cast<std::uintptr_t>(a->segment->stream);
-  auto stream_b = reinterpret_cast<std::uintptr_t>(b->segment->stream);
-  if (stream_a != stream_b) return stream_a < stream_b;
-  if (a->size != b->size) return a->size < b->size;
-  return std::less<const char*>()(a->ptr, b->ptr);
-}
-
 std::size_t PoolAllocator::round_size(std::size_t bytes) {
   if (bytes <= kSmallRequest) return std::max(kMinBlock, round_up(bytes, kMinBlock));
   // Large: eight size classes per power of two, at most 2 MiB apart, so micro-batches of
@@ -76,9 +86,8 @@ PoolAllocator::PoolAllocator(std::unique_ptr<MemoryResource> resource, PoolOptio
   capacity_ = capacity != 0 ? capacity : std::numeric_limits<std::size_t>::max();
   ring_.reserve(std::min<std::size_t>(options.trace_events, 1024));
   ring_capacity_ = options.trace_events;
-  start_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::steady_clock::now().time_since_epoch())
-                  .count();
+  start_ticks_ = clock_ticks();
+  start_steady_ns_ = steady_ns();
 }
 
 PoolAllocator::~PoolAllocator() {
@@ -92,42 +101,111 @@ PoolAllocator::~PoolAllocator() {
     }
     resource_->release(segment->base, segment->size);
   }
+  for (Block* block : spare_blocks_) delete block;
 }
 
-std::int64_t PoolAllocator::now_ns() const {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-             .count() -
-         start_ns_;
+// --- LiveMap -----------------------------------------------------------------------------
+
+std::size_t PoolAllocator::LiveMap::slot_of(void* key) const {
+  // Blocks are 512 B aligned: drop the zero bits, then multiply by 2^64 / golden ratio.
+  auto bits = reinterpret_cast<std::uintptr_t>(key) >> 9;
+  return static_cast<std::size_t>((bits * 0x9E3779B97F4A7C15ull) >> 20) & (slots_.size() - 1);
 }
 
-void PoolAllocator::insert_free(Block* block) {
-  pool_of(*block->segment).insert(block);
-  free_sizes_.insert(block->size);
+void PoolAllocator::LiveMap::grow() {
+  std::vector<std::pair<void*, Block*>> old(slots_.size() * 2);
+  old.swap(slots_);
+  count_ = 0;
+  for (auto& [key, block] : old) {
+    if (key != nullptr) insert(key, block);
+  }
 }
 
-void PoolAllocator::erase_free(Block* block) {
-  pool_of(*block->segment).erase(block);
-  free_sizes_.erase(free_sizes_.find(block->size));
+void PoolAllocator::LiveMap::insert(void* key, Block* block) {
+  if (2 * (count_ + 1) > slots_.size()) grow();
+  std::size_t mask = slots_.size() - 1;
+  std::size_t slot = slot_of(key);
+  while (slots_[slot].first != nullptr) slot = (slot + 1) & mask;
+  slots_[slot] = {key, block};
+  ++count_;
+}
+
+PoolAllocator::Block* PoolAllocator::LiveMap::find(void* key) const {
+  std::size_t mask = slots_.size() - 1;
+  for (std::size_t slot = slot_of(key); slots_[slot].first != nullptr; slot = (slot + 1) & mask) {
+    if (slots_[slot].first == key) return slots_[slot].second;
+  }
+  return nullptr;
+}
+
+PoolAllocator::Block* PoolAllocator::LiveMap::erase(void* key) {
+  std::size_t mask = slots_.size() - 1;
+  std::size_t slot = slot_of(key);
+  while (slots_[slot].first != key) {
+    if (slots_[slot].first == nullptr) return nullptr;
+    slot = (slot + 1) & mask;
+  }
+  Block* block = slots_[slot].second;
+  // Backward-shift deletion: move later entries of the probe run into the hole so lookups
+  // never stop early at it.
+  std::size_t hole = slot;
+  for (std::size_t next = (hole + 1) & mask; slots_[next].first != nullptr;
+       next = (next + 1) & mask) {
+    std::size_t home = slot_of(slots_[next].first);
+    // Movable iff its home is not in the cyclic range (hole, next].
+    bool home_after_hole =
+        hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
+    if (!home_after_hole) {
+      slots_[hole] = slots_[next];
+      hole = next;
+    }
+  }
+  slots_[hole] = {nullptr, nullptr};
+  --count_;
+  return block;
+}
+
+// --- Pools ---------------------------------------------------------------------------------
+
+PoolAllocator::StreamPools& PoolAllocator::pools_for(StreamHandle stream) {
+  for (auto& pools : stream_pools_) {
+    if (pools->stream == stream) return *pools;
+  }
+  stream_pools_.push_back(std::make_unique<StreamPools>());
+  stream_pools_.back()->stream = stream;
+  return *stream_pools_.back();
+}
+
+PoolAllocator::Block* PoolAllocator::new_block() {
+  if (spare_blocks_.empty()) return new Block();
+  Block* block = spare_blocks_.back();
+  spare_blocks_.pop_back();
+  return block;
+}
+
+void PoolAllocator::recycle(Block* block) {
+  *block = Block();
+  spare_blocks_.push_back(block);
 }
 
 std::size_t PoolAllocator::largest_free_locked() const {
-  return free_sizes_.empty() ? 0 : *free_sizes_.rbegin();
+  std::size_t largest = 0;
+  for (const auto& pools : stream_pools_) {
+    if (!pools->small.empty()) largest = std::max(largest, (*pools->small.rbegin())->size);
+    if (!pools->large.empty()) largest = std::max(largest, (*pools->large.rbegin())->size);
+  }
+  return largest;
 }
 
 PoolAllocator::Block* PoolAllocator::find_free(bool small_pool, StreamHandle stream,
                                                std::size_t size) {
-  FreeSet& pool = small_pool ? small_free_ : large_free_;
-  // A probe block: ordered by (stream, size, address) with the lowest address.
-  Segment probe_segment;
-  probe_segment.stream = stream;
-  Block probe;
-  probe.segment = &probe_segment;
+  StreamPools& pools = pools_for(stream);
+  FreeSet& pool = small_pool ? pools.small : pools.large;
+  Block probe;  // ordered by (size, address): the lowest address of that size
   probe.size = size;
   probe.ptr = nullptr;
   auto it = pool.lower_bound(&probe);
-  if (it == pool.end() || (*it)->segment->stream != stream) return nullptr;
-  return *it;
+  return it == pool.end() ? nullptr : *it;
 }
 
 bool PoolAllocator::try_reserve(std::size_t size, bool small_pool, StreamHandle stream,
@@ -141,7 +219,8 @@ bool PoolAllocator::try_reserve(std::size_t size, bool small_pool, StreamHandle 
   segment->size = size;
   segment->small_pool = small_pool;
   segment->stream = stream;
-  Block* block = new Block();
+  segment->pools = &pools_for(stream);
+  Block* block = new_block();
   block->ptr = segment->base;
   block->size = size;
   block->segment = segment.get();
@@ -154,7 +233,7 @@ bool PoolAllocator::try_reserve(std::size_t size, bool small_pool, StreamHandle 
   free_bytes_ += size;
   Segment* raw = segment.get();
   segments_.emplace(raw->id, std::move(segment));
-  insert_free(block);
+  free_set(block).insert(block);
   record(PoolEventKind::Reserve, size, raw, 0, MemoryTag::Other);
   *out = block;
   return true;
@@ -203,9 +282,11 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
                         __FILE__, __LINE__);
     }
   }
-  erase_free(block);
+  FreeSet& pool = free_set(block);
+  // The set node is reused for the remainder: no allocation on the cached path.
+  FreeSet::node_type node = pool.extract(block);
   if (should_split(small_pool, block->size, rounded)) {
-    Block* rest = new Block();
+    Block* rest = new_block();
     rest->ptr = block->ptr + rounded;
     rest->size = block->size - rounded;
     rest->segment = block->segment;
@@ -214,11 +295,12 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
     if (block->next != nullptr) block->next->prev = rest;
     block->next = rest;
     block->size = rounded;
-    insert_free(rest);
+    node.value() = rest;
+    pool.insert(std::move(node));
   }
   block->allocated = true;
   block->tag = tag;
-  live_.emplace(block->ptr, block);
+  live_.insert(block->ptr, block);
 
   free_bytes_ -= block->size;
   stats_.allocated_bytes += block->size;
@@ -234,11 +316,10 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
 
 void PoolAllocator::record_stream(void* ptr, StreamHandle stream) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = live_.find(ptr);
-  MB_CHECK(it != live_.end(), "record_stream: ", ptr,
+  Block* block = live_.find(ptr);
+  MB_CHECK(block != nullptr, "record_stream: ", ptr,
            " is not a live block of this allocator. Fix: pass a pointer returned by allocate() "
            "and not yet freed");
-  Block* block = it->second;
   if (stream == block->segment->stream) return;
   auto& streams = block->other_streams;
   if (std::find(streams.begin(), streams.end(), stream) == streams.end()) {
@@ -249,10 +330,8 @@ void PoolAllocator::record_stream(void* ptr, StreamHandle stream) {
 void PoolAllocator::deallocate(void* ptr) noexcept {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = live_.find(ptr);
-  if (it == live_.end()) return;  // not ours: ignoring beats corrupting the books
-  Block* block = it->second;
-  live_.erase(it);
+  Block* block = live_.erase(ptr);
+  if (block == nullptr) return;  // not ours: ignoring beats corrupting the books
   // Note: a block another stream may still read stays allocated (and counted) until that
   // stream's event completes; then process_events() frees it.
   for (StreamHandle stream : block->other_streams) {
@@ -290,25 +369,33 @@ void PoolAllocator::free_block(Block* block) {
   std::size_t offset = static_cast<std::size_t>(block->ptr - block->segment->base);
   Segment* segment = block->segment;
 
-  // Coalesce with free neighbours in the same segment.
-  if (block->prev != nullptr && !block->prev->allocated && block->prev->pending_events == 0) {
+  // Coalesce with free neighbours in the same segment, reusing a neighbour's set node.
+  FreeSet& pool = free_set(block);
+  FreeSet::node_type node;
+  if (block->prev != nullptr && !block->prev->allocated) {
     Block* prev = block->prev;
-    erase_free(prev);
+    node = pool.extract(prev);
     prev->size += block->size;
     prev->next = block->next;
     if (block->next != nullptr) block->next->prev = prev;
-    delete block;
+    recycle(block);
     block = prev;
   }
-  if (block->next != nullptr && !block->next->allocated && block->next->pending_events == 0) {
+  if (block->next != nullptr && !block->next->allocated) {
     Block* next = block->next;
-    erase_free(next);
+    FreeSet::node_type next_node = pool.extract(next);
     block->size += next->size;
     block->next = next->next;
     if (next->next != nullptr) next->next->prev = block;
-    delete next;
+    recycle(next);
+    if (node.empty()) node = std::move(next_node);
   }
-  insert_free(block);
+  if (node.empty()) {
+    pool.insert(block);
+  } else {
+    node.value() = block;
+    pool.insert(std::move(node));
+  }
 
   // The event carries the freed block's own offset and size, not the merged block's.
   record(PoolEventKind::Free, size, segment, offset, tag);
@@ -318,7 +405,7 @@ std::size_t PoolAllocator::release_cached_segments() {
   std::vector<Segment*> whole_free;
   for (auto& [id, segment] : segments_) {
     Block* first = segment->first;
-    if (first->next == nullptr && !first->allocated && first->pending_events == 0) {
+    if (first->next == nullptr && !first->allocated) {
       whole_free.push_back(segment.get());
     }
   }
@@ -332,8 +419,8 @@ std::size_t PoolAllocator::release_cached_segments() {
 
 void PoolAllocator::release_segment(Segment* segment) {
   Block* block = segment->first;
-  erase_free(block);
-  delete block;
+  free_set(block).erase(block);
+  recycle(block);
   std::size_t size = segment->size;
   resource_->release(segment->base, size);
   stats_.reserved_bytes -= size;
@@ -441,7 +528,7 @@ void PoolAllocator::record(PoolEventKind kind, std::size_t bytes, const Segment*
   event->tag = tag;
   event->micro_batch = micro_batch_;
   event->segment_id = segment != nullptr ? segment->id : -1;
-  event->time_ns = now_ns();
+  event->time_ns = static_cast<std::int64_t>(clock_ticks() - start_ticks_);  // ticks for now
   event->bytes = bytes;
   event->offset = offset;
   event->allocated = stats_.allocated_bytes;
@@ -460,8 +547,19 @@ std::vector<PoolEvent> PoolAllocator::events_locked() const {
   std::vector<PoolEvent> result;
   result.reserve(ring_.size());
   std::size_t start = ring_.size() < ring_capacity_ ? 0 : ring_next_;
-  for (std::size_t i = 0; i < ring_.size(); ++i)
+  for (std::size_t i = 0; i < ring_.size(); ++i) {
     result.push_back(ring_[(start + i) % ring_.size()]);
+  }
+#if defined(__x86_64__)
+  // Calibrate ticks against steady_clock over at least 1 ms of this allocator's life.
+  std::int64_t elapsed_ns = steady_ns() - start_steady_ns_;
+  while (elapsed_ns < 1000000) elapsed_ns = steady_ns() - start_steady_ns_;
+  double ns_per_tick =
+      static_cast<double>(elapsed_ns) / static_cast<double>(clock_ticks() - start_ticks_);
+  for (PoolEvent& event : result) {
+    event.time_ns = static_cast<std::int64_t>(static_cast<double>(event.time_ns) * ns_per_tick);
+  }
+#endif
   return result;
 }
 

@@ -17,12 +17,13 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "allocator/allocator.h"
@@ -131,6 +132,7 @@ class PoolAllocator final : public Allocator {
 
  private:
   struct Segment;
+  struct StreamPools;
   struct Block {
     char* ptr = nullptr;
     std::size_t size = 0;
@@ -148,23 +150,47 @@ class PoolAllocator final : public Allocator {
     std::size_t size = 0;
     bool small_pool = false;
     StreamHandle stream = nullptr;
+    StreamPools* pools = nullptr;  // the free sets of `stream`
     Block* first = nullptr;
   };
-  // Free blocks ordered by (stream, size, address): best fit is a lower_bound.
+  // Free blocks ordered by (size, address): best fit is a lower_bound.
   struct FreeOrder {
-    bool operator()(const Block* a, const Block* b) const;
+    bool operator()(const Block* a, const Block* b) const {
+      return a->size != b->size ? a->size < b->size : std::less<const char*>()(a->ptr, b->ptr);
+    }
   };
   using FreeSet = std::set<Block*, FreeOrder>;
+  // Blocks are reused only on the stream they were allocated on: one pair of pools per stream.
+  struct StreamPools {
+    StreamHandle stream = nullptr;
+    FreeSet small;
+    FreeSet large;
+  };
+  // Open addressing (linear probing, backward-shift deletion) from a block's pointer to the
+  // block: the allocation fast path must not allocate a hash node.
+  class LiveMap {
+   public:
+    void insert(void* key, Block* block);
+    Block* find(void* key) const;
+    Block* erase(void* key);  // nullptr if absent
+
+   private:
+    std::size_t slot_of(void* key) const;
+    void grow();
+    std::vector<std::pair<void*, Block*>> slots_ = std::vector<std::pair<void*, Block*>>(64);
+    std::size_t count_ = 0;
+  };
   struct PendingEvent {
     void* event;
     Block* block;
   };
 
-  FreeSet& pool_of(const Segment& segment) {
-    return segment.small_pool ? small_free_ : large_free_;
+  StreamPools& pools_for(StreamHandle stream);
+  FreeSet& free_set(const Block* block) const {
+    return block->segment->small_pool ? block->segment->pools->small : block->segment->pools->large;
   }
-  void insert_free(Block* block);
-  void erase_free(Block* block);
+  Block* new_block();
+  void recycle(Block* block);
   Block* find_free(bool small_pool, StreamHandle stream, std::size_t size);
   Block* reserve_segment(bool small_pool, StreamHandle stream, std::size_t rounded);
   bool try_reserve(std::size_t size, bool small_pool, StreamHandle stream, Block** out);
@@ -178,17 +204,15 @@ class PoolAllocator final : public Allocator {
               MemoryTag tag, std::string name = {});
   bool ring_disabled() const { return ring_capacity_ == 0; }
   std::vector<PoolEvent> events_locked() const;
-  std::int64_t now_ns() const;
 
   std::unique_ptr<MemoryResource> resource_;
   std::size_t capacity_;
   mutable std::mutex mutex_;
 
   std::map<int, std::unique_ptr<Segment>> segments_;  // by id
-  std::unordered_map<void*, Block*> live_;            // allocated blocks by pointer
-  FreeSet small_free_;
-  FreeSet large_free_;
-  std::multiset<std::size_t> free_sizes_;  // all free blocks, for largest_free_block
+  LiveMap live_;                                      // allocated blocks by pointer
+  std::vector<std::unique_ptr<StreamPools>> stream_pools_;
+  std::vector<Block*> spare_blocks_;  // recycled Block records
   std::vector<PendingEvent> pending_;
   int next_segment_id_ = 0;
 
@@ -203,7 +227,11 @@ class PoolAllocator final : public Allocator {
   // Per-tag allocated bytes just before the oldest event held, so exported counters are
   // exact even after the ring has wrapped.
   std::array<std::size_t, kNumMemoryTags> ring_base_by_tag_{};
-  std::int64_t start_ns_ = 0;
+  // Note: events are stamped with a cycle counter (rdtsc on x86-64, a few ns; the kvm clock
+  // behind steady_clock can cost ~100 ns) and converted to ns when read, calibrated against
+  // steady_clock over the allocator's lifetime. Elsewhere ticks are steady_clock ns.
+  std::uint64_t start_ticks_ = 0;
+  std::int64_t start_steady_ns_ = 0;
   int micro_batch_ = -1;
 };
 
