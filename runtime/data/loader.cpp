@@ -1,10 +1,13 @@
 // BatchLoader: a producer thread fills a bounded queue of host batches.
 #include "runtime/data/loader.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "allocator/passthrough_allocator.h"
+#include "allocator/pool_allocator.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {
@@ -17,6 +20,21 @@ std::uint64_t splitmix64(std::uint64_t& state) {
 }
 
 }  // namespace
+
+Allocator& host_batch_allocator() {
+  // Note: leaked on purpose. A tensor keeps a raw pointer to its allocator, and batches
+  // (or tensors in static storage) may be released after any loader, even after main.
+  static Allocator* instance = []() -> Allocator* {
+    const char* no_cache = std::getenv("MB_ALLOC_NO_CACHE");
+    if (no_cache != nullptr && std::string(no_cache) == "1") {
+      return new PassThroughAllocator(make_pinned_host_memory_resource());
+    }
+    PoolOptions options;
+    options.trace_events = 0;  // batch buffers are not part of the step's memory trace
+    return new PoolAllocator(make_pinned_host_memory_resource(), options);
+  }();
+  return *instance;
+}
 
 std::vector<std::int64_t> epoch_order(std::int64_t n, std::uint64_t seed, int epoch, bool shuffle) {
   MB_CHECK(n >= 0, "epoch_order: n must be >= 0, got ", n);
@@ -142,12 +160,10 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
   const bool masks = dataset_.labels.ndim() == 3;
   const std::int64_t label_elements = masks ? height * width : 1;
 
-  // Note: batch buffers come from the CPU allocator. Once a pinned host memory resource
-  // exists, the default here becomes a pool over it so the H2D copies run asynchronously.
   TensorOptions tensor_options;
   tensor_options.tag = MemoryTag::Data;
   tensor_options.allocator =
-      options_.allocator != nullptr ? options_.allocator : &allocator_for(Device::cpu());
+      options_.allocator != nullptr ? options_.allocator : &host_batch_allocator();
   Batch out;
   out.first_index = first;
   out.epoch = epoch;

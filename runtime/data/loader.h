@@ -38,7 +38,7 @@ struct LoaderOptions {
   // (empty: none; normalize the Dataset up front instead and padding takes the mean).
   Normalization normalize;
   int prefetch = 2;  // batches prepared ahead of the consumer, 1..8
-  // Where batch buffers come from (tag Data); nullptr: allocator_for(Device::cpu()).
+  // Where batch buffers come from (tag Data); nullptr: host_batch_allocator().
   Allocator* allocator = nullptr;
 };
 
@@ -50,6 +50,12 @@ struct Batch {
   std::vector<std::int64_t> sample_indices;  // dataset index of each row
   std::int64_t size() const { return images.defined() ? images.dim(0) : 0; }
 };
+
+// The default allocator for host batch buffers: a pool over page-locked host memory when a
+// CUDA device exists (so host-to-device copies of batches can run asynchronously), over
+// pageable memory otherwise; a pass-through allocator when MB_ALLOC_NO_CACHE=1. Created on
+// first use and never destroyed: batches may outlive their loader.
+Allocator& host_batch_allocator();
 
 // The order in which an epoch visits the samples: a permutation of [0, n) determined by
 // (seed, epoch), or the identity when !shuffle.

@@ -242,6 +242,23 @@ TEST(BatchLoader, RestartAndDestroyMidEpochAreClean) {
   SUCCEED();
 }
 
+TEST(BatchLoader, BatchesComeFromTheHostBatchAllocatorAndOutliveTheLoader) {
+  const Dataset data = indexed_dataset(20);
+  Batch batch;
+  {
+    BatchLoader loader(data, options_with(6, true, false, 2));
+    loader.start_epoch(0);
+    ASSERT_TRUE(loader.next(batch));
+  }
+  EXPECT_EQ(batch.images.storage()->allocator, &host_batch_allocator());
+  EXPECT_EQ(batch.labels.storage()->allocator, &host_batch_allocator());
+  EXPECT_GT(host_batch_allocator().report().allocated_by_tag[static_cast<int>(MemoryTag::Data)],
+            0u);
+  const std::vector<float> values = batch.images.to_vector();
+  EXPECT_EQ(values.front(), static_cast<float>(batch.sample_indices.front()));
+  EXPECT_EQ(values.back(), static_cast<float>(batch.sample_indices.back()));
+}
+
 TEST(BatchLoader, RejectsBadUseAndOptions) {
   const Dataset data = indexed_dataset(10);
   BatchLoader loader(data, options_with(4, true, false, 0));
