@@ -15,26 +15,43 @@ double norm_of(const float* data, std::int64_t size, double scale) {
   return std::abs(scale) * std::sqrt(sum);
 }
 
+// One slot of SGD with the flags as template parameters, so each loop body is branch-free
+// and the compiler can vectorize it.
+template <bool kMomentum, bool kNesterov, bool kFirstStep>
+void sgd_slot(const ParamSlot& slot, const SgdOptions& o) {
+  const float lr = o.lr;
+  const float momentum = o.momentum;
+  const float grad_weight = 1.0f - o.dampening;
+  const float grad_scale = o.grad_scale;
+  const float decay = slot.weight_decay;
+  float* param = slot.param;
+  const float* grad = slot.grad;
+  float* buffer = slot.state0;
+  for (std::int64_t i = 0; i < slot.size; ++i) {
+    float g = grad_scale * grad[i] + decay * param[i];
+    if (kMomentum) {
+      const float buf = kFirstStep ? g : momentum * buffer[i] + grad_weight * g;
+      buffer[i] = buf;
+      g = kNesterov ? g + momentum * buf : buf;
+    }
+    param[i] -= lr * g;
+  }
+}
+
 }  // namespace
 
 void sgd_update(const ParamSlot* slots, int count, const SgdOptions& o) {
   detail::check_sgd_options(o);
   const bool use_momentum = o.momentum != 0.0f;
   detail::check_param_slots(slots, count, use_momentum, false, "sgd_update");
-  const float lr = o.lr;
-  const float momentum = o.momentum;
-  const float grad_weight = 1.0f - o.dampening;
   for (int s = 0; s < count; ++s) {
     const ParamSlot& slot = slots[s];
-    const float decay = slot.weight_decay;
-    for (std::int64_t i = 0; i < slot.size; ++i) {
-      float g = o.grad_scale * slot.grad[i] + decay * slot.param[i];
-      if (use_momentum) {
-        const float buf = o.first_step ? g : momentum * slot.state0[i] + grad_weight * g;
-        slot.state0[i] = buf;
-        g = o.nesterov ? g + momentum * buf : buf;
-      }
-      slot.param[i] -= lr * g;
+    if (!use_momentum) {
+      sgd_slot<false, false, false>(slot, o);
+    } else if (o.first_step) {
+      o.nesterov ? sgd_slot<true, true, true>(slot, o) : sgd_slot<true, false, true>(slot, o);
+    } else {
+      o.nesterov ? sgd_slot<true, true, false>(slot, o) : sgd_slot<true, false, false>(slot, o);
     }
   }
 }
