@@ -14,13 +14,17 @@
 // after an OutOfMemory must not count twice); end_batch() keeps whatever is still pending,
 // updates the running statistics (nothing when no sample was seen) and clears.
 //
+// The engine always calls these hooks (begin_batch, commit/abort per micro-batch,
+// end_batch); a forward alone never changes the running statistics.
 // Standalone use (no engine): forward() in training mode, then end_batch() — the
 // accumulator starts empty, so begin_batch() is optional the first time. Or call
 // set_update_per_forward(true): every training forward then updates the running statistics
 // from its own batch immediately, as PyTorch's BatchNorm2d does.
 //
 // Note: on CUDA the sums live in device fp64 buffers (per-thread fp64 sums in the
-// statistics kernel, folded on the device), so the only host transfer is in end_batch().
+// statistics kernel, folded on the device), so the only host transfer is in end_batch()
+// (and in abort_micro_batch(), rare). Repeating a forward on the same micro-batch without
+// an abort counts it twice.
 #pragma once
 
 #include <cstdint>
