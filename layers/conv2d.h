@@ -26,7 +26,6 @@ class Conv2d : public Module {
          int padding = 0, int dilation = 1, int groups = 1, bool bias = true);
 
   // Re-draws weight and bias from a generator seeded with `seed` (same seed, same values).
-  // Parameters must be on the CPU.
   void reset_parameters(std::uint64_t seed);
 
   std::int64_t in_channels() const { return in_channels_; }

@@ -25,7 +25,7 @@ class ConvTranspose2d : public Module {
   ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels, int kernel_size,
                   int stride = 1, int padding = 0, int output_padding = 0, bool bias = true);
 
-  // Re-draws weight and bias from a generator seeded with `seed`. Parameters on the CPU.
+  // Re-draws weight and bias from a generator seeded with `seed`.
   void reset_parameters(std::uint64_t seed);
 
   std::int64_t in_channels() const { return in_channels_; }

@@ -2,6 +2,7 @@
 #include "layers/linear.h"
 
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/channel_bias.h"
 #include "kernels/cpu/gemm.h"
@@ -16,13 +17,15 @@
 namespace mb {
 namespace {
 
-// U(-bound, bound) from Philox keyed by (seed, stream_id): the same on every platform.
+// U(-bound, bound) from Philox keyed by (seed, stream_id): the same values on every
+// platform. Drawn on the host and copied to wherever the parameter lives.
 void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id) {
-  float* data = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) {
+  std::vector<float> values(static_cast<std::size_t>(t.numel()));
+  for (std::size_t i = 0; i < values.size(); ++i) {
     const float u = philox_element_uniform(seed, stream_id, 0, 0, static_cast<std::uint32_t>(i));
-    data[i] = (2.0f * u - 1.0f) * bound;
+    values[i] = (2.0f * u - 1.0f) * bound;
   }
+  t.copy_from(Tensor::from_vector(values, t.shape()));
 }
 
 TensorOptions options_on(const Device& device, MemoryTag tag) {
@@ -51,8 +54,6 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
 }
 
 void Linear::reset_parameters(std::uint64_t seed) {
-  MB_CHECK(weight_->value.device().is_cpu(), describe(),
-           ": reset_parameters needs the parameters on the CPU. Fix: call it before to_device()");
   // Kaiming-uniform with a = sqrt(5): bound = 1/sqrt(fan_in), the same for the bias.
   const float bound = 1.0f / std::sqrt(static_cast<float>(in_features_));
   fill_uniform(weight_->value, bound, seed, 0);

@@ -19,7 +19,7 @@ class Linear : public Module {
 
   Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true);
 
-  // Re-draws weight and bias from a generator seeded with `seed`. Parameters on the CPU.
+  // Re-draws weight and bias from a generator seeded with `seed`.
   void reset_parameters(std::uint64_t seed);
 
   std::int64_t in_features() const { return in_features_; }

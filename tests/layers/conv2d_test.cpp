@@ -275,6 +275,17 @@ TEST(Conv2d, BackwardReleasesTheCachedInput) {
   EXPECT_EQ(x.storage().use_count(), 1);
 }
 
+TEST(Conv2d, TensorsCarryTheirMemoryTags) {
+  Conv2d conv(2, 3, 3, 1, 1);
+  Tensor y = conv.forward(random_tensor({1, 2, 4, 4}, 3), RunState{});
+  EXPECT_EQ(y.tag(), MemoryTag::Activation);
+  Tensor dx = conv.backward(random_tensor(y.shape(), 4), BackwardState{});
+  EXPECT_EQ(dx.tag(), MemoryTag::Activation);
+  EXPECT_EQ(conv.weight().value.tag(), MemoryTag::Param);
+  EXPECT_EQ(conv.weight().grad.tag(), MemoryTag::Grad);
+  EXPECT_EQ(conv.bias()->grad.tag(), MemoryTag::Grad);
+}
+
 // im2col and col2im are adjoint: <im2col(x), c> == <x, col2im(c)>.
 TEST(Conv2d, Im2colAndCol2imAreAdjoint) {
   const cpu::ConvWindow window{3, 2, 2, 1, 1, 0, 2, 1};
