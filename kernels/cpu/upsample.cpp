@@ -11,7 +11,10 @@ void upsample_nearest2d_forward(const float* input, float* output, std::int64_t 
     float* out = output + p * out_h * out_w;
     for (std::int64_t y = 0; y < out_h; ++y) {
       const float* in_row = in + (y / scale) * width;
-      for (std::int64_t x = 0; x < out_w; ++x) out[y * out_w + x] = in_row[x / scale];
+      float* out_row = out + y * out_w;
+      for (std::int64_t x = 0; x < width; ++x) {
+        for (int dx = 0; dx < scale; ++dx) out_row[x * scale + dx] = in_row[x];
+      }
     }
   }
 }
