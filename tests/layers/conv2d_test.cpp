@@ -175,6 +175,30 @@ TEST(Conv2d, AccumulateAddsToOverwrite) {
   expect_close(conv.weight().grad.to_vector(), w_sum, 1e-5, 1e-6, "two accumulates");
 }
 
+// The micro-batch contract: Overwrite on the first slice, Accumulate on the rest, gives the
+// gradient of the whole batch (2 + 3 = 5 samples), and each slice's input gradient is the
+// matching rows of the whole batch's.
+TEST(Conv2d, SplitBatchAccumulatesToFullBatchGradient) {
+  Conv2d conv(4, 6, 3, 2, 1, 1, 2, true);
+  Tensor x = random_tensor({5, 4, 7, 7}, 31);
+  Tensor g = random_tensor(conv.output_shape(x.shape()), 32);
+  conv.forward(x, RunState{});
+  const std::vector<float> dx_full = conv.backward(g, BackwardState{}).to_vector();
+  const std::vector<float> dw_full = conv.weight().grad.to_vector();
+  const std::vector<float> db_full = conv.bias()->grad.to_vector();
+
+  BackwardState accumulate;
+  accumulate.mode = GradientMode::Accumulate;
+  conv.forward(x.slice(0, 2).clone(), RunState{});
+  std::vector<float> dx_split = conv.backward(g.slice(0, 2).clone(), BackwardState{}).to_vector();
+  conv.forward(x.slice(2, 5).clone(), RunState{});
+  const std::vector<float> dx_rest = conv.backward(g.slice(2, 5).clone(), accumulate).to_vector();
+  dx_split.insert(dx_split.end(), dx_rest.begin(), dx_rest.end());
+  expect_close(conv.weight().grad.to_vector(), dw_full, 1e-5, 1e-5, "split weight grad");
+  expect_close(conv.bias()->grad.to_vector(), db_full, 1e-5, 1e-5, "split bias grad");
+  expect_close(dx_split, dx_full, 1e-6, 1e-6, "split input grad");
+}
+
 TEST(Conv2d, ParametersAndInitialization) {
   Conv2d conv(8, 16, 3, 1, 1, 1, 2, true);
   auto params = conv.named_parameters();
