@@ -268,13 +268,15 @@ PoolAllocator::Block* PoolAllocator::reserve_segment(bool small_pool, StreamHand
 void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!pending_.empty()) process_events();
-  std::size_t rounded = round_size(bytes);
+  // Sizes beyond 2^62 bytes would overflow the rounding; no device has them anyway.
+  bool absurd = bytes > (std::size_t{1} << 62);
+  std::size_t rounded = absurd ? 0 : round_size(bytes);
   bool small_pool = rounded <= kSmallRequest;
-  Block* block = find_free(small_pool, stream, rounded);
+  Block* block = absurd ? nullptr : find_free(small_pool, stream, rounded);
   if (block != nullptr) {
     stats_.cache_hits += 1;
   } else {
-    block = reserve_segment(small_pool, stream, rounded);
+    if (!absurd) block = reserve_segment(small_pool, stream, rounded);
     if (block == nullptr) {
       stats_.ooms += 1;
       record(PoolEventKind::Oom, bytes, nullptr, 0, tag);

@@ -395,8 +395,10 @@ TEST(PoolAllocator, OutOfMemoryCarriesTheReportAndThePoolStaysUsable) {
     EXPECT_NE(message.find("PoolAllocator(host)"), std::string::npos) << message;
     EXPECT_NE(message.find("4.00 MiB"), std::string::npos) << message;
   }
+  // A request too large to round is an OutOfMemory too, not a wrapped-around tiny block.
+  EXPECT_THROW(pool.allocate(SIZE_MAX, MemoryTag::Activation), OutOfMemory);
   PoolStats stats = pool.stats();
-  EXPECT_EQ(stats.ooms, 1u);
+  EXPECT_EQ(stats.ooms, 2u);
   EXPECT_EQ(stats.allocated_bytes, 6 * kMiB);
   // Something that fits after the OOM succeeds.
   void* two = pool.allocate(2 * kMiB, MemoryTag::Activation);
