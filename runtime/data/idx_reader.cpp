@@ -4,6 +4,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
@@ -37,8 +38,8 @@ std::vector<std::uint8_t> read_all_bytes(const std::string& path) {
     const std::size_t old_size = bytes.size();
     bytes.resize(old_size + kChunk);
     const int got = gzread(file, bytes.data() + old_size, static_cast<unsigned>(kChunk));
+    bytes.resize(old_size + static_cast<std::size_t>(std::max(got, 0)));
     if (got < 0) break;  // reported below through gzerror
-    bytes.resize(old_size + static_cast<std::size_t>(got));
     if (got == 0) break;
   }
   int error_code = Z_OK;
