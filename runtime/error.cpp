@@ -1,7 +1,17 @@
 // Error types: message composition.
 #include "runtime/error.h"
 
+#include <limits>
+
 namespace mb {
+namespace {
+
+std::string format_capacity(std::size_t capacity) {
+  return capacity == std::numeric_limits<std::size_t>::max() ? std::string("no cap")
+                                                             : "cap " + format_bytes(capacity);
+}
+
+}  // namespace
 
 Error::Error(const std::string& message, const char* file, int line)
     : std::runtime_error(message), file_(file), line_(line) {}
@@ -11,11 +21,14 @@ OutOfMemory::OutOfMemory(std::size_t requested_bytes, FreeArenaReport report,
     : Error(detail::concat(
                 "out of memory: ", context, " requested ", format_bytes(requested_bytes),
                 "; allocated ", format_bytes(report.allocated), ", reserved ",
-                format_bytes(report.reserved), " of cap ", format_bytes(report.capacity),
+                format_bytes(report.reserved), " (", format_capacity(report.capacity), ")",
                 ", free in arena ", format_bytes(report.free_in_arena), ", largest free block ",
                 format_bytes(report.largest_free_block), ", fragmentation ",
                 static_cast<int>(report.fragmentation * 100.0 + 0.5), "%, headroom ",
-                format_bytes(report.headroom), "; biggest tags: ", report.biggest_tags(),
+                report.headroom == std::numeric_limits<std::size_t>::max()
+                    ? std::string("unbounded")
+                    : format_bytes(report.headroom),
+                "; biggest tags: ", report.biggest_tags(),
                 ". Fix: lower --micro-batch (or use --micro-batch auto), or raise --memory-limit"),
             file, line),
       requested_bytes_(requested_bytes),

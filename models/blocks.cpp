@@ -1,0 +1,141 @@
+// Residual blocks: forward with a shortcut, backward summing both paths' gradients.
+#include "models/blocks.h"
+
+#include "layers/activation.h"
+#include "layers/batch_norm2d.h"
+#include "layers/conv2d.h"
+#include "layers/elementwise.h"
+
+namespace mb {
+
+std::shared_ptr<Sequential> conv_bn_act(std::int64_t in_channels, std::int64_t out_channels,
+                                        int kernel_size, int stride, int groups, bool relu6) {
+  auto block = std::make_shared<Sequential>();
+  block->add(std::make_shared<Conv2d>(in_channels, out_channels, kernel_size, stride,
+                                      (kernel_size - 1) / 2, 1, groups, false));
+  block->add(std::make_shared<BatchNorm2d>(out_channels));
+  if (relu6) {
+    block->add(std::make_shared<ReLU6>());
+  } else {
+    block->add(std::make_shared<ReLU>());
+  }
+  return block;
+}
+
+ResidualBlock::ResidualBlock(std::int64_t in_channels, std::int64_t planes, int stride,
+                             bool bottleneck)
+    : Module(bottleneck ? "Bottleneck" : "BasicBlock") {
+  const std::int64_t out_channels = bottleneck ? planes * 4 : planes;
+  main_ = std::make_shared<Sequential>();
+  if (bottleneck) {
+    main_->add("conv1", std::make_shared<Conv2d>(in_channels, planes, 1, 1, 0, 1, 1, false));
+    main_->add("bn1", std::make_shared<BatchNorm2d>(planes));
+    main_->add("relu1", std::make_shared<ReLU>());
+    main_->add("conv2", std::make_shared<Conv2d>(planes, planes, 3, stride, 1, 1, 1, false));
+    main_->add("bn2", std::make_shared<BatchNorm2d>(planes));
+    main_->add("relu2", std::make_shared<ReLU>());
+    main_->add("conv3", std::make_shared<Conv2d>(planes, out_channels, 1, 1, 0, 1, 1, false));
+    main_->add("bn3", std::make_shared<BatchNorm2d>(out_channels));
+  } else {
+    main_->add("conv1", std::make_shared<Conv2d>(in_channels, planes, 3, stride, 1, 1, 1, false));
+    main_->add("bn1", std::make_shared<BatchNorm2d>(planes));
+    main_->add("relu1", std::make_shared<ReLU>());
+    main_->add("conv2", std::make_shared<Conv2d>(planes, planes, 3, 1, 1, 1, 1, false));
+    main_->add("bn2", std::make_shared<BatchNorm2d>(planes));
+  }
+  // The main path's children are registered directly under this block, so names read
+  // "layer1.0.conv1.weight" as in torchvision.
+  for (const auto& [name, child] : main_->children()) register_module(name, child);
+  if (stride != 1 || in_channels != out_channels) {
+    downsample_ = std::make_shared<Sequential>();
+    downsample_->add(
+        std::make_shared<Conv2d>(in_channels, out_channels, 1, stride, 0, 1, 1, false));
+    downsample_->add(std::make_shared<BatchNorm2d>(out_channels));
+    register_module("downsample", downsample_);
+  }
+  relu_out_ = register_module("relu_out", std::make_shared<ReLU>());
+}
+
+Shape ResidualBlock::output_shape(const Shape& input) const {
+  return main_->output_shape(input);
+}
+
+std::int64_t ResidualBlock::forward_flops(const Shape& input) const {
+  const Shape out = output_shape(input);
+  return main_->forward_flops(input) + (downsample_ ? downsample_->forward_flops(input) : 0) +
+         out.numel() * 2;
+}
+
+std::size_t ResidualBlock::saved_bytes(const Shape& input) const {
+  const Shape out = output_shape(input);
+  return main_->saved_bytes(input) + (downsample_ ? downsample_->saved_bytes(input) : 0) +
+         relu_out_->saved_bytes(out);
+}
+
+Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
+  // main_ is not registered itself (its children are, under this block), so its stages
+  // are run one by one rather than through main_->forward.
+  Tensor main = input;
+  for (const auto& [name, child] : main_->children()) main = child->forward(main, state);
+  Tensor shortcut = downsample_ ? downsample_->forward(input, state) : input;
+  Tensor sum = add(main, shortcut);
+  main = Tensor();
+  shortcut = Tensor();
+  return relu_out_->forward(sum, state);
+}
+
+Tensor ResidualBlock::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  BackwardState inner = state;
+  inner.need_input_grad = true;
+  Tensor grad_sum = relu_out_->backward(grad_output, inner);
+  const auto& stages = main_->children();
+  Tensor grad_input = grad_sum;
+  for (int i = static_cast<int>(stages.size()) - 1; i >= 0; --i) {
+    grad_input = stages[i].second->backward(grad_input, i > 0 ? inner : state);
+  }
+  if (downsample_) {
+    Tensor grad_shortcut = downsample_->backward(grad_sum, state);
+    if (state.need_input_grad) add_into(grad_input, grad_shortcut);
+  } else if (state.need_input_grad) {
+    add_into(grad_input, grad_sum);
+  }
+  return state.need_input_grad ? grad_input : Tensor();
+}
+
+InvertedResidual::InvertedResidual(std::int64_t in_channels, std::int64_t out_channels, int stride,
+                                   int expand_ratio)
+    : Module("InvertedResidual"), use_residual_(stride == 1 && in_channels == out_channels) {
+  const std::int64_t hidden = in_channels * expand_ratio;
+  conv_ = std::make_shared<Sequential>();
+  if (expand_ratio != 1) conv_->add(conv_bn_act(in_channels, hidden, 1, 1, 1, true));
+  conv_->add(conv_bn_act(hidden, hidden, 3, stride, static_cast<int>(hidden), true));
+  conv_->add(std::make_shared<Conv2d>(hidden, out_channels, 1, 1, 0, 1, 1, false));
+  conv_->add(std::make_shared<BatchNorm2d>(out_channels));
+  register_module("conv", conv_);
+}
+
+Shape InvertedResidual::output_shape(const Shape& input) const {
+  return conv_->output_shape(input);
+}
+
+std::int64_t InvertedResidual::forward_flops(const Shape& input) const {
+  return conv_->forward_flops(input) + (use_residual_ ? output_shape(input).numel() : 0);
+}
+
+std::size_t InvertedResidual::saved_bytes(const Shape& input) const {
+  return conv_->saved_bytes(input);
+}
+
+Tensor InvertedResidual::forward_impl(const Tensor& input, const RunState& state) {
+  Tensor out = conv_->forward(input, state);
+  if (!use_residual_) return out;
+  return add(out, input);
+}
+
+Tensor InvertedResidual::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  Tensor grad_input = conv_->backward(grad_output, state);
+  if (use_residual_ && state.need_input_grad) add_into(grad_input, grad_output);
+  return grad_input;
+}
+
+}  // namespace mb

@@ -1,0 +1,62 @@
+// Composite modules with more than one path: residual blocks (ResNet's BasicBlock and
+// Bottleneck, MobileNetV2's InvertedResidual). Each routes tensors itself and adds the
+// shortcut's gradient to the main path's in backward. Children are registered with
+// torchvision's names.
+#pragma once
+
+#include <memory>
+
+#include "layers/module.h"
+
+namespace mb {
+
+class Conv2d;
+class BatchNorm2d;
+class ReLU;
+
+// conv-bn-relu-conv-bn (+ shortcut) - relu. Bottleneck: 1x1, 3x3 (stride), 1x1 x4.
+class ResidualBlock : public Module {
+ public:
+  // bottleneck: false for BasicBlock (expansion 1), true for Bottleneck (expansion 4).
+  // projection: force a 1x1 conv + BN shortcut even when shapes agree (never needed by
+  // torchvision; the shortcut is projected when stride != 1 or channels change).
+  ResidualBlock(std::int64_t in_channels, std::int64_t planes, int stride, bool bottleneck);
+  Shape output_shape(const Shape& input) const override;
+  std::int64_t forward_flops(const Shape& input) const override;
+  std::size_t saved_bytes(const Shape& input) const override;
+
+ protected:
+  Tensor forward_impl(const Tensor& input, const RunState& state) override;
+  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  std::shared_ptr<Sequential> main_;        // conv1, bn1, relu, conv2, bn2[, relu, conv3, bn3]
+  std::shared_ptr<Sequential> downsample_;  // null: identity shortcut
+  std::shared_ptr<Module> relu_out_;
+};
+
+// MobileNetV2's inverted residual: [1x1 expand-bn-relu6], 3x3 depthwise-bn-relu6,
+// 1x1 project-bn, plus the input when stride is 1 and channels agree.
+class InvertedResidual : public Module {
+ public:
+  InvertedResidual(std::int64_t in_channels, std::int64_t out_channels, int stride,
+                   int expand_ratio);
+  Shape output_shape(const Shape& input) const override;
+  std::int64_t forward_flops(const Shape& input) const override;
+  std::size_t saved_bytes(const Shape& input) const override;
+
+ protected:
+  Tensor forward_impl(const Tensor& input, const RunState& state) override;
+  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  std::shared_ptr<Sequential> conv_;
+  bool use_residual_;
+};
+
+// Conv2d (no bias) + BatchNorm2d + ReLU6/ReLU, named 0, 1, 2 (torchvision's
+// Conv2dNormActivation).
+std::shared_ptr<Sequential> conv_bn_act(std::int64_t in_channels, std::int64_t out_channels,
+                                        int kernel_size, int stride, int groups, bool relu6);
+
+}  // namespace mb

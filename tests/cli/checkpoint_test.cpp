@@ -1,0 +1,99 @@
+// Checkpoints: 2 steps + save + load into a fresh trainer + 2 steps equals 4 steps, bit for
+// bit; a checkpoint for another model is refused naming the first mismatched key.
+#include "runtime/engine/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "models/zoo.h"
+#include "tests/mbp/mbp_test_util.h"
+
+namespace mb {
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          ("mb_ckpt_" + std::to_string(::getpid()) + "_" + name))
+      .string();
+}
+
+TrainerOptions options_for(OptimizerKind kind) {
+  TrainerOptions options;
+  options.micro_batch = 5;
+  options.optimizer.kind = kind;
+  options.optimizer.momentum = 0.9f;
+  return options;
+}
+
+void run_steps(Trainer& trainer, int first, int count) {
+  for (int s = first; s < first + count; ++s) {
+    testing::Batch batch = testing::make_batch(12, 500 + s);
+    trainer.step(batch.images, batch.labels, 0.05f);
+  }
+}
+
+TEST(Checkpoint, ResumeContinuesExactly) {
+  for (OptimizerKind kind : {OptimizerKind::Sgd, OptimizerKind::AdamW}) {
+    auto straight = testing::small_cnn(testing::Extra::BatchNorm);
+    Trainer reference(straight, options_for(kind));
+    run_steps(reference, 0, 4);
+
+    const std::string path = temp_path(std::string(optimizer_name(kind)) + ".safetensors");
+    {
+      auto first = testing::small_cnn(testing::Extra::BatchNorm);
+      Trainer trainer(first, options_for(kind));
+      run_steps(trainer, 0, 2);
+      save_checkpoint(path, trainer, "small_cnn", 1);
+    }
+    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+    auto resumed_model = testing::small_cnn(testing::Extra::BatchNorm, /*seed=*/99);
+    Trainer resumed(resumed_model, options_for(kind));
+    CheckpointInfo info = load_checkpoint(path, resumed, "small_cnn");
+    EXPECT_EQ(info.step, 2);
+    EXPECT_EQ(info.epoch, 1);
+    EXPECT_EQ(resumed.steps(), 2);
+    run_steps(resumed, 2, 2);
+    testing::expect_parameters_close(testing::parameter_values(*resumed_model),
+                                     testing::parameter_values(*straight), 0.0, 0.0,
+                                     std::string("resume ") + optimizer_name(kind));
+    auto buffers_a = resumed_model->named_buffers();
+    auto buffers_b = straight->named_buffers();
+    ASSERT_EQ(buffers_a.size(), buffers_b.size());
+    for (std::size_t i = 0; i < buffers_a.size(); ++i) {
+      if (buffers_a[i].second->dtype() != DType::Float32) continue;
+      EXPECT_EQ(buffers_a[i].second->to_vector(), buffers_b[i].second->to_vector())
+          << buffers_a[i].first;
+    }
+    std::filesystem::remove(path);
+    std::filesystem::remove(optimizer_checkpoint_path(path));
+  }
+}
+
+TEST(Checkpoint, AnotherModelIsRefusedNamingTheKey) {
+  const std::string path = temp_path("other.safetensors");
+  {
+    auto model = build_model("lenet5");
+    Trainer trainer(model, TrainerOptions{});
+    save_checkpoint(path, trainer, "lenet5", 0);
+  }
+  ModelConfig config;
+  config.in_channels = 3;
+  auto other = build_model("lenet5", config);
+  Trainer trainer(other, TrainerOptions{});
+  try {
+    load_checkpoint(path, trainer, "lenet5");
+    FAIL() << "loading a 1-channel checkpoint into a 3-channel model succeeded";
+  } catch (const InvalidArgument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("conv1.weight"), std::string::npos) << what;
+    EXPECT_NE(what.find("[6, 1, 5, 5]"), std::string::npos) << what;
+    EXPECT_NE(what.find("[6, 3, 5, 5]"), std::string::npos) << what;
+  }
+  EXPECT_THROW(load_checkpoint(path, trainer, "resnet18"), InvalidArgument);
+  std::filesystem::remove(path);
+  std::filesystem::remove(optimizer_checkpoint_path(path));
+}
+
+}  // namespace
+}  // namespace mb

@@ -1,0 +1,166 @@
+// The exactness contract (ARCHITECTURE.md): with no BatchNorm and split-invariant dropout,
+// parameters after steps with any split equal those of full-batch steps to fp32 round-off,
+// the reported loss is the exact full-batch mean, and BatchNorm's running statistics after
+// a micro-batched step equal full-batch BN's.
+//
+// Tolerance: rtol 2e-5, atol 2e-6. A split changes only the order in which per-sample
+// gradient contributions are summed (inside the GEMMs, then across micro-batches), so the
+// gradients differ by a few float32 ulps of their sums; three SGD steps at lr 0.1 carry that
+// into the weights at the 1e-6 level. A wrong factor (1/k instead of n_k/B) would be off
+// by 10% or more for the [7, 7, 2] split.
+#include <gtest/gtest.h>
+
+#include "tests/mbp/mbp_test_util.h"
+
+namespace mb {
+namespace {
+
+using testing::Extra;
+
+constexpr std::int64_t kBatch = 16;
+
+struct RunResult {
+  std::vector<std::vector<float>> parameters;
+  std::vector<double> losses;
+  std::vector<std::vector<std::int64_t>> splits;
+};
+
+RunResult train(Extra extra, std::int64_t micro_batch, AccumulationMode mode,
+                OptimizerKind optimizer = OptimizerKind::Sgd, int steps = 3) {
+  auto model = testing::small_cnn(extra);
+  TrainerOptions options;
+  options.micro_batch = micro_batch;
+  options.accumulation = mode;
+  options.optimizer.kind = optimizer;
+  options.optimizer.momentum = 0.9f;
+  options.optimizer.weight_decay = 1e-3f;
+  options.seed = 11;
+  Trainer trainer(model, options);
+  RunResult result;
+  for (int s = 0; s < steps; ++s) {
+    testing::Batch batch = testing::make_batch(kBatch, 100 + s);
+    StepResult step =
+        trainer.step(batch.images, batch.labels, optimizer == OptimizerKind::AdamW ? 0.01f : 0.1f);
+    result.losses.push_back(step.loss);
+    result.splits.push_back(step.micro_batches);
+  }
+  result.parameters = testing::parameter_values(*model);
+  return result;
+}
+
+// Micro-batch size 7 gives the uneven split [7, 7, 2].
+class Exactness : public ::testing::TestWithParam<std::tuple<Extra, AccumulationMode>> {};
+
+TEST_P(Exactness, AnySplitEqualsFullBatch) {
+  const auto [extra, mode] = GetParam();
+  const RunResult full = train(extra, kBatch, mode);
+  EXPECT_EQ(full.splits[0], (std::vector<std::int64_t>{16}));
+  for (std::int64_t m : {8, 7}) {
+    const RunResult split = train(extra, m, mode);
+    if (m == 7) EXPECT_EQ(split.splits[0], (std::vector<std::int64_t>{7, 7, 2}));
+    testing::expect_parameters_close(split.parameters, full.parameters, 2e-5, 2e-6,
+                                     "micro-batch " + std::to_string(m));
+    for (std::size_t s = 0; s < full.losses.size(); ++s) {
+      EXPECT_NEAR(split.losses[s], full.losses[s], 1e-5 * std::fabs(full.losses[s]))
+          << "loss of step " << s << " with micro-batch " << m;
+    }
+  }
+  // Automatic planning (no cap: the whole batch fits, so it runs as one micro-batch).
+  const RunResult automatic = train(extra, 0, mode);
+  testing::expect_parameters_close(automatic.parameters, full.parameters, 2e-5, 2e-6, "auto");
+}
+
+INSTANTIATE_TEST_SUITE_P(Splits, Exactness,
+                         ::testing::Combine(::testing::Values(Extra::None, Extra::Dropout),
+                                            ::testing::Values(AccumulationMode::InPlace,
+                                                              AccumulationMode::Buffers)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == Extra::None ? "Plain"
+                                                                                     : "Dropout") +
+                                  accumulation_name(std::get<1>(info.param));
+                         });
+
+TEST(Exactness, AdamWAndLarsAreExactToo) {
+  for (OptimizerKind kind : {OptimizerKind::AdamW, OptimizerKind::Lars}) {
+    const RunResult full = train(Extra::None, kBatch, AccumulationMode::InPlace, kind);
+    const RunResult split = train(Extra::None, 7, AccumulationMode::InPlace, kind);
+    // AdamW divides by sqrt(v): near-zero gradients amplify round-off, hence a looser atol.
+    testing::expect_parameters_close(split.parameters, full.parameters, 1e-4, 2e-5,
+                                     optimizer_name(kind));
+  }
+}
+
+TEST(Exactness, ReportedLossIsTheFullBatchMean) {
+  // Independent truth: the mean of per-sample losses from a plain forward of the batch.
+  auto model = testing::small_cnn(Extra::None);
+  testing::Batch batch = testing::make_batch(kBatch, 100);
+  RunState eval_state;
+  eval_state.training = true;
+  Tensor logits = model->forward(batch.images, eval_state);
+  model->clear_cache();
+  const std::vector<float> z = logits.to_vector();
+  const std::vector<std::int32_t> y = batch.labels.to_vector_int();
+  double expected = 0.0;
+  for (std::int64_t i = 0; i < kBatch; ++i) {
+    double max_logit = -1e30, sum = 0.0;
+    for (int c = 0; c < 5; ++c) max_logit = std::max<double>(max_logit, z[i * 5 + c]);
+    for (int c = 0; c < 5; ++c) sum += std::exp(z[i * 5 + c] - max_logit);
+    expected += max_logit + std::log(sum) - z[i * 5 + y[i]];
+  }
+  expected /= kBatch;
+  for (AccumulationMode mode : {AccumulationMode::InPlace, AccumulationMode::Buffers}) {
+    const RunResult run = train(Extra::None, 7, mode, OptimizerKind::Sgd, 1);
+    EXPECT_NEAR(run.losses[0], expected, 1e-5 * expected) << accumulation_name(mode);
+  }
+}
+
+TEST(BatchNormContract, RunningStatisticsEqualFullBatch) {
+  auto running_stats = [](std::int64_t micro_batch) {
+    auto model = testing::small_cnn(Extra::BatchNorm);
+    TrainerOptions options;
+    options.micro_batch = micro_batch;
+    Trainer trainer(model, options);
+    testing::Batch batch = testing::make_batch(kBatch, 5);
+    trainer.step(batch.images, batch.labels, 0.1f);
+    std::vector<std::vector<float>> stats;
+    for (auto& [name, buffer] : model->named_buffers()) {
+      if (buffer->dtype() == DType::Float32) stats.push_back(buffer->to_vector());
+    }
+    return stats;
+  };
+  const auto full = running_stats(kBatch);
+  ASSERT_EQ(full.size(), 2u);  // running_mean, running_var
+  testing::expect_parameters_close(running_stats(7), full, 1e-5, 1e-6, "BN running stats [7,7,2]");
+  testing::expect_parameters_close(running_stats(4), full, 1e-5, 1e-6, "BN running stats 4x4");
+}
+
+TEST(Planner, SplitsAreExactAndRefuseSingleSamplesForBatchNorm) {
+  EXPECT_EQ(split_batch(16, 7, false), (std::vector<std::int64_t>{7, 7, 2}));
+  EXPECT_EQ(split_batch(15, 7, false), (std::vector<std::int64_t>{7, 7, 1}));
+  EXPECT_EQ(split_batch(15, 7, true), (std::vector<std::int64_t>{7, 6, 2}));
+  EXPECT_EQ(split_batch(5, 2, true), (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(split_batch(4, 16, false), (std::vector<std::int64_t>{4}));
+  EXPECT_THROW(split_batch(4, 0, false), InvalidArgument);
+}
+
+TEST(Planner, AutomaticPlanUsesTheReportAndExplainsIt) {
+  FreeArenaReport report;
+  report.capacity = 100 << 20;
+  report.free_in_arena = 10 << 20;
+  report.headroom = 50 << 20;
+  MemoryProfile profile;
+  profile.bytes_per_sample = 1 << 20;
+  profile.fixed_bytes = 4 << 20;
+  PlannerOptions options;
+  options.margin_fraction = 0.1;
+  // available 60 MiB, margin 6 MiB, fixed 4 MiB: 50 samples fit.
+  Plan plan = plan_automatic(128, report, profile, options);
+  EXPECT_EQ(plan.micro_batch, 50);
+  EXPECT_EQ(plan.sizes, (std::vector<std::int64_t>{50, 50, 28}));
+  EXPECT_NE(plan.explanation.find("bytes/sample 1.00 MiB"), std::string::npos) << plan.explanation;
+  profile.bytes_per_sample = 100 << 20;
+  EXPECT_THROW(plan_automatic(128, report, profile, options), OutOfMemory);
+}
+
+}  // namespace
+}  // namespace mb

@@ -1,0 +1,174 @@
+// Beyond the memory limit: under a cap where the full batch throws OutOfMemory, the planned
+// run completes and matches the uncapped result; an allocator that fails mid-step makes the
+// engine re-plan and still reach the same parameters.
+#include <gtest/gtest.h>
+
+#include "allocator/pool_allocator.h"
+#include "runtime/memory.h"
+#include "tests/mbp/mbp_test_util.h"
+
+namespace mb {
+namespace {
+
+constexpr std::int64_t kBatch = 128;
+
+testing::Batch mnist_like_batch(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  std::uniform_int_distribution<int> label(0, 9);
+  std::vector<float> images(static_cast<std::size_t>(kBatch * 28 * 28));
+  for (float& v : images) v = pixel(rng);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(kBatch));
+  for (auto& l : labels) l = label(rng);
+  return {Tensor::from_vector(images, {kBatch, 1, 28, 28}),
+          Tensor::from_vector_int(labels, {kBatch})};
+}
+
+// Trains LeNet-5 for two steps with the allocator currently installed for the CPU.
+std::vector<std::vector<float>> train_lenet(std::int64_t micro_batch, AccumulationMode mode,
+                                            std::vector<StepResult>* steps = nullptr,
+                                            std::vector<std::string>* log = nullptr) {
+  auto model = build_model("lenet5");
+  TrainerOptions options;
+  options.micro_batch = micro_batch;
+  options.accumulation = mode;
+  options.optimizer.momentum = 0.9f;
+  if (log != nullptr) options.log = [log](const std::string& line) { log->push_back(line); };
+  Trainer trainer(model, options);
+  for (int s = 0; s < 2; ++s) {
+    testing::Batch batch = mnist_like_batch(40 + s);
+    StepResult result = trainer.step(batch.images, batch.labels, 0.05f);
+    if (steps != nullptr) steps->push_back(result);
+  }
+  return testing::parameter_values(*model);
+}
+
+std::shared_ptr<PoolAllocator> capped_pool(std::size_t capacity) {
+  PoolOptions options;
+  options.capacity = capacity;
+  return std::make_shared<PoolAllocator>(make_host_memory_resource(), options);
+}
+
+constexpr std::size_t kCap = std::size_t{12} << 20;
+
+TEST(BeyondTheLimit, FullBatchDoesNotFitButThePlannedRunMatchesIt) {
+  const auto reference = train_lenet(kBatch, AccumulationMode::InPlace);
+  auto pool = capped_pool(kCap);
+  {
+    ScopedAllocator scope(Device::cpu(), pool);
+    {
+      // Plain full-batch forward + backward under the cap: OutOfMemory with the report.
+      auto model = build_model("lenet5");
+      testing::Batch batch = mnist_like_batch(40);
+      try {
+        RunState state;
+        Tensor logits = model->forward(batch.images.clone(), state);
+        LossResult loss = SoftmaxCrossEntropy().forward_backward(logits, batch.labels);
+        model->backward(loss.grad_logits, BackwardState{});
+        FAIL() << "the full batch fit under the cap: make the test's cap smaller";
+      } catch (const OutOfMemory& error) {
+        EXPECT_LE(error.report().reserved, kCap);
+        EXPECT_EQ(error.report().capacity, kCap);
+      }
+      model->clear_cache();
+    }
+    EXPECT_EQ(pool->report().allocated, 0u);
+    for (AccumulationMode mode : {AccumulationMode::InPlace, AccumulationMode::Buffers}) {
+      std::vector<StepResult> steps;
+      std::vector<std::string> log;
+      const auto capped = train_lenet(0, mode, &steps, &log);
+      ASSERT_FALSE(steps.empty());
+      EXPECT_GT(steps[0].micro_batches.size(), 1u) << "the plan did not split the batch";
+      std::int64_t total = 0;
+      for (std::int64_t n : steps[0].micro_batches) total += n;
+      EXPECT_EQ(total, kBatch);
+      EXPECT_LE(pool->stats().peak_reserved_bytes, kCap);
+      bool logged_plan = false;
+      for (const auto& line : log) logged_plan |= line.find("bytes/sample") != std::string::npos;
+      EXPECT_TRUE(logged_plan);
+      testing::expect_parameters_close(capped, reference, 2e-5, 2e-6,
+                                       std::string("capped ") + accumulation_name(mode));
+    }
+  }
+}
+
+// Delegates to a pool, but while armed refuses any allocation that would take the
+// allocated total above `limit` (an OutOfMemory like the pool's own).
+class FailingAllocator final : public Allocator {
+ public:
+  FailingAllocator(std::shared_ptr<PoolAllocator> pool, std::size_t limit)
+      : pool_(std::move(pool)), limit_(limit) {}
+  void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
+    if (armed && pool_->report().allocated + bytes > limit_) {
+      ++failures;
+      throw OutOfMemory(bytes, pool_->report(), "FailingAllocator(test)");
+    }
+    return pool_->allocate(bytes, tag, stream);
+  }
+  void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
+  FreeArenaReport report() const override { return pool_->report(); }
+  MemoryKind kind() const override { return pool_->kind(); }
+  int device_index() const override { return -1; }
+  std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
+  void reset_peak() override { pool_->reset_peak(); }
+  bool armed = false;
+  int failures = 0;
+
+ private:
+  std::shared_ptr<PoolAllocator> pool_;
+  std::size_t limit_;
+};
+
+TEST(OomInjection, ReplansMidStepAndReachesTheSameParameters) {
+  for (AccumulationMode mode : {AccumulationMode::InPlace, AccumulationMode::Buffers}) {
+    const auto reference = train_lenet(kBatch, mode);
+    auto pool = capped_pool(0);
+    auto failing = std::make_shared<FailingAllocator>(pool, std::size_t{5} << 20);
+    {
+      ScopedAllocator scope(Device::cpu(), failing);
+      auto model = build_model("lenet5");
+      TrainerOptions options;
+      options.micro_batch = kBatch;  // a fixed plan that cannot work under the injected limit
+      options.accumulation = mode;
+      options.optimizer.momentum = 0.9f;
+      std::vector<std::string> log;
+      options.log = [&log](const std::string& line) { log.push_back(line); };
+      Trainer trainer(model, options);
+      failing->armed = true;
+      std::vector<StepResult> results;
+      for (int s = 0; s < 2; ++s) {
+        testing::Batch batch = mnist_like_batch(40 + s);
+        results.push_back(trainer.step(batch.images, batch.labels, 0.05f));
+      }
+      failing->armed = false;
+      EXPECT_GT(failing->failures, 0);
+      EXPECT_GE(results[0].replans, 1);
+      EXPECT_EQ(results[1].replans, 0) << "the smaller plan should stick";
+      std::int64_t total = 0;
+      for (std::int64_t n : results[0].micro_batches) total += n;
+      EXPECT_EQ(total, kBatch) << "a sample was skipped or counted twice";
+      bool logged = false;
+      for (const auto& line : log) logged |= line.find("re-plan") != std::string::npos;
+      EXPECT_TRUE(logged);
+      testing::expect_parameters_close(testing::parameter_values(*model), reference, 2e-5, 2e-6,
+                                       std::string("OOM injection ") + accumulation_name(mode));
+    }
+  }
+}
+
+TEST(OomInjection, OneSampleThatDoesNotFitIsAClearError) {
+  auto pool = capped_pool(0);
+  auto failing = std::make_shared<FailingAllocator>(pool, std::size_t{1} << 10);
+  ScopedAllocator scope(Device::cpu(), failing);
+  auto model = build_model("lenet5");
+  TrainerOptions options;
+  options.micro_batch = 4;
+  Trainer trainer(model, options);
+  testing::Batch batch = mnist_like_batch(1);
+  failing->armed = true;
+  EXPECT_THROW(trainer.step(batch.images.slice(0, 8), batch.labels.slice(0, 8), 0.1f), OutOfMemory);
+  failing->armed = false;
+}
+
+}  // namespace
+}  // namespace mb

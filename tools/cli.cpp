@@ -1,0 +1,517 @@
+// `microbatch train | eval | plan | models`: argument parsing (CLI11), output (text with a
+// progress bar on a terminal, or one JSON object per line with --json), checkpoints.
+#include "tools/cli.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "allocator/byte_size.h"
+#include "models/zoo.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/loader.h"
+#include "runtime/data/transforms.h"
+#include "runtime/engine/checkpoint.h"
+#include "runtime/engine/lr_schedule.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+#include "runtime/version.h"
+
+namespace mb {
+namespace {
+
+using Json = nlohmann::json;
+
+struct CommonArgs {
+  std::string model = "lenet5";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;
+  std::int64_t batch_size = 256;
+  std::string micro_batch = "auto";
+  std::string memory_limit;
+  std::string device = "auto";
+  int epochs = 1;
+  double lr = 0.01;
+  std::string optimizer = "adamw";
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::uint64_t seed = 0;
+  bool json = false;
+  std::string checkpoint;
+  std::string resume;
+  std::string accumulation = "inplace";
+  double clip_norm = 0.0;
+  std::int64_t train_limit = 0;
+  std::int64_t test_limit = 0;
+  std::int64_t image_size = 0;
+  double warmup_epochs = 0.0;
+  std::string schedule = "cosine";
+  std::int64_t max_steps = 0;
+  bool augment = false;
+  bool no_progress = false;
+};
+
+void add_common_flags(CLI::App& cmd, CommonArgs& a) {
+  cmd.add_option("--model", a.model, "zoo model (see `microbatch models`)");
+  cmd.add_option("--dataset", a.dataset, "fashion-mnist | cifar10 | synthetic")
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10", "synthetic"}));
+  cmd.add_option("--data-dir", a.data_dir,
+                 "data set folder (default: /usr/share/datasets/fashion-mnist for fashion-mnist)");
+  cmd.add_option("--batch-size", a.batch_size, "samples per optimizer step (the full batch)")
+      ->check(CLI::PositiveNumber);
+  cmd.add_option("--micro-batch", a.micro_batch, "auto (planned from free memory) or N");
+  cmd.add_option("--memory-limit", a.memory_limit,
+                 "cap on the device arena, e.g. 6GiB, 512MiB, 1.5G (default: device free memory)");
+  cmd.add_option("--device", a.device, "auto | cpu | cuda | cuda:N");
+  cmd.add_option("--seed", a.seed, "seed for initialization, shuffling and dropout");
+  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)");
+  cmd.add_option("--train-limit", a.train_limit, "use only the first N training samples");
+  cmd.add_option("--test-limit", a.test_limit, "use only the first N test samples");
+  cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
+}
+
+std::int64_t parse_micro_batch(const std::string& text) {
+  if (text == "auto") return 0;
+  try {
+    std::size_t used = 0;
+    const long long value = std::stoll(text, &used);
+    if (used == text.size() && value > 0) return value;
+  } catch (const std::exception&) {
+  }
+  MB_THROW(InvalidArgument, "--micro-batch '", text,
+           "' is not valid. Fix: use auto or a positive integer");
+}
+
+Device resolve_device(const std::string& text) {
+  Device device = text == "auto" ? default_device() : Device::parse(text);
+  require_device(device);
+  return device;
+}
+
+// Installs the allocator for `device`, capped by --memory-limit, and returns it.
+std::shared_ptr<Allocator> install_allocator(const Device& device, const std::string& limit) {
+  const std::size_t capacity = limit.empty() ? 0 : parse_byte_size(limit);
+  std::shared_ptr<Allocator> allocator = make_default_allocator(device, capacity);
+  set_allocator(device, allocator);
+  return allocator;
+}
+
+std::string default_data_dir(const std::string& dataset) {
+  if (dataset == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
+  if (dataset == "cifar10") return "data/cifar10";
+  return "";
+}
+
+struct Data {
+  Dataset train;
+  Dataset test;
+  Normalization normalization;
+};
+
+Data load_data(const CommonArgs& a, const ModelInfo& info) {
+  SyntheticOptions synthetic;
+  synthetic.channels = info.in_channels;
+  synthetic.height = synthetic.width = a.image_size > 0 ? a.image_size : info.image_size;
+  synthetic.num_classes = std::min<std::int64_t>(info.num_classes, 10);
+  synthetic.segmentation = info.segmentation;
+  synthetic.seed = a.seed;
+  const std::string dir = a.data_dir.empty() ? default_data_dir(a.dataset) : a.data_dir;
+  Data data;
+  synthetic.samples = a.train_limit > 0 ? a.train_limit : 2048;
+  data.train = load_dataset(a.dataset, dir, true, a.train_limit, synthetic);
+  synthetic.samples = a.test_limit > 0 ? a.test_limit : 512;
+  synthetic.first_sample = 1 << 24;
+  data.test = load_dataset(a.dataset, dir, false, a.test_limit, synthetic);
+  MB_CHECK(data.train.is_segmentation() == info.segmentation, "model ", info.name, " is ",
+           info.segmentation ? "a segmentation" : "a classification", " model but data set ",
+           a.dataset, " is not. Fix: use --dataset synthetic for ", info.name);
+  data.normalization = compute_normalization(data.train);
+  normalize_inplace(data.train.images, data.normalization);
+  normalize_inplace(data.test.images, data.normalization);
+  return data;
+}
+
+ModelConfig model_config(const Dataset& data, std::uint64_t seed) {
+  ModelConfig config;
+  const Shape sample = data.sample_shape();
+  config.in_channels = sample[0];
+  config.image_size = sample[1];
+  config.num_classes = data.num_classes;
+  config.seed = seed;
+  return config;
+}
+
+TrainerOptions trainer_options(const CommonArgs& a, const Device& device,
+                               std::function<void(const std::string&)> log) {
+  TrainerOptions options;
+  options.device = device;
+  options.micro_batch = parse_micro_batch(a.micro_batch);
+  options.accumulation = parse_accumulation(a.accumulation);
+  options.optimizer.kind = parse_optimizer(a.optimizer);
+  options.optimizer.momentum = static_cast<float>(a.momentum);
+  options.optimizer.weight_decay = static_cast<float>(a.weight_decay);
+  options.clip_norm = a.clip_norm;
+  options.seed = a.seed;
+  options.log = std::move(log);
+  return options;
+}
+
+class Output {
+ public:
+  Output(std::ostream& out, bool json)
+      : out_(out), json_(json), tty_(isatty(fileno(stderr)) != 0) {}
+  bool json() const { return json_; }
+  void line(const std::string& text) {
+    clear_progress();
+    if (!json_) out_ << text << "\n" << std::flush;
+  }
+  void event(const Json& object) {
+    if (json_) out_ << object.dump() << "\n" << std::flush;
+  }
+  void progress(const std::string& text) {
+    if (json_ || !tty_) return;
+    std::fprintf(stderr, "\r%s\033[K", text.c_str());
+    std::fflush(stderr);
+    progress_shown_ = true;
+  }
+  void clear_progress() {
+    if (progress_shown_) {
+      std::fprintf(stderr, "\r\033[K");
+      progress_shown_ = false;
+    }
+  }
+
+ private:
+  std::ostream& out_;
+  bool json_;
+  bool tty_;
+  bool progress_shown_ = false;
+};
+
+std::string fixed(double value, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << value;
+  return s.str();
+}
+
+Json plan_json(const Plan& plan) {
+  return Json{{"event", "plan"},
+              {"batch_size", plan.batch_size},
+              {"micro_batch", plan.micro_batch},
+              {"micro_batches", plan.count()},
+              {"sizes", plan.sizes},
+              {"automatic", plan.automatic},
+              {"available_bytes", plan.available_bytes},
+              {"margin_bytes", plan.margin_bytes},
+              {"fixed_bytes", plan.profile.fixed_bytes},
+              {"bytes_per_sample", plan.profile.bytes_per_sample},
+              {"analytic_bytes_per_sample", plan.profile.analytic_bytes_per_sample},
+              {"explanation", plan.explanation}};
+}
+
+int command_train(const CommonArgs& a, std::ostream& out) {
+  Output output(out, a.json);
+  const Device device = resolve_device(a.device);
+  const ModelInfo& info = find_model(a.model);
+  std::shared_ptr<Allocator> allocator = install_allocator(device, a.memory_limit);
+  Data data = load_data(a, info);
+  auto model = build_model(a.model, model_config(data.train, a.seed));
+  output.line("microbatch train: " + a.model + " (" + std::to_string(model->parameter_count()) +
+              " parameters) on " + a.dataset + " (" + std::to_string(data.train.size()) +
+              " train, " + std::to_string(data.test.size()) + " test), " + device.str() +
+              ", batch " + std::to_string(a.batch_size) + ", memory limit " +
+              format_bytes(allocator->report().capacity));
+  Trainer trainer(model, trainer_options(a, device, [&](const std::string& message) {
+                    output.line(message);
+                    output.event(Json{{"event", "log"}, {"message", message}});
+                  }));
+  int start_epoch = 0;
+  if (!a.resume.empty()) {
+    start_epoch = load_checkpoint(a.resume, trainer, a.model).epoch;
+    output.line("resumed from " + a.resume + " at step " + std::to_string(trainer.steps()) +
+                ", epoch " + std::to_string(start_epoch));
+  }
+  const Shape sample = data.train.sample_shape();
+  std::vector<std::int64_t> label_dims(data.train.labels.shape().dims().begin() + 1,
+                                       data.train.labels.shape().dims().end());
+  trainer.plan(a.batch_size, sample, Shape(label_dims));
+  output.event(plan_json(trainer.current_plan()));
+
+  LoaderOptions loader_options;
+  loader_options.batch_size = a.batch_size;
+  loader_options.shuffle = true;
+  loader_options.drop_last = data.train.size() >= a.batch_size;
+  loader_options.seed = a.seed;
+  if (a.augment) {
+    loader_options.augment.flip = true;
+    loader_options.augment.crop_padding = sample[1] >= 32 ? 4 : 2;
+  }
+  BatchLoader loader(data.train, loader_options);
+  const std::int64_t steps_per_epoch = loader.batches_per_epoch();
+  LrSchedule schedule;
+  schedule.peak_lr = a.lr;
+  schedule.warmup_steps = static_cast<std::int64_t>(a.warmup_epochs * steps_per_epoch);
+  schedule.total_steps = a.schedule == "cosine" ? steps_per_epoch * a.epochs : 0;
+  const auto started = std::chrono::steady_clock::now();
+  std::int64_t global_steps = 0;
+  for (int epoch = start_epoch; epoch < a.epochs; ++epoch) {
+    const auto epoch_started = std::chrono::steady_clock::now();
+    loader.start_epoch(epoch);
+    Batch batch;
+    double loss_sum = 0.0;
+    std::int64_t samples = 0, correct = 0, step_in_epoch = 0;
+    while (loader.next(batch)) {
+      const float lr = static_cast<float>(schedule.at(trainer.steps()));
+      StepResult step = trainer.step(batch.images, batch.labels, lr);
+      loss_sum += step.loss * static_cast<double>(step.samples);
+      samples += step.samples;
+      correct += step.correct;
+      ++step_in_epoch;
+      ++global_steps;
+      const FreeArenaReport report = allocator->report();
+      const double rate = static_cast<double>(step.samples) / std::max(step.seconds, 1e-9);
+      output.event(Json{{"event", "step"},
+                        {"epoch", epoch},
+                        {"step", trainer.steps()},
+                        {"loss", step.loss},
+                        {"lr", lr},
+                        {"samples_per_s", rate},
+                        {"micro_batches", step.micro_batches},
+                        {"replans", step.replans},
+                        {"grad_norm", step.grad_norm},
+                        {"allocated_bytes", report.allocated},
+                        {"reserved_bytes", report.reserved},
+                        {"capacity_bytes", report.capacity}});
+      const int width = 24;
+      const int filled =
+          static_cast<int>(width * step_in_epoch / std::max<std::int64_t>(steps_per_epoch, 1));
+      output.progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(a.epochs) + " [" +
+                      std::string(filled, '=') + std::string(width - filled, ' ') + "] " +
+                      std::to_string(step_in_epoch) + "/" + std::to_string(steps_per_epoch) + "  " +
+                      fixed(rate, 0) + " samples/s  loss " + fixed(step.loss, 4) + "  mem " +
+                      format_bytes(report.reserved) + " / " + format_bytes(report.capacity));
+      if (a.max_steps > 0 && global_steps >= a.max_steps) break;
+    }
+    const double train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_started).count();
+    EvalResult eval = trainer.evaluate(data.test.images, data.test.labels);
+    const double train_loss = samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0;
+    output.line(
+        "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(a.epochs) + ": train loss " +
+        fixed(train_loss, 4) + ", train acc " +
+        fixed(100.0 * static_cast<double>(correct) / std::max<std::int64_t>(samples, 1), 2) +
+        "%, test loss " + fixed(eval.loss, 4) + ", test acc " + fixed(100.0 * eval.accuracy(), 2) +
+        "%, " + fixed(train_seconds, 1) + " s (" +
+        fixed(static_cast<double>(samples) / std::max(train_seconds, 1e-9), 0) +
+        " samples/s), peak reserved " + format_bytes(allocator->report().reserved));
+    output.event(
+        Json{{"event", "epoch"},
+             {"epoch", epoch + 1},
+             {"train_loss", train_loss},
+             {"train_accuracy", static_cast<double>(correct) / std::max<std::int64_t>(samples, 1)},
+             {"test_loss", eval.loss},
+             {"test_accuracy", eval.accuracy()},
+             {"seconds", train_seconds},
+             {"steps", trainer.steps()}});
+    if (!a.checkpoint.empty()) {
+      save_checkpoint(a.checkpoint, trainer, a.model, epoch + 1, {{"version", version()}});
+      output.line("saved checkpoint " + a.checkpoint);
+    }
+    if (a.max_steps > 0 && global_steps >= a.max_steps) break;
+  }
+  const double total =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  output.line("done in " + fixed(total, 1) + " s");
+  output.event(Json{{"event", "done"}, {"seconds", total}, {"steps", trainer.steps()}});
+  trainer.model().clear_cache();
+  return 0;
+}
+
+int command_eval(const CommonArgs& a, std::ostream& out) {
+  MB_CHECK(!a.checkpoint.empty(), "eval needs --checkpoint PATH (a file written by train)");
+  Output output(out, a.json);
+  const Device device = resolve_device(a.device);
+  const ModelInfo& info = find_model(a.model);
+  install_allocator(device, a.memory_limit);
+  Data data = load_data(a, info);
+  auto model = build_model(a.model, model_config(data.train, a.seed));
+  Trainer trainer(model, trainer_options(a, device, nullptr));
+  load_checkpoint(a.checkpoint, trainer, a.model);
+  const std::int64_t chunk = parse_micro_batch(a.micro_batch);
+  EvalResult eval = trainer.evaluate(data.test.images, data.test.labels, chunk > 0 ? chunk : 256);
+  output.line("test loss " + fixed(eval.loss, 4) + ", test accuracy " +
+              fixed(100.0 * eval.accuracy(), 2) + "% (" + std::to_string(eval.correct) + "/" +
+              std::to_string(eval.valid) + ")");
+  output.event(Json{{"event", "eval"},
+                    {"test_loss", eval.loss},
+                    {"test_accuracy", eval.accuracy()},
+                    {"correct", eval.correct},
+                    {"valid", eval.valid}});
+  return 0;
+}
+
+int command_plan(const CommonArgs& a, std::ostream& out) {
+  Output output(out, a.json);
+  const Device device = resolve_device(a.device);
+  const ModelInfo& info = find_model(a.model);
+  std::shared_ptr<Allocator> allocator = install_allocator(device, a.memory_limit);
+  ModelConfig config;
+  config.image_size = a.image_size;
+  config.seed = a.seed;
+  config = resolve_config(a.model, config);
+  auto model = build_model(a.model, config);
+  Trainer trainer(
+      model, trainer_options(a, device, [&](const std::string& message) { output.line(message); }));
+  const Shape sample{config.in_channels, config.image_size, config.image_size};
+  const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
+  const Plan& plan = trainer.plan(a.batch_size, sample, label);
+  output.line(a.model + " on " + device.str() + ", input " + sample.to_string() + ", batch " +
+              std::to_string(a.batch_size) + ", memory limit " +
+              format_bytes(allocator->report().capacity) + ": micro-batch " +
+              std::to_string(plan.micro_batch) + " x " + std::to_string(plan.count()));
+  output.event(plan_json(plan));
+  return 0;
+}
+
+int command_models(bool json, bool measure, std::ostream& out) {
+  Output output(out, json);
+  if (!json) {
+    out << std::left << std::setw(14) << "model" << std::right << std::setw(14) << "parameters"
+        << std::setw(12) << "input" << std::setw(14) << "GFLOPs/sample" << std::setw(16)
+        << (measure ? "bytes/sample" : "bytes/sample*") << "  description\n";
+  }
+  for (const ModelInfo& info : model_catalog()) {
+    auto model = build_model(info.name);
+    const Shape sample{1, info.in_channels, info.image_size, info.image_size};
+    const double gflops = static_cast<double>(model->forward_flops(sample)) / 1e9;
+    std::size_t bytes_per_sample =
+        model->saved_bytes(sample) + static_cast<std::size_t>(sample.numel()) * sizeof(float);
+    if (measure) {
+      TrainerOptions options;
+      options.micro_batch = 0;
+      Trainer trainer(model, options);
+      const Shape label = info.segmentation ? Shape{info.image_size, info.image_size} : Shape{};
+      bytes_per_sample =
+          trainer.measure(Shape{info.in_channels, info.image_size, info.image_size}, label)
+              .bytes_per_sample;
+    }
+    output.event(Json{{"model", info.name},
+                      {"parameters", model->parameter_count()},
+                      {"input", {info.in_channels, info.image_size, info.image_size}},
+                      {"classes", info.num_classes},
+                      {"forward_gflops_per_sample", gflops},
+                      {"bytes_per_sample", bytes_per_sample},
+                      {"measured", measure},
+                      {"segmentation", info.segmentation},
+                      {"description", info.description}});
+    if (!json) {
+      std::ostringstream input;
+      input << info.in_channels << "x" << info.image_size << "x" << info.image_size;
+      out << std::left << std::setw(14) << info.name << std::right << std::setw(14)
+          << model->parameter_count() << std::setw(12) << input.str() << std::setw(14)
+          << fixed(gflops, 3) << std::setw(16) << format_bytes(bytes_per_sample) << "  "
+          << info.description << "\n";
+    }
+  }
+  if (!json && !measure) {
+    out << "* analytic (activations kept for backward + input); --measure probes on the CPU\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  CLI::App app{"microbatch: train CNNs with batches far beyond device memory"};
+  app.require_subcommand(0, 1);
+  bool show_version = false;
+  app.add_flag("--version", show_version, "print version, build flags and visible devices");
+
+  CommonArgs train_args;
+  CLI::App* train = app.add_subcommand("train", "train a zoo model with micro-batching");
+  add_common_flags(*train, train_args);
+  train->add_option("--epochs", train_args.epochs, "passes over the training set")
+      ->check(CLI::PositiveNumber);
+  train->add_option("--lr", train_args.lr, "peak learning rate");
+  train->add_option("--optimizer", train_args.optimizer, "sgd | adamw | lars")
+      ->check(CLI::IsMember({"sgd", "adamw", "lars"}));
+  train->add_option("--momentum", train_args.momentum, "SGD/LARS momentum");
+  train->add_option("--weight-decay", train_args.weight_decay, "weight decay (not on biases/BN)");
+  train
+      ->add_option("--accumulation", train_args.accumulation,
+                   "inplace (default: backward adds into the gradient buffers) | buffers "
+                   "(separate fp32 accumulation buffers)")
+      ->check(CLI::IsMember({"inplace", "buffers"}));
+  train->add_option("--clip-norm", train_args.clip_norm, "global gradient-norm clipping (0: off)");
+  train->add_option("--warmup-epochs", train_args.warmup_epochs, "linear learning-rate warmup");
+  train->add_option("--schedule", train_args.schedule, "cosine | constant")
+      ->check(CLI::IsMember({"cosine", "constant"}));
+  train->add_option("--checkpoint", train_args.checkpoint,
+                    "write a safetensors checkpoint here after every epoch");
+  train->add_option("--resume", train_args.resume, "continue from a checkpoint");
+  train->add_option("--max-steps", train_args.max_steps, "stop after N steps (0: no limit)");
+  train->add_flag("--augment", train_args.augment, "random crop with padding and horizontal flip");
+
+  CommonArgs eval_args;
+  CLI::App* eval = app.add_subcommand("eval", "evaluate a checkpoint on the test set");
+  add_common_flags(*eval, eval_args);
+  eval->add_option("--checkpoint", eval_args.checkpoint, "checkpoint to evaluate")->required();
+
+  CommonArgs plan_args;
+  CLI::App* plan = app.add_subcommand("plan", "print the micro-batch plan, without training");
+  add_common_flags(*plan, plan_args);
+
+  bool models_json = false, models_measure = false;
+  CLI::App* models = app.add_subcommand("models", "list the zoo");
+  models->add_flag("--json", models_json, "one JSON object per model");
+  models->add_flag("--measure", models_measure, "measure bytes/sample by probing (slow)");
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    out << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    const CLI::App* failing = &app;
+    for (CLI::App* sub : {train, eval, plan, models}) {
+      if (sub->parsed()) failing = sub;
+    }
+    err << "error: " << e.what() << "\n\n" << failing->help();
+    return 2;
+  }
+  try {
+    if (show_version) {
+      out << build_info();
+      return 0;
+    }
+    if (train->parsed()) return command_train(train_args, out);
+    if (eval->parsed()) return command_eval(eval_args, out);
+    if (plan->parsed()) return command_plan(plan_args, out);
+    if (models->parsed()) return command_models(models_json, models_measure, out);
+    out << app.help();
+    return 0;
+  } catch (const InvalidArgument& e) {
+    err << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const Error& e) {
+    err << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    err << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace mb
