@@ -43,7 +43,8 @@ std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {
   std::vector<std::pair<std::string, Parameter*>> result;
   for (auto& [name, p] : parameters_) result.emplace_back(name, p.get());
   for (auto& [child_name, child] : children_) {
-    for (auto& [name, p] : child->named_parameters()) result.emplace_back(child_name + "." + name, p);
+    for (auto& [name, p] : child->named_parameters())
+      result.emplace_back(child_name + "." + name, p);
   }
   return result;
 }
