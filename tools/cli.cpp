@@ -96,12 +96,12 @@ Device resolve_device(const std::string& text) {
   return device;
 }
 
-// Installs the allocator for `device`, capped by --memory-limit, and returns it.
-std::shared_ptr<Allocator> install_allocator(const Device& device, const std::string& limit) {
+// The device's arena for this command, capped by --memory-limit. Data sets are loaded
+// before it is installed, so on the CPU they do not count against the cap (on a GPU they
+// live in host memory anyway); the engine's micro-batch inputs do.
+std::shared_ptr<Allocator> make_arena(const Device& device, const std::string& limit) {
   const std::size_t capacity = limit.empty() ? 0 : parse_byte_size(limit);
-  std::shared_ptr<Allocator> allocator = make_default_allocator(device, capacity);
-  set_allocator(device, allocator);
-  return allocator;
+  return make_default_allocator(device, capacity);
 }
 
 std::string default_data_dir(const std::string& dataset) {
@@ -221,8 +221,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
   const Device device = resolve_device(a.device);
   const ModelInfo& info = find_model(a.model);
-  std::shared_ptr<Allocator> allocator = install_allocator(device, a.memory_limit);
+  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
   Data data = load_data(a, info);
+  ScopedAllocator arena(device, allocator);  // outlives the model and the trainer below
   auto model = build_model(a.model, model_config(data.train, a.seed));
   output.line("microbatch train: " + a.model + " (" + std::to_string(model->parameter_count()) +
               " parameters) on " + a.dataset + " (" + std::to_string(data.train.size()) +
@@ -340,8 +341,9 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
   const Device device = resolve_device(a.device);
   const ModelInfo& info = find_model(a.model);
-  install_allocator(device, a.memory_limit);
+  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
   Data data = load_data(a, info);
+  ScopedAllocator arena(device, allocator);
   auto model = build_model(a.model, model_config(data.train, a.seed));
   Trainer trainer(model, trainer_options(a, device, nullptr));
   load_checkpoint(a.checkpoint, trainer, a.model);
@@ -362,7 +364,8 @@ int command_plan(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
   const Device device = resolve_device(a.device);
   const ModelInfo& info = find_model(a.model);
-  std::shared_ptr<Allocator> allocator = install_allocator(device, a.memory_limit);
+  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
+  ScopedAllocator arena(device, allocator);
   ModelConfig config;
   config.image_size = a.image_size;
   config.seed = a.seed;

@@ -74,17 +74,27 @@ Plan plan_automatic(std::int64_t batch_size, const FreeArenaReport& report,
   }
   plan.micro_batch = std::min(m, batch_size);
   plan.sizes = split_batch(batch_size, plan.micro_batch, options.refuse_single_sample);
+  plan.explanation = explain_plan(plan, report);
+  return plan;
+}
+
+std::string explain_plan(const Plan& plan, const FreeArenaReport& report) {
+  const MemoryProfile& profile = plan.profile;
+  const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
+  const std::size_t fits = plan.available_bytes > overhead && profile.bytes_per_sample > 0
+                               ? (plan.available_bytes - overhead) / profile.bytes_per_sample
+                               : 0;
   std::ostringstream out;
-  out << "plan: batch " << batch_size << " -> micro-batch " << plan.micro_batch << " x "
+  out << "plan: batch " << plan.batch_size << " -> micro-batch " << plan.micro_batch << " x "
       << plan.count() << " " << describe_sizes(plan.sizes) << " (available "
       << format_bytes(plan.available_bytes) << " = free in arena "
       << format_bytes(report.free_in_arena) << " + headroom " << format_bytes(report.headroom)
       << "; margin " << format_bytes(plan.margin_bytes) << "; fixed "
       << format_bytes(profile.fixed_bytes) << "; bytes/sample "
       << format_bytes(profile.bytes_per_sample) << " measured, "
-      << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << m << " samples)";
-  plan.explanation = out.str();
-  return plan;
+      << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << fits
+      << " samples)";
+  return out.str();
 }
 
 Plan plan_fixed(std::int64_t batch_size, std::int64_t micro_batch, const PlannerOptions& options) {

@@ -54,6 +54,8 @@ struct PlannerOptions {
 // Throws mb::OutOfMemory (with `report`) when not even one sample fits.
 Plan plan_automatic(std::int64_t batch_size, const FreeArenaReport& report,
                     const MemoryProfile& profile, const PlannerOptions& options);
+// One line with the numbers behind an automatic plan.
+std::string explain_plan(const Plan& plan, const FreeArenaReport& report);
 // A fixed micro-batch size chosen by the user (still explained).
 Plan plan_fixed(std::int64_t batch_size, std::int64_t micro_batch, const PlannerOptions& options);
 

@@ -174,9 +174,9 @@ std::vector<Tensor> Trainer::gradients() {
   return grads;
 }
 
-Trainer::MicroBatchTotals Trainer::run_micro_batch(const Tensor& images, const Tensor& labels,
-                                                   std::int64_t offset, std::int64_t count,
-                                                   int index, std::int64_t total_valid) {
+Trainer::MicroBatchTotals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset,
+                                                   std::int64_t count, int index,
+                                                   std::int64_t total_valid) {
   Allocator& allocator = allocator_for(options_.device);
   allocator.set_micro_batch(index);
   allocator.mark("micro-batch " + std::to_string(index) + " start (" + std::to_string(count) +
@@ -236,6 +236,33 @@ Trainer::MicroBatchTotals Trainer::run_micro_batch(const Tensor& images, const T
   return MicroBatchTotals{loss.loss_sum, loss.correct};
 }
 
+std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
+                                std::int64_t samples) {
+  Allocator& allocator = allocator_for(options_.device);
+  TensorOptions host_options;
+  Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), host_options);
+  TensorOptions label_options;
+  label_options.dtype = DType::Int32;
+  Tensor labels = Tensor::zeros(batch_shape(samples, label_shape), label_options);
+  const std::size_t baseline = allocator.report().allocated;
+  allocator.reset_peak();
+  try {
+    feeder_->stage(images, 0, samples, 0);
+    run_micro_batch(labels, 0, samples, 0, samples);
+  } catch (...) {
+    model_->clear_cache();
+    model_->abort_micro_batch();
+    feeder_->reset();
+    allocator.set_micro_batch(-1);
+    throw;
+  }
+  model_->abort_micro_batch();  // a probe must not count in BatchNorm statistics
+  if (!options_.device.is_cpu()) Context::get(options_.device).synchronize();
+  allocator.set_micro_batch(-1);
+  const std::size_t peak = allocator.peak_allocated();
+  return peak > baseline ? peak - baseline : 0;
+}
+
 MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_shape) {
   Allocator& allocator = allocator_for(options_.device);
   const std::int64_t small = has_batch_norm_ ? 2 : 1;
@@ -247,30 +274,7 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
       model_->saved_bytes(batch_shape(1, sample_shape)) +
       static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 
-  // One probe per size; the first run also creates lazily allocated state (algorithm
-  // choices, workspaces), so run the small size twice and measure the second time.
-  auto probe = [&](std::int64_t samples) -> std::size_t {
-    TensorOptions host_options;
-    Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), host_options);
-    TensorOptions label_options;
-    label_options.dtype = DType::Int32;
-    Tensor labels = Tensor::zeros(batch_shape(samples, label_shape), label_options);
-    const std::size_t baseline = allocator.report().allocated;
-    allocator.reset_peak();
-    feeder_->stage(images, 0, samples, 0);
-    try {
-      run_micro_batch(images, labels, 0, samples, 0, samples);
-    } catch (...) {
-      model_->clear_cache();
-      model_->abort_micro_batch();
-      feeder_->reset();
-      throw;
-    }
-    model_->abort_micro_batch();  // a probe must not count in BatchNorm statistics
-    if (!options_.device.is_cpu()) Context::get(options_.device).synchronize();
-    const std::size_t peak = allocator.peak_allocated();
-    return peak > baseline ? peak - baseline : 0;
-  };
+  auto probe = [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); };
   allocator.mark("probe");
   probe(small);
   profile.peak_small = probe(small);
@@ -306,11 +310,71 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
     plan_ = plan_fixed(batch_size, options_.micro_batch, options_.planner);
   } else {
     MemoryProfile profile = measure(sample_shape, label_shape);
-    plan_ = plan_automatic(batch_size, allocator_for(options_.device).report(), profile,
-                           options_.planner);
+    const FreeArenaReport report = allocator_for(options_.device).report();
+    plan_ = plan_automatic(batch_size, report, profile, options_.planner);
+    verify_plan(sample_shape, label_shape, report);
+    plan_.explanation = explain_plan(plan_, report);
+    if (plan_.micro_batch > plan_.profile.probe_large) {
+      plan_.explanation += "; micro-batch " + std::to_string(plan_.micro_batch) + " verified by a run";
+    }
   }
   log(plan_.explanation);
   return plan_;
+}
+
+// Note: bytes per sample measured at 1-4 samples miss what only large tensors cost (the
+// pool's coarser size classes and segments, workspaces that grow with the batch), so the
+// planned size is run once for real. A run that fits refines bytes per sample from its
+// peak and re-plans (growing or shrinking); an OutOfMemory shrinks by the share of the
+// request that was available. A few rounds at most, each logged.
+void Trainer::verify_plan(const Shape& sample_shape, const Shape& label_shape,
+                          const FreeArenaReport& report) {
+  const std::int64_t min_samples = options_.planner.refuse_single_sample ? 2 : 1;
+  std::int64_t verified = 0;
+  Plan verified_plan;
+  for (int round = 0; round < 5 && plan_.micro_batch > plan_.profile.probe_large; ++round) {
+    const std::int64_t m = plan_.micro_batch;
+    try {
+      const std::size_t peak = probe_peak(sample_shape, label_shape, m);
+      verified = m;
+      verified_plan = plan_;
+      MemoryProfile refined = plan_.profile;
+      const std::size_t above_small =
+          peak > refined.peak_small ? peak - refined.peak_small : refined.bytes_per_sample;
+      refined.bytes_per_sample =
+          std::max<std::size_t>(1, above_small / static_cast<std::size_t>(m - refined.probe_small));
+      Plan refined_plan = plan_automatic(plan_.batch_size, report, refined, options_.planner);
+      log("plan check: micro-batch " + std::to_string(m) + " ran, peak " + format_bytes(peak) +
+          " -> bytes/sample " + format_bytes(refined.bytes_per_sample) + ", fits " +
+          std::to_string(refined_plan.micro_batch));
+      if (refined_plan.micro_batch <= m || refined_plan.micro_batch < m + m / 20) return;
+      plan_ = refined_plan;  // room to grow: verify the larger size next round
+    } catch (const OutOfMemory& error) {
+      const FreeArenaReport at_failure = error.report();
+      const double fit = static_cast<double>(at_failure.available()) /
+                         static_cast<double>(at_failure.available() + error.requested_bytes());
+      std::int64_t smaller = std::max<std::int64_t>(
+          min_samples, static_cast<std::int64_t>(static_cast<double>(m) * std::min(0.9, fit)));
+      if (verified > 0) smaller = std::max(smaller, verified);
+      log("plan check: micro-batch " + std::to_string(m) + " ran out of memory (requested " +
+          format_bytes(error.requested_bytes()) + ", available " +
+          format_bytes(at_failure.available()) + ", largest free block " +
+          format_bytes(at_failure.largest_free_block) + ") -> micro-batch " +
+          std::to_string(smaller));
+      if (smaller >= m) throw;
+      plan_.micro_batch = smaller;
+      plan_.sizes = split_batch(plan_.batch_size, smaller, options_.planner.refuse_single_sample);
+      if (smaller == verified) {
+        plan_ = verified_plan;
+        return;
+      }
+    }
+  }
+  // Out of rounds: keep the largest size that ran (the probes' own sizes always ran).
+  if (verified > 0 && plan_.micro_batch != verified) {
+    plan_ = verified_plan;
+    log("plan check: keeping micro-batch " + std::to_string(verified) + ", the largest that ran");
+  }
 }
 
 std::int64_t Trainer::halve_micro_batch(const OutOfMemory& error, std::int64_t failed_size,
@@ -371,7 +435,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
     const int index = static_cast<int>(k);
     try {
       if (k + 1 < sizes.size()) feeder_->stage(images, offset + count, sizes[k + 1], index + 1);
-      MicroBatchTotals totals = run_micro_batch(images, labels, offset, count, index, total_valid);
+      MicroBatchTotals totals = run_micro_batch(labels, offset, count, index, total_valid);
       loss_sum += totals.loss_sum;
       correct += totals.correct;
       done.push_back(count);

@@ -98,9 +98,13 @@ class Trainer {
     std::int64_t correct = 0;
   };
   // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
-  MicroBatchTotals run_micro_batch(const Tensor& images, const Tensor& labels, std::int64_t offset,
-                                   std::int64_t count, int index, std::int64_t total_valid);
+  MicroBatchTotals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count,
+                                   int index, std::int64_t total_valid);
   std::vector<Tensor> gradients();
+  // Peak allocated bytes above the baseline for one training micro-batch of `samples`.
+  std::size_t probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
+  void verify_plan(const Shape& sample_shape, const Shape& label_shape,
+                   const FreeArenaReport& report);
   void log(const std::string& message) const;
   std::int64_t halve_micro_batch(const OutOfMemory& error, std::int64_t failed_size, int index);
 
