@@ -1,0 +1,401 @@
+// `train_bench`: end-to-end training throughput and memory of zoo models on synthetic data,
+// one JSON line per case on stdout (logs go to stderr).
+//
+// A case trains `--warmup` + `--steps` steps of one model at batch B with micro-batch m
+// (auto: planned from the capped arena), and reports the median step time of the timed
+// steps, samples/s, the arena's peak allocated and reserved bytes over the timed steps and
+// the planner's numbers. `--cases default|cpu-small` runs a built-in list instead of one
+// case; `--overhead` adds the MBP overhead comparison of issue 5: one batch B split into k
+// micro-batches of m, against plain steps of m samples (target ratio >= 0.97) and against
+// one full-batch step of B where that fits.
+//
+// Note: every case gets a fresh, capped arena. The synthetic data is made before the arena
+// is installed, so on the CPU the host copy of the data set does not count against the cap
+// (as in `microbatch train`); the engine's staged micro-batch inputs do.
+//
+// Run: build-<you>/bench/train_bench --cases cpu-small --commit $(git rev-parse --short HEAD)
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "allocator/byte_size.h"
+#include "allocator/pool_allocator.h"
+#include "models/zoo.h"
+#include "runtime/data/dataset.h"
+#include "runtime/device.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+
+namespace mb {
+namespace {
+
+using Json = nlohmann::json;
+
+struct Case {
+  std::string model = "resnet20";
+  std::int64_t image_size = 0;  // 0: the model's default
+  std::int64_t batch = 64;
+  std::int64_t micro_batch = 0;  // 0: auto
+  std::string memory_limit;      // empty: the device default
+  std::string accumulation = "inplace";
+  std::string optimizer = "sgd";
+  int warmup = 1;
+  int steps = 3;
+  bool overhead = false;  // run the MBP overhead comparison instead of one training case
+};
+
+struct Settings {
+  Device device = Device::cpu();
+  std::string commit;
+  std::string date;
+  double lr = 0.01;
+  std::uint64_t seed = 0;
+  bool verbose = false;
+};
+
+struct Measurement {
+  Json json;
+  double samples_per_s = 0.0;
+  std::vector<std::int64_t> sizes;  // the micro-batch sizes of the last timed step
+  int replans = 0;
+};
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+std::string cpu_model_name() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const std::size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "cpu";
+}
+
+std::string device_name(const Device& device) {
+  if (device.is_cpu()) return cpu_model_name();
+  for (const CudaDeviceInfo& info : cuda_availability().devices) {
+    if (info.index == device.index()) return info.name;
+  }
+  return device.str();
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+// Trains one case in a fresh capped arena and measures it. Throws what the engine throws
+// (mb::OutOfMemory when not even one sample fits).
+Measurement run_case(const Case& c, const Settings& s) {
+  const ModelInfo& info = find_model(c.model);
+  ModelConfig config;
+  config.image_size = c.image_size;
+  config.seed = s.seed;
+  config = resolve_config(c.model, config);
+
+  SyntheticOptions synthetic;
+  synthetic.samples = c.batch;
+  synthetic.channels = config.in_channels;
+  synthetic.height = synthetic.width = config.image_size;
+  synthetic.num_classes = std::min<std::int64_t>(config.num_classes, 10);
+  synthetic.segmentation = info.segmentation;
+  synthetic.seed = s.seed;
+  const Dataset data = make_synthetic(synthetic);
+
+  const std::size_t capacity = c.memory_limit.empty() ? 0 : parse_byte_size(c.memory_limit);
+  std::shared_ptr<Allocator> allocator = make_default_allocator(s.device, capacity);
+  auto* pool = dynamic_cast<PoolAllocator*>(allocator.get());
+  ScopedAllocator arena(s.device, allocator);  // outlives the model and the trainer
+
+  auto model = build_model(c.model, config);
+  TrainerOptions options;
+  options.device = s.device;
+  options.micro_batch = c.micro_batch;
+  options.accumulation = parse_accumulation(c.accumulation);
+  options.optimizer.kind = parse_optimizer(c.optimizer);
+  options.seed = s.seed;
+  if (s.verbose) options.log = [](const std::string& message) { std::cerr << message << "\n"; };
+  Trainer trainer(model, options);
+
+  const Shape sample = data.sample_shape();
+  std::vector<std::int64_t> label_dims(data.labels.shape().dims().begin() + 1,
+                                       data.labels.shape().dims().end());
+  const Plan plan = trainer.plan(c.batch, sample, Shape(label_dims));
+
+  Measurement result;
+  for (int i = 0; i < c.warmup; ++i) {
+    result.replans += trainer.step(data.images, data.labels, static_cast<float>(s.lr)).replans;
+  }
+  allocator->reset_peak();
+  std::vector<double> step_seconds;
+  double last_loss = 0.0;
+  for (int i = 0; i < c.steps; ++i) {
+    const StepResult step = trainer.step(data.images, data.labels, static_cast<float>(s.lr));
+    step_seconds.push_back(step.seconds);
+    result.replans += step.replans;
+    result.sizes = step.micro_batches;
+    last_loss = step.loss;
+  }
+  const double step_s = median(step_seconds);
+  result.samples_per_s = step_s > 0.0 ? static_cast<double>(c.batch) / step_s : 0.0;
+  const FreeArenaReport report = allocator->report();
+  const std::size_t peak_reserved = pool != nullptr ? pool->stats().peak_reserved_bytes : 0;
+  const Plan& final_plan = trainer.current_plan();
+
+  result.json = Json{{"kind", "train"},
+                     {"model", c.model},
+                     {"image_size", config.image_size},
+                     {"device", s.device.str()},
+                     {"device_name", device_name(s.device)},
+                     {"batch", c.batch},
+                     {"micro_batch", final_plan.micro_batch},
+                     {"micro_batch_requested", c.micro_batch > 0 ? Json(c.micro_batch) : "auto"},
+                     {"micro_batches", static_cast<std::int64_t>(result.sizes.size())},
+                     {"micro_batch_sizes", result.sizes},
+                     {"replans", result.replans},
+                     {"accumulation", c.accumulation},
+                     {"optimizer", c.optimizer},
+                     {"memory_limit", c.memory_limit.empty() ? "default" : c.memory_limit},
+                     {"capacity_bytes", report.capacity},
+                     {"warmup_steps", c.warmup},
+                     {"timed_steps", c.steps},
+                     {"samples_per_s", result.samples_per_s},
+                     {"step_time_ms", 1e3 * step_s},
+                     {"step_times_ms",
+                      [&] {
+                        std::vector<double> ms;
+                        for (double t : step_seconds) ms.push_back(1e3 * t);
+                        return ms;
+                      }()},
+                     {"peak_allocated_bytes", allocator->peak_allocated()},
+                     {"peak_reserved_bytes", pool != nullptr ? Json(peak_reserved) : Json()},
+                     {"loss", last_loss},
+                     {"planner",
+                      {{"automatic", plan.automatic},
+                       {"bytes_per_sample", plan.profile.bytes_per_sample},
+                       {"fixed_bytes", plan.profile.fixed_bytes},
+                       {"analytic_bytes_per_sample", plan.profile.analytic_bytes_per_sample},
+                       {"available", plan.available_bytes},
+                       {"margin", plan.margin_bytes},
+                       {"micro_batch", plan.micro_batch}}},
+                     {"commit", s.commit},
+                     {"date", s.date}};
+  trainer.model().clear_cache();
+  return result;
+}
+
+Json error_json(const Case& c, const Settings& s, const std::string& kind, const char* type,
+                const std::string& message) {
+  return Json{{"kind", kind},
+              {"model", c.model},
+              {"device", s.device.str()},
+              {"batch", c.batch},
+              {"micro_batch_requested", c.micro_batch > 0 ? Json(c.micro_batch) : "auto"},
+              {"accumulation", c.accumulation},
+              {"memory_limit", c.memory_limit.empty() ? "default" : c.memory_limit},
+              {"error_type", type},
+              {"error", message},
+              {"commit", s.commit},
+              {"date", s.date}};
+}
+
+// Issue 5: B as k micro-batches of m, against plain steps of m and one full batch of B.
+// Each side runs in its own arena with the same warm-up and timed steps.
+Json run_overhead(const Case& c, const Settings& s) {
+  MB_CHECK(c.micro_batch > 0 && c.micro_batch < c.batch, "--overhead needs a fixed micro-batch m ",
+           "smaller than the batch (got m = ", c.micro_batch, ", B = ", c.batch,
+           "). Fix: pass --micro-batch N with N < --batch");
+  Case split = c;
+  Case plain = c;
+  plain.batch = c.micro_batch;
+  Case full = c;
+  full.micro_batch = c.batch;
+  const Measurement mbp = run_case(split, s);
+  const Measurement small = run_case(plain, s);
+  Json out{{"kind", "overhead"},
+           {"model", c.model},
+           {"image_size", mbp.json["image_size"]},
+           {"device", s.device.str()},
+           {"device_name", device_name(s.device)},
+           {"batch", c.batch},
+           {"micro_batch", c.micro_batch},
+           {"micro_batches", mbp.json["micro_batches"]},
+           {"accumulation", c.accumulation},
+           {"optimizer", c.optimizer},
+           {"mbp_samples_per_s", mbp.samples_per_s},
+           {"plain_samples_per_s", small.samples_per_s},
+           {"ratio_vs_plain", mbp.samples_per_s / std::max(small.samples_per_s, 1e-12)},
+           {"target_ratio_vs_plain", 0.97},
+           {"mbp_peak_allocated_bytes", mbp.json["peak_allocated_bytes"]},
+           {"plain_peak_allocated_bytes", small.json["peak_allocated_bytes"]},
+           {"commit", s.commit},
+           {"date", s.date}};
+  try {
+    const Measurement whole = run_case(full, s);
+    const bool fitted = whole.replans == 0 && whole.sizes.size() == 1;
+    out["full_fits"] = fitted;
+    out["full_samples_per_s"] = whole.samples_per_s;
+    out["full_peak_allocated_bytes"] = whole.json["peak_allocated_bytes"];
+    // A full batch that needed re-planning ran as micro-batches too: no full-batch figure.
+    if (fitted) out["ratio_vs_full"] = mbp.samples_per_s / std::max(whole.samples_per_s, 1e-12);
+  } catch (const OutOfMemory& error) {
+    out["full_fits"] = false;
+    out["full_error"] = error.what();
+  }
+  return out;
+}
+
+std::vector<Case> builtin_cases(const std::string& name) {
+  std::vector<Case> cases;
+  auto add = [&](const std::string& model, std::int64_t image_size, std::int64_t batch,
+                 std::int64_t micro_batch, const std::string& limit,
+                 const std::string& accumulation, int warmup, int steps, bool overhead = false) {
+    Case c;
+    c.model = model;
+    c.image_size = image_size;
+    c.batch = batch;
+    c.micro_batch = micro_batch;
+    c.memory_limit = limit;
+    c.accumulation = accumulation;
+    c.warmup = warmup;
+    c.steps = steps;
+    c.overhead = overhead;
+    cases.push_back(c);
+  };
+  if (name == "default") {
+    // The GPU list: ImageNet-size models at B = 256, LeNet-5 at the Fashion-MNIST shape.
+    for (std::int64_t m : {32, 64}) add("resnet50", 224, 256, m, "", "inplace", 3, 10);
+    add("resnet50", 224, 256, 0, "", "inplace", 3, 10);
+    add("resnet50", 224, 256, 0, "8GiB", "inplace", 3, 10);
+    add("resnet50", 224, 256, 64, "", "buffers", 3, 10);
+    add("resnet18", 224, 256, 64, "", "inplace", 3, 10);
+    add("resnet18", 224, 256, 0, "4GiB", "inplace", 3, 10);
+    add("vgg16", 224, 256, 32, "", "inplace", 3, 10);
+    add("vgg16", 224, 256, 0, "8GiB", "inplace", 3, 10);
+    add("mobilenet_v2", 224, 256, 64, "", "inplace", 3, 10);
+    add("mobilenet_v2", 224, 256, 0, "4GiB", "inplace", 3, 10);
+    for (const char* mode : {"inplace", "buffers"}) {
+      add("lenet5", 28, 1024, 0, "16MiB", mode, 3, 20);
+      add("lenet5", 28, 1024, 128, "", mode, 3, 20);
+    }
+    add("resnet50", 224, 256, 64, "", "inplace", 3, 10, true);
+    add("resnet18", 224, 256, 64, "", "inplace", 3, 10, true);
+  } else if (name == "cpu-small") {
+    // What 2 CPU cores run in a couple of minutes.
+    for (const char* mode : {"inplace", "buffers"}) {
+      add("lenet5", 28, 1024, 0, "16MiB", mode, 1, 3);
+      add("lenet5", 28, 1024, 128, "", mode, 1, 3);
+      add("resnet20", 32, 64, 16, "", mode, 1, 3);
+      add("resnet20", 32, 64, 0, "32MiB", mode, 1, 3);
+    }
+    add("resnet18", 32, 32, 8, "", "inplace", 1, 2);
+    add("resnet20", 32, 64, 16, "", "inplace", 1, 3, true);
+  } else {
+    MB_THROW(InvalidArgument, "--cases '", name, "' is unknown. Fix: use default or cpu-small");
+  }
+  return cases;
+}
+
+std::int64_t parse_micro_batch(const std::string& text) {
+  if (text == "auto") return 0;
+  try {
+    std::size_t used = 0;
+    const long long value = std::stoll(text, &used);
+    if (used == text.size() && value > 0) return value;
+  } catch (const std::exception&) {
+  }
+  MB_THROW(InvalidArgument, "--micro-batch '", text,
+           "' is not valid. Fix: use auto or a positive integer");
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"microbatch end-to-end training benchmark: one JSON line per case"};
+  Case single;
+  std::string micro_batch = "auto";
+  std::string device_text = "auto";
+  std::string cases_name;
+  Settings settings;
+  app.add_option("--cases", cases_name, "built-in list: default (GPU) | cpu-small");
+  app.add_option("--model", single.model, "zoo model (see `microbatch models`)");
+  app.add_option("--image-size", single.image_size, "input size (default: the model's)");
+  app.add_option("--batch", single.batch, "samples per optimizer step")->check(CLI::PositiveNumber);
+  app.add_option("--micro-batch", micro_batch, "auto | N");
+  app.add_option("--memory-limit", single.memory_limit, "arena cap, e.g. 8GiB (default: device)");
+  app.add_option("--accumulation", single.accumulation, "inplace | buffers");
+  app.add_option("--optimizer", single.optimizer, "sgd | adamw | lars");
+  app.add_option("--warmup", single.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", single.steps, "timed steps")->check(CLI::PositiveNumber);
+  app.add_flag("--overhead", single.overhead,
+               "MBP overhead: B as micro-batches of m vs plain steps of m vs one step of B");
+  app.add_option("--device", device_text, "auto | cpu | cuda | cuda:N");
+  app.add_option("--lr", settings.lr, "learning rate");
+  app.add_option("--seed", settings.seed, "seed for data and initialization");
+  app.add_option("--commit", settings.commit, "commit id (default: $MB_COMMIT)");
+  app.add_flag("--verbose", settings.verbose, "planner log on stderr");
+  CLI11_PARSE(app, argc, argv);
+
+  settings.device = device_text == "auto" ? default_device() : Device::parse(device_text);
+  require_device(settings.device);
+  if (settings.commit.empty()) {
+    const char* env = std::getenv("MB_COMMIT");
+    settings.commit = env != nullptr ? env : "unknown";
+  }
+  settings.date = utc_now();
+  single.micro_batch = parse_micro_batch(micro_batch);
+
+  std::vector<Case> cases;
+  if (cases_name.empty()) {
+    cases.push_back(single);
+  } else {
+    cases = builtin_cases(cases_name);
+  }
+  int failures = 0;
+  for (const Case& c : cases) {
+    const std::string kind = c.overhead ? "overhead" : "train";
+    Json line;
+    try {
+      line = c.overhead ? run_overhead(c, settings) : run_case(c, settings).json;
+    } catch (const OutOfMemory& error) {
+      line = error_json(c, settings, kind, "OutOfMemory", error.what());
+      ++failures;
+    } catch (const Error& error) {
+      line = error_json(c, settings, kind, "Error", error.what());
+      ++failures;
+    }
+    std::cout << line.dump() << "\n" << std::flush;
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace mb
+
+int main(int argc, char** argv) {
+  try {
+    return mb::run(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "train_bench: " << error.what() << "\n";
+    return 2;
+  }
+}
