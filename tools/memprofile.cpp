@@ -286,7 +286,8 @@ std::string timeline_script(const std::vector<PoolEvent>& events, const MemoryPr
   std::ostringstream s;
   s << "set title " << gp_quote(info.title) << " noenhanced\n"
     << "set xlabel 'time (ms)'\nset ylabel 'MiB'\nset grid\nset key outside right top\n"
-    << "set xrange [0:" << fixed(std::max(end_ms, 1e-3), 6) << "]\nset yrange [0:*]\n"
+    << "set xrange [0:" << fixed(std::max(end_ms * 1.01, 1e-3), 6)
+    << "]\nset yrange [0:*]\nset tmargin 4\n"
     << "set style fill solid 0.85 noborder\n";
   // Marks: micro-batch starts (grey), optimizer updates (green), probes (orange),
   // re-plans and OOMs (red), our step marks (black).
@@ -309,6 +310,11 @@ std::string timeline_script(const std::vector<PoolEvent>& events, const MemoryPr
     }
     if (++arrows > 400) break;  // beyond this the lines are a grey wall anyway
     const double ms = static_cast<double>(event.time_ns) / 1e6;
+    if (event.kind == PoolEventKind::Mark &&
+        (event.name == "probe" || event.name.rfind("step ", 0) == 0)) {
+      s << "set label " << gp_quote(event.name) << " at " << fixed(ms, 6)
+        << ", graph 1.02 center font 'sans,8' noenhanced\n";
+    }
     s << "set arrow from " << fixed(ms, 6) << ", graph 0 to " << fixed(ms, 6)
       << ", graph 1 nohead dt 2 lw 1 lc rgb '" << colour << "' back\n";
   }
@@ -454,14 +460,24 @@ std::string summary_text(const PoolAllocator& pool, const std::vector<PoolEvent>
     for (const BlockSnapshot& block : segment.blocks) used += block.allocated ? block.size : 0;
     s << "  segment #" << segment.id << " (" << (segment.small_pool ? "small" : "large") << ", "
       << format_bytes(segment.size) << ", " << format_bytes(used) << " allocated):";
+    // Runs of identical blocks are shown once with a count.
     int shown = 0;
-    for (const BlockSnapshot& block : segment.blocks) {
-      if (++shown > 24) {
-        s << " ... " << (segment.blocks.size() - 24) << " more";
+    for (std::size_t b = 0; b < segment.blocks.size();) {
+      const BlockSnapshot& block = segment.blocks[b];
+      std::size_t run = 1;
+      while (b + run < segment.blocks.size() &&
+             segment.blocks[b + run].allocated == block.allocated &&
+             segment.blocks[b + run].size == block.size &&
+             (!block.allocated || segment.blocks[b + run].tag == block.tag)) {
+        ++run;
+      }
+      if (++shown > 32) {
+        s << " ... " << (segment.blocks.size() - b) << " more blocks";
         break;
       }
       s << " [" << (block.allocated ? std::string("A ") + memory_tag_name(block.tag) : "F") << " "
-        << format_bytes(block.size) << "]";
+        << format_bytes(block.size) << (run > 1 ? " x" + std::to_string(run) : "") << "]";
+      b += run;
     }
     s << "\n";
   }
