@@ -22,12 +22,18 @@ std::size_t round_up(std::size_t value, std::size_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-// Note: a large block whose remainder after a split would be <= 1 MiB is handed out whole.
-// Cutting off small slivers of large segments is what fragments them (the same rule as
-// PyTorch's caching allocator); small-pool blocks are always split.
-bool should_split(bool small_pool, std::size_t block_size, std::size_t request) {
+std::size_t round_down(std::size_t value, std::size_t multiple) {
+  return value / multiple * multiple;
+}
+
+// Note: a large request placed in a large segment keeps a remainder of <= 1 MiB attached
+// (handed out whole): cutting small slivers off large segments is what fragments them (the
+// same rule as PyTorch's caching allocator). Everything else is split at 512 B granularity:
+// small-pool blocks, and any block lent across pools, where a sliver kept attached would be
+// waste in exactly the situation (the arena cannot grow) that made the pool lend it.
+bool should_split(bool fine_split, std::size_t block_size, std::size_t request) {
   std::size_t remainder = block_size - request;
-  return small_pool ? remainder >= PoolAllocator::kMinBlock : remainder > kMiB;
+  return fine_split ? remainder >= PoolAllocator::kMinBlock : remainder > kMiB;
 }
 
 std::int64_t steady_ns() {
@@ -245,7 +251,10 @@ PoolAllocator::Block* PoolAllocator::reserve_segment(bool small_pool, StreamHand
   // admits the request.
   std::vector<std::size_t> sizes;
   if (small_pool) {
-    sizes = {kSmallSegment, rounded};
+    // Under a cap that cannot take a full small segment, the largest one that fits (rounded
+    // down to 512 B) still gives later small requests room to share.
+    std::size_t headroom = round_down(capacity_ - stats_.reserved_bytes, kMinBlock);
+    sizes = {kSmallSegment, std::max(rounded, std::min(kSmallSegment, headroom)), rounded};
   } else if (rounded <= kOwnSegment) {
     sizes = {kLargeSegment, round_up(rounded, kSegmentRounding), rounded};
   } else {
@@ -273,6 +282,15 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
   std::size_t rounded = absurd ? 0 : round_size(bytes);
   bool small_pool = rounded <= kSmallRequest;
   Block* block = absurd ? nullptr : find_free(small_pool, stream, rounded);
+  // Note: before the arena grows, a request may take a free block of the other pool (best
+  // fit). Free memory that cannot serve a request is memory the cap or the device is
+  // missing: mixed micro-batch sizes move ~1 MiB tensors across the small/large threshold,
+  // and without lending each pool would keep its own cache of the same bytes. A pool's own
+  // blocks are still preferred, so a steady state keeps the two apart.
+  if (block == nullptr && !absurd) {
+    block = find_free(!small_pool, stream, rounded);
+    if (block != nullptr) stats_.lent_blocks += 1;
+  }
   if (block != nullptr) {
     stats_.cache_hits += 1;
   } else {
@@ -287,7 +305,8 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
   FreeSet& pool = free_set(block);
   // The set node is reused for the remainder: no allocation on the cached path.
   FreeSet::node_type node = pool.extract(block);
-  if (should_split(small_pool, block->size, rounded)) {
+  bool fine_split = small_pool || block->segment->small_pool;
+  if (should_split(fine_split, block->size, rounded)) {
     Block* rest = new_block();
     rest->ptr = block->ptr + rounded;
     rest->size = block->size - rounded;

@@ -5,7 +5,13 @@
 // (512 B multiples up to 1 MiB, coarser classes above) so that micro-batches of varying size
 // reuse the same blocks. Small requests (<= 1 MiB) live in 2 MiB segments, large ones in
 // 20 MiB segments, and requests above 10 MiB get a segment of their own (rounded to 2 MiB).
-// A cap bounds the reserved bytes (to emulate a smaller device); the planner reads report().
+// A request the own pool cannot serve takes a free block of the other pool (best fit) before
+// the arena grows: free bytes in the arena serve any request that fits in one of its blocks.
+// A cap bounds the reserved bytes (to emulate a smaller device); when it cannot take a full
+// segment, a tighter one is reserved (for small requests: what fits, in 512 B steps), then
+// cached whole-free segments are released, and only then is OutOfMemory thrown. So an OOM
+// means: no free block of the stream and no headroom (after releases) holds the rounded
+// request. The planner reads report().
 //
 // Stream-aware reuse: a block is reused only on the stream it was allocated on; if other
 // streams were recorded with record_stream(), its free waits for events on those streams.
@@ -52,6 +58,7 @@ struct PoolStats {
   std::size_t segments = 0;
   std::size_t allocations = 0;  // successful allocate() calls
   std::size_t cache_hits = 0;   // allocations served without reserving a segment
+  std::size_t lent_blocks = 0;  // of those, served by a free block of the other pool
   std::size_t releases = 0;     // segments given back to the resource
   std::size_t ooms = 0;         // OutOfMemory thrown
 };

@@ -1,6 +1,7 @@
 // PoolAllocator over host memory (label allocator): randomized alloc/free sequences checked
 // against a simple model of live blocks, best fit, split and coalesce, the cap and
-// OutOfMemory, cache release, stream-aware reuse (with a fake resource whose events the
+// OutOfMemory (only when no free block and no headroom holds the request; blocks lent across
+// the small/large pools), cache release, stream-aware reuse (with a fake resource whose events the
 // test completes by hand) and the default-allocator switch.
 #include "allocator/pool_allocator.h"
 
@@ -359,10 +360,7 @@ TEST(PoolAllocator, LargePoolKeepsSmallRemaindersAttached) {
   EXPECT_EQ(pool.report().allocated, 4 * kMiB);
   EXPECT_EQ(pool.stats().segments, 1u);
   EXPECT_EQ(pool.snapshot()[0].size, PoolAllocator::kLargeSegment);
-  // Small requests never come from the large pool.
-  void* small = pool.allocate(4 * kKiB, MemoryTag::Activation);
-  EXPECT_EQ(pool.stats().segments, 2u);
-  for (void* p : {again, after, small}) pool.deallocate(p);
+  for (void* p : {again, after}) pool.deallocate(p);
   // Requests above 10 MiB get their own segment, rounded to 2 MiB (once nothing cached fits).
   pool.empty_cache();
   void* huge = pool.allocate(11 * kMiB, MemoryTag::Activation);
@@ -484,6 +482,214 @@ TEST(PoolAllocator, RecordStreamOnHostFreesAtOnce) {
   pool.record_stream(p, reinterpret_cast<StreamHandle>(0x7));
   pool.deallocate(p);
   EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+// The free blocks of one stream (both pools), in bytes.
+std::vector<std::size_t> free_block_sizes(const PoolAllocator& pool) {
+  std::vector<std::size_t> sizes;
+  for (const SegmentSnapshot& segment : pool.snapshot()) {
+    for (const BlockSnapshot& block : segment.blocks) {
+      if (!block.allocated) sizes.push_back(block.size);
+    }
+  }
+  return sizes;
+}
+
+// Bytes a release of cached segments could give back: segments that are one free block.
+std::size_t whole_free_segment_bytes(const PoolAllocator& pool) {
+  std::size_t bytes = 0;
+  for (const SegmentSnapshot& segment : pool.snapshot()) {
+    if (segment.blocks.size() == 1 && !segment.blocks[0].allocated) bytes += segment.size;
+  }
+  return bytes;
+}
+
+// The LeNet-under-16-MiB failure, reduced: a capped arena holds large and small blocks; the
+// large ones are freed; a small request that only fits in the freed large space must be
+// carved from it (the small pool has no room and the cap none for a new small segment).
+TEST(PoolAllocator, SmallRequestUsesFreedLargeSpaceUnderACap) {
+  PoolOptions options;
+  options.capacity = 22 * kMiB + 256 * kKiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  // One 20 MiB large segment filled with 5 x 4 MiB, one 2 MiB small segment with 4 x 512 KiB.
+  std::vector<void*> large, small;
+  for (int i = 0; i < 5; ++i) large.push_back(pool.allocate(4 * kMiB, MemoryTag::Activation));
+  for (int i = 0; i < 4; ++i) small.push_back(pool.allocate(512 * kKiB, MemoryTag::Activation));
+  PoolStats stats = pool.stats();
+  ASSERT_EQ(stats.reserved_bytes, 22 * kMiB);
+  ASSERT_EQ(stats.segments, 2u);
+  // Free the large blocks but one, so no segment is whole-free (nothing to release).
+  for (int i : {0, 2, 3, 4}) pool.deallocate(large[i]);
+  FreeArenaReport report = pool.report();
+  EXPECT_EQ(report.free_in_arena, 16 * kMiB);
+  EXPECT_EQ(report.largest_free_block, 12 * kMiB);
+  EXPECT_EQ(report.headroom, 256 * kKiB);
+
+  // 350 KiB fits neither the small pool nor the headroom: only the freed large space.
+  void* in_large_space = pool.allocate(350 * kKiB, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().ooms, 0u);
+  EXPECT_EQ(pool.stats().segments, 2u);
+  EXPECT_EQ(pool.stats().reserved_bytes, 22 * kMiB);
+  EXPECT_EQ(pool.stats().lent_blocks, 1u);
+  // Best fit: the 4 MiB hole at the segment's start (not the 12 MiB tail), split at 512 B
+  // granularity rather than handed out whole.
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  ASSERT_EQ(segments.size(), 2u);
+  const SegmentSnapshot& large_segment = segments[0].small_pool ? segments[1] : segments[0];
+  ASSERT_FALSE(large_segment.small_pool);
+  ASSERT_EQ(large_segment.blocks.size(), 4u);
+  EXPECT_EQ(large_segment.base, reinterpret_cast<std::uintptr_t>(in_large_space));
+  EXPECT_TRUE(large_segment.blocks[0].allocated);
+  EXPECT_EQ(large_segment.blocks[0].size, PoolAllocator::round_size(350 * kKiB));
+  EXPECT_FALSE(large_segment.blocks[1].allocated);
+  EXPECT_EQ(large_segment.blocks[1].size, 4 * kMiB - PoolAllocator::round_size(350 * kKiB));
+  std::map<char*, LiveBlock> live;
+  live[static_cast<char*>(in_large_space)] = LiveBlock{350 * kKiB, MemoryTag::Activation, 0};
+  live[static_cast<char*>(large[1])] = LiveBlock{4 * kMiB, MemoryTag::Activation, 0};
+  for (void* p : small) {
+    live[static_cast<char*>(p)] = LiveBlock{512 * kKiB, MemoryTag::Activation, 0};
+  }
+  check_invariants(pool, live);
+  if (HasFatalFailure()) return;
+
+  // Freeing coalesces the large segment back into one block.
+  pool.deallocate(in_large_space);
+  pool.deallocate(large[1]);
+  for (const SegmentSnapshot& segment : pool.snapshot()) {
+    if (!segment.small_pool) {
+      EXPECT_EQ(segment.blocks.size(), 1u);
+    }
+  }
+  for (void* p : small) pool.deallocate(p);
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+TEST(PoolAllocator, LargeRequestUsesFreeSmallSegmentUnderACap) {
+  PoolOptions options;
+  options.capacity = 4 * kMiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  void* small = pool.allocate(kMiB, MemoryTag::Activation);  // 2 MiB small segment
+  void* large = pool.allocate(2 * kMiB, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().reserved_bytes, 4 * kMiB);
+  pool.deallocate(large);
+  void* second_small = pool.allocate(kMiB, MemoryTag::Activation);  // fills the small segment
+  pool.deallocate(small);
+  // 1.5 MiB takes the freed 2 MiB large block whole (a large-pool remainder <= 1 MiB stays
+  // attached). Then 1.25 MiB fits neither the small segment's free 1 MiB nor the headroom
+  // (0): OutOfMemory is right.
+  void* one_and_half = pool.allocate(3 * kMiB / 2, MemoryTag::Activation);
+  EXPECT_THROW(pool.allocate(5 * kMiB / 4, MemoryTag::Activation), OutOfMemory);
+  pool.deallocate(second_small);
+  // Now the small segment is wholly free (2 MiB): the 1.25 MiB request is lent it.
+  void* lent = pool.allocate(5 * kMiB / 4, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().lent_blocks, 1u);
+  EXPECT_EQ(pool.stats().reserved_bytes, 4 * kMiB);
+  std::vector<SegmentSnapshot> segments = pool.snapshot();
+  for (const SegmentSnapshot& segment : segments) {
+    if (!segment.small_pool) continue;
+    ASSERT_EQ(segment.blocks.size(), 2u);  // split at 512 B granularity
+    EXPECT_EQ(segment.base, reinterpret_cast<std::uintptr_t>(lent));
+    EXPECT_EQ(segment.blocks[0].size, 5 * kMiB / 4);
+  }
+  pool.deallocate(lent);
+  pool.deallocate(one_and_half);
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
+TEST(PoolAllocator, SmallSegmentShrinksToFitUnderTheCap) {
+  PoolOptions options;
+  options.capacity = 7 * kMiB + 300 * kKiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  void* large = pool.allocate(6 * kMiB, MemoryTag::Param);
+  // 1.29 MiB of headroom: not a full 2 MiB small segment, so one of round_down(headroom).
+  void* a = pool.allocate(100 * kKiB, MemoryTag::Activation);
+  std::size_t headroom = 1 * kMiB + 300 * kKiB;
+  EXPECT_EQ(pool.stats().reserved_bytes, 6 * kMiB + headroom / 512 * 512);
+  // The next small requests share that segment instead of each needing headroom.
+  void* b = pool.allocate(600 * kKiB, MemoryTag::Activation);
+  void* c = pool.allocate(500 * kKiB, MemoryTag::Activation);
+  EXPECT_EQ(pool.stats().segments, 2u);
+  EXPECT_EQ(pool.stats().ooms, 0u);
+  EXPECT_THROW(pool.allocate(200 * kKiB, MemoryTag::Activation), OutOfMemory);
+  for (void* p : {a, b, c, large}) pool.deallocate(p);
+  check_invariants(pool, {});
+}
+
+// Uncapped, mixed shapes: the freed space of one pool serves the other before the arena
+// grows. A step of 2 MiB tensors, then a step of 1 MiB ones (small pool) reuses the first
+// step's free large segment instead of reserving small segments.
+TEST(PoolAllocator, MixedShapesReuseTheOtherPoolBeforeGrowing) {
+  PoolAllocator pool(make_host_memory_resource());
+  std::vector<void*> step;
+  for (int i = 0; i < 8; ++i) step.push_back(pool.allocate(2 * kMiB, MemoryTag::Activation));
+  for (void* p : step) pool.deallocate(p);
+  step.clear();
+  std::size_t reserved = pool.stats().reserved_bytes;
+  EXPECT_EQ(reserved, PoolAllocator::kLargeSegment);
+  for (int i = 0; i < 8; ++i) step.push_back(pool.allocate(kMiB, MemoryTag::Activation));
+  EXPECT_EQ(pool.stats().reserved_bytes, reserved) << "grew although 20 MiB were free";
+  EXPECT_EQ(pool.stats().lent_blocks, 8u);
+  for (void* p : step) pool.deallocate(p);
+  EXPECT_EQ(pool.snapshot()[0].blocks.size(), 1u);
+}
+
+// Randomized under a tight cap: an OutOfMemory is allowed only when the rounded request fits
+// in no free block, and not in the headroom even after releasing whole free segments.
+TEST(PoolAllocator, CappedOutOfMemoryOnlyWhenNothingCanHoldTheRequest) {
+  for (std::uint64_t seed : {21u, 22u, 23u, 24u, 25u}) {
+    SCOPED_TRACE(seed);
+    std::mt19937_64 rng(seed);
+    PoolOptions options;
+    options.capacity = 16 * kMiB + 512 * kKiB * (seed % 3);
+    PoolAllocator pool(make_host_memory_resource(), options);
+    std::map<char*, LiveBlock> live;
+    int ooms = 0, successes_after_pressure = 0;
+    for (int step = 0; step < 4000; ++step) {
+      bool do_alloc = live.empty() || rng() % 100 < 55u;
+      if (do_alloc) {
+        // Mostly small (LeNet-like activations), some large, log-uniform 512 B .. 4 MiB.
+        std::size_t bytes = static_cast<std::size_t>(
+            std::exp2(std::uniform_real_distribution<double>(9.0, 22.0)(rng)));
+        std::size_t rounded = PoolAllocator::round_size(bytes);
+        std::vector<std::size_t> free_sizes = free_block_sizes(pool);
+        bool fits_a_free_block = std::any_of(free_sizes.begin(), free_sizes.end(),
+                                             [&](std::size_t size) { return size >= rounded; });
+        std::size_t headroom = pool.report().headroom + whole_free_segment_bytes(pool);
+        bool could_hold = fits_a_free_block || headroom >= rounded;
+        try {
+          char* ptr = static_cast<char*>(pool.allocate(bytes, MemoryTag::Activation));
+          auto pattern = static_cast<unsigned char>(rng());
+          fill(ptr, bytes, pattern);
+          live[ptr] = LiveBlock{bytes, MemoryTag::Activation, pattern};
+          if (pool.stats().ooms > 0) ++successes_after_pressure;
+        } catch (const OutOfMemory& oom) {
+          ++ooms;
+          ASSERT_FALSE(could_hold)
+              << "OutOfMemory for " << bytes << " B (rounded " << rounded
+              << ") although a free block or the headroom could hold it: " << oom.what();
+          EXPECT_LT(oom.report().largest_free_block, rounded);
+          EXPECT_LT(oom.report().headroom, rounded);
+        }
+      } else {
+        auto it = live.begin();
+        std::advance(it, rng() % live.size());
+        ASSERT_TRUE(still_filled(it->first, it->second.requested, it->second.pattern));
+        pool.deallocate(it->first);
+        live.erase(it);
+      }
+      if (step % 13 == 0) {
+        check_invariants(pool, live);
+        if (HasFatalFailure()) return;
+      }
+    }
+    EXPECT_GT(ooms, 0) << "the cap should bite in this sequence";
+    EXPECT_GT(successes_after_pressure, 0);
+    EXPECT_LE(pool.stats().peak_reserved_bytes, options.capacity);
+    for (auto& [ptr, block] : live) pool.deallocate(ptr);
+    live.clear();
+    check_invariants(pool, live);
+    for (const SegmentSnapshot& segment : pool.snapshot()) EXPECT_EQ(segment.blocks.size(), 1u);
+  }
 }
 
 TEST(PoolAllocator, PeakAndResetPeak) {
