@@ -15,14 +15,6 @@ namespace {
 
 enum class Kind { Relu, Relu6 };
 
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
 void check_float(const Tensor& t, const char* op) {
   MB_CHECK(t.dtype() == DType::Float32, op, ": expected a float32 tensor, got ",
            dtype_name(t.dtype()));
@@ -30,7 +22,8 @@ void check_float(const Tensor& t, const char* op) {
 
 Tensor activation_forward(Kind kind, const Tensor& input) {
   check_float(input, kind == Kind::Relu ? "ReLU.forward" : "ReLU6.forward");
-  Tensor output = Tensor::empty(input.shape(), activation_options(input.device()));
+  Tensor output =
+      Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
   const float* x = input.data<float>();
   float* y = output.data<float>();
   if (input.device().is_cpu()) {
@@ -59,7 +52,8 @@ Tensor activation_backward(Kind kind, const Tensor& output, const Tensor& grad_o
   MB_CHECK(grad_output.shape() == output.shape(), name, ": gradient shape ",
            grad_output.shape().to_string(), " does not match the output shape ",
            output.shape().to_string());
-  Tensor grad_input = Tensor::empty(output.shape(), activation_options(output.device()));
+  Tensor grad_input =
+      Tensor::empty(output.shape(), tensor_options(output.device(), MemoryTag::Activation));
   const float* y = output.data<float>();
   const float* dy = grad_output.data<float>();
   float* dx = grad_input.data<float>();

@@ -29,14 +29,6 @@ std::string layer_name(std::int64_t channels) {
   return "BatchNorm2d(" + std::to_string(channels) + ")";
 }
 
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = Context::get(device).compute_stream();
-  return options;
-}
-
 }  // namespace
 
 BatchNorm2d::BatchNorm2d(std::int64_t channels, double eps, double momentum)
@@ -90,7 +82,7 @@ Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
            dtype_name(input.dtype()));
   const std::int64_t n = input.dim(0);
   const std::int64_t hw = input.dim(2) * input.dim(3);
-  const TensorOptions options = activation_options(device_);
+  const TensorOptions options = tensor_options(device_, MemoryTag::Activation);
   Tensor output = Tensor::empty(input.shape(), options);
   save_mean_ = Tensor::empty(Shape{channels_}, options);
   save_invstd_ = Tensor::empty(Shape{channels_}, options);
@@ -155,7 +147,8 @@ Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState
   ensure_grad(*bias_);
   Tensor grad_input;
   if (state.need_input_grad)
-    grad_input = Tensor::empty(cached_input_.shape(), activation_options(device_));
+    grad_input =
+        Tensor::empty(cached_input_.shape(), tensor_options(device_, MemoryTag::Activation));
   float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
   if (device_.is_cpu()) {
     cpu::batch_norm_backward(grad_output.data<float>(), cached_input_.data<float>(),

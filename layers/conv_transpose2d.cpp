@@ -7,6 +7,7 @@
 #include "kernels/cpu/channel_bias.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "layers/init.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
@@ -16,28 +17,6 @@
 #endif
 
 namespace mb {
-namespace {
-
-// U(-bound, bound) from Philox keyed by (seed, stream_id): the same values on every
-// platform. Drawn on the host and copied to wherever the parameter lives.
-void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id) {
-  std::vector<float> values(static_cast<std::size_t>(t.numel()));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const float u = philox_element_uniform(seed, stream_id, 0, 0, static_cast<std::uint32_t>(i));
-    values[i] = (2.0f * u - 1.0f) * bound;
-  }
-  t.copy_from(Tensor::from_vector(values, t.shape()));
-}
-
-TensorOptions options_on(const Device& device, MemoryTag tag) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = tag;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
-}  // namespace
 
 ConvTranspose2d::ConvTranspose2d(std::int64_t in_channels, std::int64_t out_channels,
                                  int kernel_size, int stride, int padding, int output_padding,
@@ -123,7 +102,7 @@ void ConvTranspose2d::clear_cache() {
 
 Tensor ConvTranspose2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const Shape out_shape = output_shape(input.shape());
-  Tensor output = Tensor::empty(out_shape, options_on(device_, MemoryTag::Activation));
+  Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const std::int64_t batch = input.dim(0);
   const std::int64_t in_area = input.dim(2) * input.dim(3);
   const std::int64_t out_h = out_shape[2], out_w = out_shape[3];
@@ -156,7 +135,7 @@ Tensor ConvTranspose2d::forward_impl(const Tensor& input, const RunState& /*stat
     const bool pointwise = kernel_size_ == 1 && stride_ == 1 && padding_ == 0;
     Tensor columns;
     if (!pointwise)
-      columns = Tensor::empty({patch, in_area}, options_on(device_, MemoryTag::Workspace));
+      columns = Tensor::empty({patch, in_area}, tensor_options(device_, MemoryTag::Workspace));
     const float* x = input.data<float>();
     const float* w = weight_->value.data<float>();
     float* y = output.data<float>();
@@ -199,7 +178,7 @@ Tensor ConvTranspose2d::backward_impl(const Tensor& grad_output, const BackwardS
   if (bias_ != nullptr) ensure_grad(*bias_);
   Tensor grad_input;
   if (state.need_input_grad) {
-    grad_input = Tensor::empty(input.shape(), options_on(device_, MemoryTag::Activation));
+    grad_input = Tensor::empty(input.shape(), tensor_options(device_, MemoryTag::Activation));
   }
 
   if (device_.is_cuda()) {
@@ -236,7 +215,7 @@ Tensor ConvTranspose2d::backward_impl(const Tensor& grad_output, const BackwardS
   const bool pointwise = kernel_size_ == 1 && stride_ == 1 && padding_ == 0;
   Tensor columns;
   if (!pointwise)
-    columns = Tensor::empty({patch, in_area}, options_on(device_, MemoryTag::Workspace));
+    columns = Tensor::empty({patch, in_area}, tensor_options(device_, MemoryTag::Workspace));
   const float* x = input.data<float>();
   const float* w = weight_->value.data<float>();
   const float* dy = grad_output.data<float>();

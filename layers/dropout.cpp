@@ -13,17 +13,10 @@
 namespace mb {
 namespace {
 
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
 // Applies the mask and scale of (p, stream_id, state) to `input` (one sample per row).
 Tensor apply_mask(const Tensor& input, float p, std::uint32_t stream_id, const RunState& state) {
-  Tensor output = Tensor::empty(input.shape(), activation_options(input.device()));
+  Tensor output =
+      Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
   const std::int64_t samples = input.ndim() > 0 ? input.dim(0) : 1;
   const std::int64_t per_sample = samples > 0 ? input.numel() / samples : 0;
   cpu::DropoutKey key;

@@ -16,14 +16,6 @@
 namespace mb {
 namespace {
 
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
 void check_defined_float(const Tensor& t, const char* op, const char* which) {
   MB_CHECK(t.defined(), op, ": ", which, " is undefined");
   MB_CHECK(t.dtype() == DType::Float32, op, ": ", which, " is ", dtype_name(t.dtype()),
@@ -49,7 +41,7 @@ cudaStream_t stream_of(const Tensor& t) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   check_same(a, b, "add");
-  Tensor out = Tensor::empty(a.shape(), activation_options(a.device()));
+  Tensor out = Tensor::empty(a.shape(), tensor_options(a.device(), MemoryTag::Activation));
   if (a.device().is_cpu()) {
     cpu::add(a.data<float>(), b.data<float>(), out.data<float>(), a.numel());
   } else {
@@ -97,7 +89,7 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
            b.device().str(), ". Fix: move both to one device");
   std::vector<std::int64_t> dims = a.shape().dims();
   dims[1] = a.dim(1) + b.dim(1);
-  Tensor out = Tensor::empty(Shape(dims), activation_options(a.device()));
+  Tensor out = Tensor::empty(Shape(dims), tensor_options(a.device(), MemoryTag::Activation));
   const std::int64_t outer = a.dim(0);
   std::int64_t spatial = 1;
   for (int axis = 2; axis < a.ndim(); ++axis) spatial *= a.dim(axis);
@@ -123,8 +115,8 @@ std::pair<Tensor, Tensor> split_channels(const Tensor& grad, std::int64_t channe
   std::vector<std::int64_t> dims_b = dims_a;
   dims_a[1] = channels_a;
   dims_b[1] = grad.dim(1) - channels_a;
-  Tensor a = Tensor::empty(Shape(dims_a), activation_options(grad.device()));
-  Tensor b = Tensor::empty(Shape(dims_b), activation_options(grad.device()));
+  Tensor a = Tensor::empty(Shape(dims_a), tensor_options(grad.device(), MemoryTag::Activation));
+  Tensor b = Tensor::empty(Shape(dims_b), tensor_options(grad.device(), MemoryTag::Activation));
   std::int64_t spatial = 1;
   for (int axis = 2; axis < grad.ndim(); ++axis) spatial *= grad.dim(axis);
   if (grad.device().is_cpu()) {
@@ -141,7 +133,8 @@ std::pair<Tensor, Tensor> split_channels(const Tensor& grad, std::int64_t channe
 
 Tensor relu_backward_from_output(const Tensor& output, const Tensor& grad) {
   check_same(output, grad, "relu_backward_from_output");
-  Tensor grad_input = Tensor::empty(output.shape(), activation_options(output.device()));
+  Tensor grad_input =
+      Tensor::empty(output.shape(), tensor_options(output.device(), MemoryTag::Activation));
   if (output.device().is_cpu()) {
     cpu::relu_backward(output.data<float>(), grad.data<float>(), grad_input.data<float>(),
                        output.numel());

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/channel_bias.h"
 #include "kernels/cpu/gemm.h"
+#include "layers/init.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
@@ -15,28 +16,6 @@
 #endif
 
 namespace mb {
-namespace {
-
-// U(-bound, bound) from Philox keyed by (seed, stream_id): the same values on every
-// platform. Drawn on the host and copied to wherever the parameter lives.
-void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id) {
-  std::vector<float> values(static_cast<std::size_t>(t.numel()));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const float u = philox_element_uniform(seed, stream_id, 0, 0, static_cast<std::uint32_t>(i));
-    values[i] = (2.0f * u - 1.0f) * bound;
-  }
-  t.copy_from(Tensor::from_vector(values, t.shape()));
-}
-
-TensorOptions options_on(const Device& device, MemoryTag tag) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = tag;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
-}  // namespace
 
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
     : Module("Linear"), in_features_(in_features), out_features_(out_features), use_bias_(bias) {
@@ -93,7 +72,7 @@ void Linear::clear_cache() {
 
 Tensor Linear::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const Shape out_shape = output_shape(input.shape());
-  Tensor output = Tensor::empty(out_shape, options_on(device_, MemoryTag::Activation));
+  Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const std::int64_t batch = input.dim(0);
   const float* x = input.data<float>();
   const float* w = weight_->value.data<float>();
@@ -138,7 +117,7 @@ Tensor Linear::backward_impl(const Tensor& grad_output, const BackwardState& sta
   if (bias_ != nullptr) ensure_grad(*bias_);
   Tensor grad_input;
   if (state.need_input_grad) {
-    grad_input = Tensor::empty(input.shape(), options_on(device_, MemoryTag::Activation));
+    grad_input = Tensor::empty(input.shape(), tensor_options(device_, MemoryTag::Activation));
   }
   const float* x = input.data<float>();
   const float* w = weight_->value.data<float>();

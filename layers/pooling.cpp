@@ -17,15 +17,6 @@ namespace {
            "-DMB_WITH_CUDA=ON, or move the module to the CPU");
 }
 
-TensorOptions activation_options(const Device& device, DType dtype = DType::Float32) {
-  TensorOptions options;
-  options.dtype = dtype;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = Context::get(device).compute_stream();
-  return options;
-}
-
 void check_float(const Tensor& t, const std::string& layer, const char* what) {
   MB_CHECK(t.dtype() == DType::Float32, layer, ": ", what, " must be float32, got ",
            dtype_name(t.dtype()));
@@ -107,8 +98,8 @@ Tensor MaxPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const cpu::Pool2dGeometry g = geometry(input.shape());
   check_float(input, describe(), "input");
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
-  Tensor output = Tensor::empty(out_shape, activation_options(device_));
-  argmax_ = Tensor::empty(out_shape, activation_options(device_, DType::Int32));
+  Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
+  argmax_ = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation, DType::Int32));
   if (device_.is_cpu()) {
     cpu::max_pool2d_forward(input.data<float>(), g, output.data<float>(),
                             argmax_.data<std::int32_t>());
@@ -134,7 +125,7 @@ Tensor MaxPool2d::backward_impl(const Tensor& grad_output, const BackwardState& 
   Tensor grad_input;
   if (state.need_input_grad) {
     const cpu::Pool2dGeometry g = geometry(cached_input_shape_);
-    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
     if (device_.is_cpu()) {
       cpu::max_pool2d_backward(grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
                                grad_input.data<float>());
@@ -163,8 +154,8 @@ void AvgPool2d::clear_cache() {
 Tensor AvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const cpu::Pool2dGeometry g = geometry(input.shape());
   check_float(input, describe(), "input");
-  Tensor output =
-      Tensor::empty(Shape{g.batch, g.channels, g.out_h, g.out_w}, activation_options(device_));
+  Tensor output = Tensor::empty(Shape{g.batch, g.channels, g.out_h, g.out_w},
+                                tensor_options(device_, MemoryTag::Activation));
   if (device_.is_cpu()) {
     cpu::avg_pool2d_forward(input.data<float>(), g, output.data<float>());
   } else {
@@ -190,7 +181,7 @@ Tensor AvgPool2d::backward_impl(const Tensor& grad_output, const BackwardState& 
   check_float(grad_output, describe(), "gradient");
   Tensor grad_input;
   if (state.need_input_grad) {
-    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
     if (device_.is_cpu()) {
       cpu::avg_pool2d_backward(grad_output.data<float>(), g, grad_input.data<float>());
     } else {
@@ -233,7 +224,7 @@ void GlobalAvgPool2d::clear_cache() {
 Tensor GlobalAvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const Shape out_shape = output_shape(input.shape());
   check_float(input, "GlobalAvgPool2d", "input");
-  Tensor output = Tensor::empty(out_shape, activation_options(device_));
+  Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const std::int64_t planes = input.dim(0) * input.dim(1);
   const std::int64_t plane_size = input.dim(2) * input.dim(3);
   if (device_.is_cpu()) {
@@ -261,7 +252,7 @@ Tensor GlobalAvgPool2d::backward_impl(const Tensor& grad_output, const BackwardS
   check_float(grad_output, "GlobalAvgPool2d", "gradient");
   Tensor grad_input;
   if (state.need_input_grad) {
-    grad_input = Tensor::empty(cached_input_shape_, activation_options(device_));
+    grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
     const std::int64_t planes = cached_input_shape_[0] * cached_input_shape_[1];
     const std::int64_t plane_size = cached_input_shape_[2] * cached_input_shape_[3];
     if (device_.is_cpu()) {

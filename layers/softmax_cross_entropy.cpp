@@ -19,14 +19,6 @@
 namespace mb {
 namespace {
 
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
 // The [outer, classes, inner] view of the logits, after checking the labels' shape.
 struct Layout {
   std::int64_t outer = 0, classes = 0, inner = 0;
@@ -88,7 +80,8 @@ LossResult SoftmaxCrossEntropy::run(const Tensor& logits, const Tensor& labels, 
   const Device device = logits.device();
   LossResult result;
   if (want_gradient) {
-    result.grad_logits = Tensor::empty(logits.shape(), activation_options(device));
+    result.grad_logits =
+        Tensor::empty(logits.shape(), tensor_options(device, MemoryTag::Activation));
   }
   float* grad = want_gradient ? result.grad_logits.data<float>() : nullptr;
 

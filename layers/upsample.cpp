@@ -11,17 +11,7 @@
 #endif
 
 namespace mb {
-namespace {
-
-TensorOptions activation_options(const Device& device) {
-  TensorOptions options;
-  options.device = device;
-  options.tag = MemoryTag::Activation;
-  options.stream = device.is_cuda() ? Context::get(device).compute_stream() : nullptr;
-  return options;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 UpsampleNearest2d::UpsampleNearest2d(int scale) : Module("UpsampleNearest2d"), scale_(scale) {
   MB_CHECK(scale >= 1, "UpsampleNearest2d: scale ", scale, " must be a positive integer");
@@ -38,7 +28,7 @@ Tensor UpsampleNearest2d::forward_impl(const Tensor& input, const RunState& /*st
            dtype_name(input.dtype()));
   const Shape out_shape = output_shape(input.shape());
   input_shape_ = input.shape();
-  Tensor output = Tensor::empty(out_shape, activation_options(input.device()));
+  Tensor output = Tensor::empty(out_shape, tensor_options(input.device(), MemoryTag::Activation));
   const std::int64_t planes = input.dim(0) * input.dim(1);
   if (input.device().is_cpu()) {
     cpu::upsample_nearest2d_forward(input.data<float>(), output.data<float>(), planes, input.dim(2),
@@ -62,7 +52,8 @@ Tensor UpsampleNearest2d::backward_impl(const Tensor& grad_output, const Backwar
            grad_output.shape().to_string(), " does not match the output shape ",
            expected.to_string());
   if (!state.need_input_grad) return Tensor();
-  Tensor grad_input = Tensor::empty(input_shape_, activation_options(grad_output.device()));
+  Tensor grad_input =
+      Tensor::empty(input_shape_, tensor_options(grad_output.device(), MemoryTag::Activation));
   const std::int64_t planes = input_shape_[0] * input_shape_[1];
   if (grad_output.device().is_cpu()) {
     cpu::upsample_nearest2d_backward(grad_output.data<float>(), grad_input.data<float>(), planes,

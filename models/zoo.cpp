@@ -2,8 +2,8 @@
 #include "models/zoo.h"
 
 #include <cmath>
-#include <random>
 
+#include "layers/init.h"
 #include "runtime/error.h"
 
 namespace mb {
@@ -72,7 +72,7 @@ std::shared_ptr<Module> build_model(const std::string& name, const ModelConfig& 
 
 namespace {
 
-void initialize_recursive(Module& module, std::mt19937_64& rng) {
+void initialize_recursive(Module& module, std::uint64_t seed, std::uint32_t& stream_id) {
   const std::string& type = module.type_name();
   if (type == "Conv2d" || type == "ConvTranspose2d" || type == "Linear") {
     auto params = module.named_parameters();
@@ -89,23 +89,20 @@ void initialize_recursive(Module& module, std::mt19937_64& rng) {
     const double bias_bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
     for (auto& [name, p] : params) {
       const double bound = name == "weight" ? weight_bound : bias_bound;
-      std::uniform_real_distribution<float> dist(static_cast<float>(-bound),
-                                                 static_cast<float>(bound));
-      std::vector<float> values(static_cast<std::size_t>(p->value.numel()));
-      for (float& v : values) v = dist(rng);
-      Tensor host = Tensor::from_vector(values, p->value.shape());
-      p->value.copy_from(host);
+      fill_uniform(p->value, static_cast<float>(bound), seed, stream_id++);
     }
     return;
   }
-  for (const auto& [name, child] : module.children()) initialize_recursive(*child, rng);
+  for (const auto& [name, child] : module.children()) {
+    initialize_recursive(*child, seed, stream_id);
+  }
 }
 
 }  // namespace
 
 void initialize_parameters(Module& model, std::uint64_t seed) {
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 0x6D6272u);
-  initialize_recursive(model, rng);
+  std::uint32_t stream_id = 0;  // one Philox stream per parameter, in registration order
+  initialize_recursive(model, seed, stream_id);
 }
 
 }  // namespace mb

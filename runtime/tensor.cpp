@@ -41,6 +41,15 @@ void copy_host_values(Tensor& t, const void* values) {
 
 }  // namespace
 
+TensorOptions tensor_options(const Device& device, MemoryTag tag, DType dtype) {
+  TensorOptions options;
+  options.dtype = dtype;
+  options.device = device;
+  options.tag = tag;
+  options.stream = stream_or_compute(device, nullptr);
+  return options;
+}
+
 Storage::Storage(Allocator& allocator_in, std::size_t bytes_in, MemoryTag tag_in,
                  StreamHandle stream)
     : allocator(&allocator_in), data(nullptr), bytes(bytes_in), tag(tag_in) {

@@ -39,6 +39,10 @@ struct TensorOptions {
   StreamHandle stream = nullptr;
 };
 
+// Options for a tensor used by work on `device`: with `tag`, and on CUDA ordered on the
+// device's compute stream.
+TensorOptions tensor_options(const Device& device, MemoryTag tag, DType dtype = DType::Float32);
+
 class Tensor {
  public:
   Tensor() = default;  // undefined: defined() is false

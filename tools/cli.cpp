@@ -1,6 +1,7 @@
 // `microbatch train | eval | plan | models`: argument parsing (CLI11), output (text with a
 // progress bar on a terminal, or one JSON object per line with --json), checkpoints.
 #include "tools/cli.h"
+#include "tools/memprofile.h"
 
 #include <unistd.h>
 
@@ -477,6 +478,11 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   models->add_flag("--json", models_json, "one JSON object per model");
   models->add_flag("--measure", models_measure, "measure bytes/sample by probing (slow)");
 
+  MemprofileArgs memprofile_args;
+  CLI::App* memprofile =
+      app.add_subcommand("memprofile", "trace and plot the memory of a few training steps");
+  add_memprofile_flags(*memprofile, memprofile_args);
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -488,7 +494,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     return 0;
   } catch (const CLI::ParseError& e) {
     const CLI::App* failing = &app;
-    for (CLI::App* sub : {train, eval, plan, models}) {
+    for (CLI::App* sub : {train, eval, plan, models, memprofile}) {
       if (sub->parsed()) failing = sub;
     }
     err << "error: " << e.what() << "\n\n" << failing->help();
@@ -503,6 +509,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     if (eval->parsed()) return command_eval(eval_args, out);
     if (plan->parsed()) return command_plan(plan_args, out);
     if (models->parsed()) return command_models(models_json, models_measure, out);
+    if (memprofile->parsed()) return run_memprofile(memprofile_args, out);
     out << app.help();
     return 0;
   } catch (const InvalidArgument& e) {

@@ -315,7 +315,8 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
     verify_plan(sample_shape, label_shape, report);
     plan_.explanation = explain_plan(plan_, report);
     if (plan_.micro_batch > plan_.profile.probe_large) {
-      plan_.explanation += "; micro-batch " + std::to_string(plan_.micro_batch) + " verified by a run";
+      plan_.explanation +=
+          "; micro-batch " + std::to_string(plan_.micro_batch) + " verified by a run";
     }
   }
   log(plan_.explanation);
@@ -330,9 +331,10 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
 void Trainer::verify_plan(const Shape& sample_shape, const Shape& label_shape,
                           const FreeArenaReport& report) {
   const std::int64_t min_samples = options_.planner.refuse_single_sample ? 2 : 1;
-  std::int64_t verified = 0;
+  std::int64_t verified = 0;                   // largest size that ran
+  std::int64_t failed = plan_.batch_size + 1;  // smallest size that did not
   Plan verified_plan;
-  for (int round = 0; round < 5 && plan_.micro_batch > plan_.profile.probe_large; ++round) {
+  for (int round = 0; round < 6 && plan_.micro_batch > plan_.profile.probe_large; ++round) {
     const std::int64_t m = plan_.micro_batch;
     try {
       const std::size_t peak = probe_peak(sample_shape, label_shape, m);
@@ -347,15 +349,22 @@ void Trainer::verify_plan(const Shape& sample_shape, const Shape& label_shape,
       log("plan check: micro-batch " + std::to_string(m) + " ran, peak " + format_bytes(peak) +
           " -> bytes/sample " + format_bytes(refined.bytes_per_sample) + ", fits " +
           std::to_string(refined_plan.micro_batch));
-      if (refined_plan.micro_batch <= m || refined_plan.micro_batch < m + m / 20) return;
+      std::int64_t next = refined_plan.micro_batch;
+      if (next >= failed) next = m + (failed - m) / 2;
+      if (next <= m || next < m + m / 20) return;
       plan_ = refined_plan;  // room to grow: verify the larger size next round
+      plan_.micro_batch = next;
+      plan_.sizes = split_batch(plan_.batch_size, next, options_.planner.refuse_single_sample);
     } catch (const OutOfMemory& error) {
+      failed = std::min(failed, m);
       const FreeArenaReport at_failure = error.report();
       const double fit = static_cast<double>(at_failure.available()) /
                          static_cast<double>(at_failure.available() + error.requested_bytes());
       std::int64_t smaller = std::max<std::int64_t>(
           min_samples, static_cast<std::int64_t>(static_cast<double>(m) * std::min(0.9, fit)));
-      if (verified > 0) smaller = std::max(smaller, verified);
+      // A size already ran: bisect between it and the one that failed (an OutOfMemory
+      // from fragmentation says little about how much smaller is needed).
+      if (verified > 0) smaller = verified + (m - verified) / 2;
       log("plan check: micro-batch " + std::to_string(m) + " ran out of memory (requested " +
           format_bytes(error.requested_bytes()) + ", available " +
           format_bytes(at_failure.available()) + ", largest free block " +
@@ -364,7 +373,7 @@ void Trainer::verify_plan(const Shape& sample_shape, const Shape& label_shape,
       if (smaller >= m) throw;
       plan_.micro_batch = smaller;
       plan_.sizes = split_batch(plan_.batch_size, smaller, options_.planner.refuse_single_sample);
-      if (smaller == verified) {
+      if (smaller <= verified) {
         plan_ = verified_plan;
         return;
       }

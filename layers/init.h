@@ -1,0 +1,14 @@
+// Parameter initialization shared by the layers and the model zoo.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace mb {
+
+// Fills `t` (any device) with U(-bound, bound) drawn from Philox keyed by (seed, stream_id):
+// the same values on every platform and backend. Drawn on the host and copied over.
+void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id);
+
+}  // namespace mb
