@@ -317,18 +317,6 @@ std::vector<Case> builtin_cases(const std::string& name) {
   return cases;
 }
 
-std::int64_t parse_micro_batch(const std::string& text) {
-  if (text == "auto") return 0;
-  try {
-    std::size_t used = 0;
-    const long long value = std::stoll(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
-  MB_THROW(InvalidArgument, "--micro-batch '", text,
-           "' is not valid. Fix: use auto or a positive integer");
-}
-
 int run(int argc, char** argv) {
   CLI::App app{"microbatch end-to-end training benchmark: one JSON line per case"};
   Case single;
@@ -355,7 +343,7 @@ int run(int argc, char** argv) {
   app.add_flag("--verbose", settings.verbose, "planner log on stderr");
   CLI11_PARSE(app, argc, argv);
 
-  settings.device = device_text == "auto" ? default_device() : Device::parse(device_text);
+  settings.device = Device::parse(device_text);
   require_device(settings.device);
   if (settings.commit.empty()) {
     const char* env = std::getenv("MB_COMMIT");

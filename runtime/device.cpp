@@ -12,6 +12,7 @@
 namespace mb {
 
 Device Device::parse(const std::string& text) {
+  if (text == "auto") return default_device();
   if (text == "cpu") return Device::cpu();
   if (text == "cuda") return Device::cuda(0);
   if (text.rfind("cuda:", 0) == 0) {
@@ -21,7 +22,7 @@ Device Device::parse(const std::string& text) {
     if (ok) return Device::cuda(std::atoi(digits.c_str()));
   }
   MB_THROW(InvalidArgument, "unknown device '", text,
-           "'. Fix: use cpu, cuda or cuda:N (N = the GPU's index)");
+           "'. Fix: use auto, cpu, cuda or cuda:N (N = the GPU's index)");
 }
 
 std::string Device::str() const {

@@ -16,7 +16,8 @@ class Device {
   constexpr Device(DeviceType type, int index) : type_(type), index_(index) {}
   static constexpr Device cpu() { return Device(DeviceType::CPU, -1); }
   static constexpr Device cuda(int index = 0) { return Device(DeviceType::CUDA, index); }
-  // "cpu", "cuda", "cuda:1". Throws mb::InvalidArgument naming the accepted forms.
+  // "cpu", "cuda", "cuda:1", or "auto" (default_device()). Throws mb::InvalidArgument
+  // naming the accepted forms.
   static Device parse(const std::string& text);
 
   DeviceType type() const { return type_; }

@@ -79,20 +79,8 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
 }
 
-std::int64_t parse_micro_batch(const std::string& text) {
-  if (text == "auto") return 0;
-  try {
-    std::size_t used = 0;
-    const long long value = std::stoll(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
-  MB_THROW(InvalidArgument, "--micro-batch '", text,
-           "' is not valid. Fix: use auto or a positive integer");
-}
-
 Device resolve_device(const std::string& text) {
-  Device device = text == "auto" ? default_device() : Device::parse(text);
+  Device device = Device::parse(text);
   require_device(device);
   return device;
 }

@@ -91,18 +91,6 @@ void write_text(const fs::path& path, const std::string& text) {
   }
 }
 
-std::int64_t parse_micro_batch(const std::string& text) {
-  if (text == "auto") return 0;
-  try {
-    std::size_t used = 0;
-    const long long value = std::stoll(text, &used);
-    if (used == text.size() && value > 0) return value;
-  } catch (const std::exception&) {
-  }
-  MB_THROW(InvalidArgument, "--micro-batch '", text,
-           "' is not valid. Fix: use auto or a positive integer");
-}
-
 bool executable(const std::string& path) {
   return !path.empty() && access(path.c_str(), X_OK) == 0 && !fs::is_directory(path);
 }
@@ -657,7 +645,7 @@ int run_memprofile(const MemprofileArgs& a, std::ostream& out) {
   const ModelInfo& model_info = find_model(a.model);
   const std::int64_t micro_batch = parse_micro_batch(a.micro_batch);
   const std::size_t capacity = a.memory_limit.empty() ? 0 : parse_byte_size(a.memory_limit);
-  const Device device = a.device == "auto" ? default_device() : Device::parse(a.device);
+  const Device device = Device::parse(a.device);
   require_device(device);
   const fs::path target = fs::absolute(fs::path(a.out_dir)).lexically_normal();
   const fs::path target_dir = target.filename().empty() ? target.parent_path() : target;

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 exec "${MB_BUILD_DIR:-build}/tools/microbatch" train --model lenet5 --dataset fashion-mnist \
   --batch-size 4096 --memory-limit 16MiB --optimizer adamw --lr 0.02 --warmup-epochs 2 \
-  --epochs 15 "$@"
+  --epochs 20 "$@"

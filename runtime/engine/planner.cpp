@@ -8,6 +8,18 @@
 
 namespace mb {
 
+std::int64_t parse_micro_batch(const std::string& text) {
+  if (text == "auto") return 0;
+  try {
+    std::size_t used = 0;
+    const long long value = std::stoll(text, &used);
+    if (used == text.size() && value > 0) return value;
+  } catch (const std::exception&) {
+  }
+  MB_THROW(InvalidArgument, "--micro-batch '", text,
+           "' is not valid. Fix: use auto or a positive integer");
+}
+
 std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_batch,
                                       bool refuse_single_sample) {
   MB_CHECK(batch > 0, "split_batch: batch size must be positive, got ", batch);

@@ -37,6 +37,10 @@ struct Plan {
   std::int64_t count() const { return static_cast<std::int64_t>(sizes.size()); }
 };
 
+// Parses --micro-batch: "auto" gives 0 (plan from the allocator's report), else a positive
+// integer; anything else throws mb::InvalidArgument naming the value and the fix.
+std::int64_t parse_micro_batch(const std::string& text);
+
 // Splits `batch` into micro-batches of `micro_batch` and a remainder. With
 // `refuse_single_sample` (models with BatchNorm, whose statistics need 2 samples), a last
 // micro-batch of 1 sample is avoided: [.., m, 1] becomes [.., m - 1, 2] when m > 2 and is

@@ -80,8 +80,12 @@ TEST(Zoo, NamesFollowTorchvisionStateDict) {
 TEST(Zoo, ShapesOfKeyParameters) {
   auto model = build_model("mobilenet_v2");
   for (auto& [name, p] : model->named_parameters()) {
-    if (name == "features.2.conv.1.0.weight") EXPECT_EQ(p->value.shape(), (Shape{96, 1, 3, 3}));
-    if (name == "classifier.1.weight") EXPECT_EQ(p->value.shape(), (Shape{1000, 1280}));
+    if (name == "features.2.conv.1.0.weight") {
+      EXPECT_EQ(p->value.shape(), (Shape{96, 1, 3, 3}));
+    }
+    if (name == "classifier.1.weight") {
+      EXPECT_EQ(p->value.shape(), (Shape{1000, 1280}));
+    }
   }
 }
 

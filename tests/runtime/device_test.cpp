@@ -15,6 +15,7 @@ TEST(Device, ParseAcceptsCpuCudaAndIndex) {
   EXPECT_EQ(Device::parse("cuda"), Device::cuda(0));
   EXPECT_EQ(Device::parse("cuda:2"), Device::cuda(2));
   EXPECT_EQ(Device::cuda(1).str(), "cuda:1");
+  EXPECT_EQ(Device::parse("auto"), default_device());
   for (const char* bad : {"gpu", "cuda:", "cuda:x", "CPU", ""}) {
     EXPECT_THROW(Device::parse(bad), InvalidArgument) << bad;
   }
