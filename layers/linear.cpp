@@ -99,19 +99,8 @@ Tensor Linear::forward_impl(const Tensor& input, const RunState& /*state*/) {
 }
 
 Tensor Linear::backward_impl(const Tensor& grad_output, const BackwardState& state) {
-  if (!cached_input_.defined()) {
-    MB_THROW(InvalidArgument, describe(),
-             ": backward() without a cached input. Fix: call forward() first (and not "
-             "clear_cache() in between); each forward() allows one backward()");
-  }
-  const Tensor input = cached_input_;
-  cached_input_ = Tensor();
+  const Tensor input = take_cached_input(cached_input_, grad_output, describe());
   const Shape out_shape = output_shape(input.shape());
-  if (grad_output.shape() != out_shape) {
-    MB_THROW(InvalidArgument, describe(), ": gradient ", grad_output.shape().to_string(),
-             " does not match the output ", out_shape.to_string(), " of input ",
-             input.shape().to_string());
-  }
   const std::int64_t batch = input.dim(0);
   ensure_grad(*weight_);
   if (bias_ != nullptr) ensure_grad(*bias_);

@@ -91,6 +91,24 @@ Tensor& Module::register_buffer(const std::string& name, Tensor value) {
   return *buffers_.back().second;
 }
 
+Tensor Module::take_cached_input(Tensor& cache, const Tensor& grad_output,
+                                 const std::string& who) const {
+  if (!cache.defined()) {
+    MB_THROW(InvalidArgument, who,
+             ": backward() without a cached input. Fix: call forward() first (and not "
+             "clear_cache() in between); each forward() allows one backward()");
+  }
+  Tensor input = cache;
+  cache = Tensor();
+  const Shape out_shape = output_shape(input.shape());
+  if (grad_output.shape() != out_shape) {
+    MB_THROW(InvalidArgument, who, ": gradient ", grad_output.shape().to_string(),
+             " does not match the output ", out_shape.to_string(), " of input ",
+             input.shape().to_string());
+  }
+  return input;
+}
+
 void Module::ensure_grad(Parameter& p) {
   if (p.grad.defined() && p.grad.device() == p.value.device()) return;
   TensorOptions options;

@@ -99,6 +99,10 @@ class Module {
   }
   Parameter& register_parameter(const std::string& name, Tensor value, bool decay = true);
   Tensor& register_buffer(const std::string& name, Tensor value);
+  // For layers that keep their input for backward: hands the cached input over (clearing
+  // the cache) after checking that forward() ran and that grad_output has the shape of the
+  // output; throws mb::InvalidArgument naming `who` otherwise.
+  Tensor take_cached_input(Tensor& cache, const Tensor& grad_output, const std::string& who) const;
   // Gives p.grad storage (zeros) if it has none yet, with p.value's shape and device.
   static void ensure_grad(Parameter& p);
 
