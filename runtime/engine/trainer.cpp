@@ -264,7 +264,6 @@ std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_sh
 }
 
 MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_shape) {
-  Allocator& allocator = allocator_for(options_.device);
   const std::int64_t small = has_batch_norm_ ? 2 : 1;
   const std::int64_t large = small + 2;
   MemoryProfile profile;
@@ -275,11 +274,12 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
       static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 
   auto probe = [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); };
-  allocator.mark("probe");
-  probe(small);
-  profile.peak_small = probe(small);
+  allocator_for(options_.device).mark("probe");
+  // The first run also creates lazily allocated state (algorithm choices, workspaces).
+  probe_peak(sample_shape, label_shape, small);
+  profile.peak_small = probe_peak(sample_shape, label_shape, small);
   try {
-    profile.peak_large = probe(large);
+    profile.peak_large = probe_peak(sample_shape, label_shape, large);
     profile.bytes_per_sample =
         (profile.peak_large > profile.peak_small)
             ? (profile.peak_large - profile.peak_small) / static_cast<std::size_t>(large - small)
@@ -293,7 +293,6 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
   const std::size_t per_sample_part = profile.bytes_per_sample * static_cast<std::size_t>(small);
   profile.fixed_bytes =
       profile.peak_small > per_sample_part ? profile.peak_small - per_sample_part : 0;
-  allocator.set_micro_batch(-1);
   std::ostringstream out;
   out << "probe: peak above baseline " << format_bytes(profile.peak_small) << " at " << small
       << " sample(s), " << format_bytes(profile.peak_large) << " at " << large
