@@ -273,7 +273,6 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
       model_->saved_bytes(batch_shape(1, sample_shape)) +
       static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 
-  auto probe = [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); };
   allocator_for(options_.device).mark("probe");
   // The first run also creates lazily allocated state (algorithm choices, workspaces).
   probe_peak(sample_shape, label_shape, small);
