@@ -37,73 +37,54 @@ int to_int(std::int64_t value, const char* what) {
   return static_cast<int>(value);
 }
 
-// RAII owners of cuDNN descriptors; destructors do not throw.
-class TensorDescriptor {
+// Owns one cuDNN descriptor: created in the constructor, destroyed (without throwing) in
+// the destructor, also when a constructor of the classes below throws after creation.
+template <typename Handle, cudnnStatus_t (*Create)(Handle*), cudnnStatus_t (*Destroy)(Handle)>
+class DescriptorHandle {
+ public:
+  DescriptorHandle() { MB_CUDNN_CHECK(Create(&desc_)); }
+  ~DescriptorHandle() { Destroy(desc_); }
+  DescriptorHandle(const DescriptorHandle&) = delete;
+  DescriptorHandle& operator=(const DescriptorHandle&) = delete;
+  Handle get() const { return desc_; }
+
+ private:
+  Handle desc_ = nullptr;
+};
+
+class TensorDescriptor
+    : public DescriptorHandle<cudnnTensorDescriptor_t, cudnnCreateTensorDescriptor,
+                              cudnnDestroyTensorDescriptor> {
  public:
   TensorDescriptor(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
-    MB_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_));
-    try {
-      MB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                to_int(n, "n"), to_int(c, "c"), to_int(h, "h"),
-                                                to_int(w, "w")));
-    } catch (...) {
-      cudnnDestroyTensorDescriptor(desc_);
-      throw;
-    }
+    MB_CUDNN_CHECK(cudnnSetTensor4dDescriptor(get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                              to_int(n, "n"), to_int(c, "c"), to_int(h, "h"),
+                                              to_int(w, "w")));
   }
-  ~TensorDescriptor() { cudnnDestroyTensorDescriptor(desc_); }
-  TensorDescriptor(const TensorDescriptor&) = delete;
-  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
-  cudnnTensorDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnTensorDescriptor_t desc_ = nullptr;
 };
 
-class FilterDescriptor {
+class FilterDescriptor
+    : public DescriptorHandle<cudnnFilterDescriptor_t, cudnnCreateFilterDescriptor,
+                              cudnnDestroyFilterDescriptor> {
  public:
   explicit FilterDescriptor(const ConvGeometry& g) {
-    MB_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc_));
-    try {
-      MB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(
-          desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(g.out_channels, "out_channels"),
-          to_int(g.in_channels / g.groups, "in_channels"), g.kernel_h, g.kernel_w));
-    } catch (...) {
-      cudnnDestroyFilterDescriptor(desc_);
-      throw;
-    }
+    MB_CUDNN_CHECK(cudnnSetFilter4dDescriptor(
+        get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(g.out_channels, "out_channels"),
+        to_int(g.in_channels / g.groups, "in_channels"), g.kernel_h, g.kernel_w));
   }
-  ~FilterDescriptor() { cudnnDestroyFilterDescriptor(desc_); }
-  FilterDescriptor(const FilterDescriptor&) = delete;
-  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
-  cudnnFilterDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnFilterDescriptor_t desc_ = nullptr;
 };
 
-class ConvolutionDescriptor {
+class ConvolutionDescriptor
+    : public DescriptorHandle<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
+                              cudnnDestroyConvolutionDescriptor> {
  public:
   explicit ConvolutionDescriptor(const ConvGeometry& g) {
-    MB_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc_));
-    try {
-      MB_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc_, g.padding, g.padding, g.stride,
-                                                     g.stride, g.dilation, g.dilation,
-                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-      MB_CUDNN_CHECK(cudnnSetConvolutionGroupCount(desc_, g.groups));
-    } catch (...) {
-      cudnnDestroyConvolutionDescriptor(desc_);
-      throw;
-    }
+    MB_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(get(), g.padding, g.padding, g.stride, g.stride,
+                                                   g.dilation, g.dilation, CUDNN_CROSS_CORRELATION,
+                                                   CUDNN_DATA_FLOAT));
+    MB_CUDNN_CHECK(cudnnSetConvolutionGroupCount(get(), g.groups));
   }
-  ~ConvolutionDescriptor() { cudnnDestroyConvolutionDescriptor(desc_); }
-  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
-  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
-  cudnnConvolutionDescriptor_t get() const { return desc_; }
-  void set_math(cudnnMathType_t math) { MB_CUDNN_CHECK(cudnnSetConvolutionMathType(desc_, math)); }
-
- private:
-  cudnnConvolutionDescriptor_t desc_ = nullptr;
+  void set_math(cudnnMathType_t math) { MB_CUDNN_CHECK(cudnnSetConvolutionMathType(get(), math)); }
 };
 
 // All descriptors of one convolution.
