@@ -2,8 +2,8 @@
 // stream-ordered reuse. The only place in microbatch that calls cudaMalloc for tensors.
 #include <limits>
 
-#include "allocator/memory_resource.h"
 #include "runtime/error.h"
+#include "runtime/memory_resource.h"
 
 #if MB_WITH_CUDA
 #include <cuda_runtime.h>

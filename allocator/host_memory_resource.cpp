@@ -3,7 +3,7 @@
 #include <limits>
 #include <new>
 
-#include "allocator/memory_resource.h"
+#include "runtime/memory_resource.h"
 
 namespace mb {
 namespace {

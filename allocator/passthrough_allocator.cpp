@@ -1,6 +1,8 @@
 // PassThroughAllocator: bookkeeping only.
 #include "allocator/passthrough_allocator.h"
 
+#include <cassert>
+
 #include <algorithm>
 #include <limits>
 
@@ -39,7 +41,12 @@ void PassThroughAllocator::deallocate(void* ptr) noexcept {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = live_.find(ptr);
-  if (it == live_.end()) return;  // not ours: ignoring beats corrupting the books
+  if (it == live_.end()) {
+    // Not ours: a bug in the caller. Ignoring it beats corrupting the books in release.
+    assert(!"PassThroughAllocator::deallocate: pointer not allocated here (or freed twice)");
+    ++unknown_frees_;
+    return;
+  }
   allocated_ -= it->second.bytes;
   by_tag_[static_cast<int>(it->second.tag)] -= it->second.bytes;
   resource_->release(ptr, it->second.bytes);
@@ -62,6 +69,11 @@ FreeArenaReport PassThroughAllocator::report_locked() const {
 FreeArenaReport PassThroughAllocator::report() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return report_locked();
+}
+
+std::size_t PassThroughAllocator::unknown_frees() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return unknown_frees_;
 }
 
 std::size_t PassThroughAllocator::peak_allocated() const {

@@ -8,7 +8,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "allocator/allocator.h"
+#include "runtime/allocator.h"
 
 namespace mb {
 
@@ -25,6 +25,7 @@ class PassThroughAllocator final : public Allocator {
   int device_index() const override { return resource_->device_index(); }
   std::size_t peak_allocated() const override;
   void reset_peak() override;
+  std::size_t unknown_frees() const override;
 
  private:
   struct Live {
@@ -39,6 +40,7 @@ class PassThroughAllocator final : public Allocator {
   std::unordered_map<void*, Live> live_;
   std::size_t allocated_ = 0;
   std::size_t peak_ = 0;
+  std::size_t unknown_frees_ = 0;
   std::array<std::size_t, kNumMemoryTags> by_tag_{};
 };
 

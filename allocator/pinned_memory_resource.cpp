@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <limits>
 
-#include "allocator/memory_resource.h"
+#include "runtime/memory_resource.h"
 
 #if MB_WITH_CUDA
 #include <cuda_runtime.h>

@@ -3,6 +3,7 @@
 #include "allocator/pool_allocator.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <limits>
 #include <utility>
@@ -236,7 +237,6 @@ bool PoolAllocator::try_reserve(std::size_t size, bool small_pool, StreamHandle 
   stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
   stats_.cumulative_reserved_bytes += size;
   stats_.segments += 1;
-  free_bytes_ += size;
   Segment* raw = segment.get();
   segments_.emplace(raw->id, std::move(segment));
   free_set(block).insert(block);
@@ -323,7 +323,6 @@ void* PoolAllocator::allocate(std::size_t bytes, MemoryTag tag, StreamHandle str
   block->tag = tag;
   live_.insert(block->ptr, block);
 
-  free_bytes_ -= block->size;
   stats_.allocated_bytes += block->size;
   stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
   stats_.cumulative_allocated_bytes += block->size;
@@ -352,7 +351,12 @@ void PoolAllocator::deallocate(void* ptr) noexcept {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
   Block* block = live_.erase(ptr);
-  if (block == nullptr) return;  // not ours: ignoring beats corrupting the books
+  if (block == nullptr) {
+    // Not ours: a bug in the caller. Ignoring it beats corrupting the books in release.
+    assert(!"PoolAllocator::deallocate: pointer not allocated by this pool (or freed twice)");
+    ++stats_.unknown_frees;
+    return;
+  }
   // Note: a block another stream may still read stays allocated (and counted) until that
   // stream's event completes; then process_events() frees it.
   for (StreamHandle stream : block->other_streams) {
@@ -384,7 +388,6 @@ void PoolAllocator::free_block(Block* block) {
   stats_.allocated_bytes -= size;
   stats_.active_blocks -= 1;
   by_tag_[static_cast<int>(tag)] -= size;
-  free_bytes_ += size;
   block->allocated = false;
   block->tag = MemoryTag::Other;
   std::size_t offset = static_cast<std::size_t>(block->ptr - block->segment->base);
@@ -447,7 +450,6 @@ void PoolAllocator::release_segment(Segment* segment) {
   stats_.reserved_bytes -= size;
   stats_.segments -= 1;
   stats_.releases += 1;
-  free_bytes_ -= size;
   int id = segment->id;
   record(PoolEventKind::Release, size, segment, 0, MemoryTag::Other);
   segments_.erase(id);
@@ -464,12 +466,15 @@ FreeArenaReport PoolAllocator::report_locked() const {
   report.capacity = capacity_;
   report.reserved = stats_.reserved_bytes;
   report.allocated = stats_.allocated_bytes;
-  report.free_in_arena = free_bytes_;
+  // Blocks waiting for another stream's event stay allocated, so everything reserved and
+  // not allocated sits in free blocks.
+  report.free_in_arena = stats_.reserved_bytes - stats_.allocated_bytes;
   report.headroom = std::min(capacity_ - stats_.reserved_bytes, resource_->device_free_bytes());
   report.largest_free_block = largest_free_locked();
-  report.fragmentation = free_bytes_ == 0 ? 0.0
-                                          : 1.0 - static_cast<double>(report.largest_free_block) /
-                                                      static_cast<double>(free_bytes_);
+  report.fragmentation = report.free_in_arena == 0
+                             ? 0.0
+                             : 1.0 - static_cast<double>(report.largest_free_block) /
+                                         static_cast<double>(report.free_in_arena);
   report.allocated_by_tag = by_tag_;
   return report;
 }
@@ -482,6 +487,11 @@ FreeArenaReport PoolAllocator::report() const {
 PoolStats PoolAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;
+}
+
+std::size_t PoolAllocator::unknown_frees() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.unknown_frees;
 }
 
 std::size_t PoolAllocator::peak_allocated() const {

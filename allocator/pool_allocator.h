@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "allocator/allocator.h"
+#include "runtime/allocator.h"
 
 namespace mb {
 
@@ -56,11 +56,12 @@ struct PoolStats {
   std::size_t cumulative_reserved_bytes = 0;
   std::size_t active_blocks = 0;
   std::size_t segments = 0;
-  std::size_t allocations = 0;  // successful allocate() calls
-  std::size_t cache_hits = 0;   // allocations served without reserving a segment
-  std::size_t lent_blocks = 0;  // of those, served by a free block of the other pool
-  std::size_t releases = 0;     // segments given back to the resource
-  std::size_t ooms = 0;         // OutOfMemory thrown
+  std::size_t allocations = 0;    // successful allocate() calls
+  std::size_t cache_hits = 0;     // allocations served without reserving a segment
+  std::size_t lent_blocks = 0;    // of those, served by a free block of the other pool
+  std::size_t releases = 0;       // segments given back to the resource
+  std::size_t ooms = 0;           // OutOfMemory thrown
+  std::size_t unknown_frees = 0;  // deallocate() of a pointer the pool never handed out
 };
 
 enum class PoolEventKind : std::uint8_t { Alloc, Free, Reserve, Release, Mark, Oom };
@@ -113,6 +114,7 @@ class PoolAllocator final : public Allocator {
   int device_index() const override { return resource_->device_index(); }
   std::size_t peak_allocated() const override;
   void reset_peak() override;
+  std::size_t unknown_frees() const override;
   void empty_cache() override;
   void set_micro_batch(int index) override;
   void mark(const std::string& name) override;
@@ -225,7 +227,6 @@ class PoolAllocator final : public Allocator {
 
   PoolStats stats_;
   std::array<std::size_t, kNumMemoryTags> by_tag_{};
-  std::size_t free_bytes_ = 0;  // in free blocks (excludes pending frees)
 
   // Trace ring buffer.
   std::vector<PoolEvent> ring_;  // grows to ring_capacity_, then wraps

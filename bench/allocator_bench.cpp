@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "allocator/pool_allocator.h"
+#include "bench/bench_main.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 
@@ -237,4 +238,4 @@ BENCHMARK(BM_TrainingStepReplayCapped)->Iterations(200);
 }  // namespace
 }  // namespace mb
 
-BENCHMARK_MAIN();
+MB_BENCHMARK_MAIN()

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "bench/bench_main.h"
 #include "layers/batch_norm2d.h"
 #include "layers/pooling.h"
 #include "runtime/device.h"
@@ -24,9 +25,9 @@
 #if MB_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "runtime/allocator_registry.h"
 #include "runtime/cuda_check.h"
 #include "runtime/cuda_context.h"
-#include "runtime/memory.h"
 #endif
 
 namespace mb {
@@ -213,4 +214,4 @@ BENCHMARK(BM_CpuLayer)->DenseRange(0, 4)->Unit(benchmark::kMillisecond);
 }  // namespace
 }  // namespace mb
 
-BENCHMARK_MAIN();
+MB_BENCHMARK_MAIN()

@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "allocator/default_allocator.h"
 #include "kernels/cpu/gemm.h"
 #include "layers/conv2d.h"
 #include "layers/linear.h"
@@ -171,6 +172,7 @@ BENCHMARK(BM_LinearCpu)->UseRealTime()->Unit(benchmark::kMillisecond);
 }  // namespace mb
 
 int main(int argc, char** argv) {
+  mb::install_default_allocators();
   mb::register_benchmarks();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "allocator/default_allocator.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/dropout.h"
 #include "kernels/cpu/elementwise.h"
@@ -308,6 +309,7 @@ void register_benchmarks() {
 }  // namespace mb
 
 int main(int argc, char** argv) {
+  mb::install_default_allocators();
   benchmark::Initialize(&argc, argv);
   mb::register_benchmarks();
   benchmark::RunSpecifiedBenchmarks();

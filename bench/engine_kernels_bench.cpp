@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "kernels/cpu/accumulate_grads.h"
 #include "kernels/cpu/optimizers.h"
 #include "runtime/device.h"
@@ -28,9 +29,9 @@
 
 #include "kernels/cuda/accumulate_grads.h"
 #include "kernels/cuda/optimizers.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/cuda_check.h"
 #include "runtime/cuda_context.h"
-#include "runtime/memory.h"
 #endif
 
 namespace mb {
@@ -202,7 +203,7 @@ double time_gpu(benchmark::State& state, const std::function<void(cudaStream_t)>
 }
 
 double measure_copy_gb_per_s(benchmark::State& state, std::int64_t bytes) {
-  Allocator& allocator = allocator_for(Device::cuda(0));
+  std::shared_ptr<Allocator> allocator = allocator_for(Device::cuda(0));
   DeviceBuffer source(allocator, bytes, MemoryTag::Other, gpu_stream());
   DeviceBuffer destination(allocator, bytes, MemoryTag::Other, gpu_stream());
   MB_CUDA_CHECK(cudaMemsetAsync(source.get(), 1, bytes, gpu_stream()));
@@ -372,4 +373,4 @@ BENCHMARK(BM_CpuLarsUpdate)->Apply(size_args)->Unit(benchmark::kMillisecond);
 }  // namespace
 }  // namespace mb
 
-BENCHMARK_MAIN();
+MB_BENCHMARK_MAIN()

@@ -17,11 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "allocator/default_allocator.h"
+#include "bench/bench_main.h"
+#include "data/dataset.h"
+#include "engine/trainer.h"
 #include "models/zoo.h"
-#include "runtime/data/dataset.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/device.h"
-#include "runtime/engine/trainer.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {
@@ -104,4 +106,4 @@ const int kRegistered = register_all();
 }  // namespace
 }  // namespace mb
 
-BENCHMARK_MAIN();
+MB_BENCHMARK_MAIN()

@@ -29,13 +29,14 @@
 #include <vector>
 
 #include "allocator/byte_size.h"
+#include "allocator/default_allocator.h"
 #include "allocator/pool_allocator.h"
+#include "data/dataset.h"
+#include "engine/trainer.h"
 #include "models/zoo.h"
-#include "runtime/data/dataset.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/device.h"
-#include "runtime/engine/trainer.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {
@@ -380,6 +381,7 @@ int run(int argc, char** argv) {
 }  // namespace mb
 
 int main(int argc, char** argv) {
+  mb::install_default_allocators();
   try {
     return mb::run(argc, argv);
   } catch (const std::exception& error) {

@@ -203,9 +203,9 @@ MB_HOST_DEVICE inline double lars_local_lr(double weight_norm, double grad_norm,
 #include <cstring>
 #include <vector>
 
-#include "allocator/allocator.h"
+#include "runtime/allocator.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/cuda_check.h"
-#include "runtime/memory.h"
 
 namespace mb::cuda::detail {
 
@@ -224,7 +224,7 @@ struct SlotTable {
   std::int64_t total_chunks;
 };
 
-inline Allocator& current_device_allocator() {
+inline std::shared_ptr<Allocator> current_device_allocator() {
   int device = 0;
   MB_CUDA_CHECK(cudaGetDevice(&device));
   return allocator_for(Device::cuda(device));

@@ -7,9 +7,9 @@
 #include <cstring>
 
 #include "kernels/cpu/batch_norm.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 #if MB_WITH_CUDA
 #include "kernels/cuda/batch_norm.h"

@@ -30,8 +30,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "allocator/allocator.h"
 #include "layers/module.h"
+#include "runtime/allocator.h"
 
 namespace mb {
 

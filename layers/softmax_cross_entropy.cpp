@@ -6,9 +6,9 @@
 #include <limits>
 
 #include "kernels/cpu/softmax_cross_entropy.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 #if MB_WITH_CUDA
 #include "kernels/cuda/softmax_cross_entropy.h"

@@ -8,8 +8,8 @@
 #include <memory>
 #include <mutex>
 
-#include "allocator/memory_resource.h"
 #include "runtime/device.h"
+#include "runtime/memory_resource.h"
 
 namespace mb {
 

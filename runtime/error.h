@@ -4,8 +4,8 @@
 // carries the failing expression, the file and the line, and (for CUDA libraries) the
 // library's own error name, so a message read in a CI log is enough to find the fault.
 //
-// Note: this header and memory_report.h form the bottom target `mb_error`, below allocator/,
-// because the allocator throws mb::OutOfMemory carrying its FreeArenaReport.
+// Note: mb::OutOfMemory carries the allocator's FreeArenaReport, so memory_report.h lives
+// here in runtime/, the ground floor, beside the allocator interfaces.
 #pragma once
 
 #include <sstream>

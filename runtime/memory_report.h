@@ -1,7 +1,7 @@
 // The allocator's view of memory, as the planner and the user see it.
 //
 // A FreeArenaReport is a value: a snapshot that can be logged, compared and carried inside
-// an mb::OutOfMemory. It lives below allocator/ so errors can hold one.
+// an mb::OutOfMemory. It lives in runtime/, below allocator/, so errors can hold one.
 #pragma once
 
 #include <array>

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <sstream>
 
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 #if MB_WITH_CUDA
 #include "runtime/cuda_check.h"
@@ -50,9 +50,9 @@ TensorOptions tensor_options(const Device& device, MemoryTag tag, DType dtype) {
   return options;
 }
 
-Storage::Storage(Allocator& allocator_in, std::size_t bytes_in, MemoryTag tag_in,
+Storage::Storage(std::shared_ptr<Allocator> allocator_in, std::size_t bytes_in, MemoryTag tag_in,
                  StreamHandle stream)
-    : allocator(&allocator_in), data(nullptr), bytes(bytes_in), tag(tag_in) {
+    : allocator(std::move(allocator_in)), data(nullptr), bytes(bytes_in), tag(tag_in) {
   // A zero-element tensor still gets a (minimal) block, so data() is never null.
   data = allocator->allocate(std::max<std::size_t>(bytes, 1), tag, stream);
 }
@@ -70,10 +70,11 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, std::size_t offset_bytes, Shape
       device_(device) {}
 
 Tensor Tensor::empty(const Shape& shape, const TensorOptions& options) {
-  Allocator& allocator =
-      options.allocator != nullptr ? *options.allocator : allocator_for(options.device);
+  std::shared_ptr<Allocator> allocator =
+      options.allocator != nullptr ? options.allocator : allocator_for(options.device);
   const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(options.dtype);
-  auto storage = std::make_shared<Storage>(allocator, bytes, options.tag, options.stream);
+  auto storage =
+      std::make_shared<Storage>(std::move(allocator), bytes, options.tag, options.stream);
   return Tensor(std::move(storage), 0, shape, options.dtype, options.device);
 }
 

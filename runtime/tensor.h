@@ -11,21 +11,23 @@
 #include <string>
 #include <vector>
 
-#include "allocator/allocator.h"
+#include "runtime/allocator.h"
 #include "runtime/device.h"
 #include "runtime/dtype.h"
 #include "runtime/shape.h"
 
 namespace mb {
 
-// One allocation, freed when the last tensor viewing it goes away.
+// One allocation, freed when the last tensor viewing it goes away. It shares ownership of
+// its allocator, so the allocator outlives every tensor it served.
 struct Storage {
-  Storage(Allocator& allocator, std::size_t bytes, MemoryTag tag, StreamHandle stream);
+  Storage(std::shared_ptr<Allocator> allocator, std::size_t bytes, MemoryTag tag,
+          StreamHandle stream);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  Allocator* allocator;
+  std::shared_ptr<Allocator> allocator;
   void* data;
   std::size_t bytes;
   MemoryTag tag;
@@ -35,7 +37,7 @@ struct TensorOptions {
   DType dtype = DType::Float32;
   Device device = Device::cpu();
   MemoryTag tag = MemoryTag::Other;
-  Allocator* allocator = nullptr;  // nullptr: allocator_for(device)
+  std::shared_ptr<Allocator> allocator;  // null: allocator_for(device)
   StreamHandle stream = nullptr;
 };
 

@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "allocator/memory_resource.h"
+#include "runtime/memory_resource.h"
 
 namespace mb::detail {
 

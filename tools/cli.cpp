@@ -15,15 +15,16 @@
 #include <sstream>
 
 #include "allocator/byte_size.h"
+#include "allocator/default_allocator.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/transforms.h"
+#include "engine/checkpoint.h"
+#include "engine/lr_schedule.h"
+#include "engine/trainer.h"
 #include "models/zoo.h"
-#include "runtime/data/dataset.h"
-#include "runtime/data/loader.h"
-#include "runtime/data/transforms.h"
-#include "runtime/engine/checkpoint.h"
-#include "runtime/engine/lr_schedule.h"
-#include "runtime/engine/trainer.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 #include "runtime/version.h"
 
 namespace mb {
@@ -95,7 +96,7 @@ std::shared_ptr<Allocator> make_arena(const Device& device, const std::string& l
 
 std::string default_data_dir(const std::string& dataset) {
   if (dataset == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
-  if (dataset == "cifar10") return "data/cifar10";
+  if (dataset == "cifar10") return "datasets/cifar10";
   return "";
 }
 
@@ -422,6 +423,7 @@ int command_models(bool json, bool measure, std::ostream& out) {
 }  // namespace
 
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  install_default_allocators();
   CLI::App app{"microbatch: train CNNs with batches far beyond device memory"};
   app.require_subcommand(0, 1);
   bool show_version = false;

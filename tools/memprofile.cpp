@@ -28,12 +28,12 @@
 #include <sstream>
 
 #include "allocator/byte_size.h"
-#include "allocator/memory_resource.h"
+#include "data/dataset.h"
+#include "engine/trainer.h"
 #include "models/zoo.h"
-#include "runtime/data/dataset.h"
-#include "runtime/engine/trainer.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
+#include "runtime/memory_resource.h"
 
 extern char** environ;
 

@@ -6,13 +6,13 @@
 #include <mutex>
 #include <tuple>
 
-#include "allocator/allocator.h"
 #include "kernels/cpu/im2col.h"
+#include "runtime/allocator.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/cuda_check.h"
 #include "runtime/cuda_context.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb::cuda {
 
@@ -178,8 +178,8 @@ AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeom
   }
   // The descriptor's math type bounds what the heuristic may propose.
   d.conv.set_math(tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
-  Allocator& allocator = allocator_for(device);
-  const std::size_t limit = allocator.report().available();
+  std::shared_ptr<Allocator> allocator = allocator_for(device);
+  const std::size_t limit = allocator->report().available();
   cudnnHandle_t handle = cudnn_handle(device);
   int returned = 0;
   AlgorithmChoice choice;
@@ -189,7 +189,7 @@ AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeom
       MB_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
           handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
           &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
       break;
     }
     case Direction::BackwardData: {
@@ -197,7 +197,7 @@ AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeom
       MB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
           handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
       break;
     }
     case Direction::BackwardFilter: {
@@ -205,7 +205,7 @@ AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeom
       MB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
           handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, allocator);
+      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
       break;
     }
   }

@@ -17,9 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "allocator/default_allocator.h"
 #include "allocator/passthrough_allocator.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {

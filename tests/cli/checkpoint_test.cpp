@@ -1,6 +1,6 @@
 // Checkpoints: 2 steps + save + load into a fresh trainer + 2 steps equals 4 steps, bit for
 // bit; a checkpoint for another model is refused naming the first mismatched key.
-#include "runtime/engine/checkpoint.h"
+#include "engine/checkpoint.h"
 
 #include <gtest/gtest.h>
 

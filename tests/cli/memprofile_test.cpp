@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "allocator/memory_resource.h"
 #include "runtime/error.h"
+#include "runtime/memory_resource.h"
 
 namespace mb {
 namespace {

@@ -1,10 +1,10 @@
 // CIFAR-10 binary reader on batch files written here: values, labels, limit across files,
 // the optional cifar-10-batches-bin/ folder, and the errors for bad or missing files.
-#include "runtime/data/cifar10.h"
+#include "data/cifar10.h"
 
 #include <gtest/gtest.h>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 #include "tests/data/temp_dir.h"
 

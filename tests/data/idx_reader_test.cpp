@@ -1,6 +1,6 @@
 // IDX reading and the Fashion-MNIST loader: files written here (gzip and plain, valid,
 // truncated, corrupt, mismatched), and the real data set when it is installed.
-#include "runtime/data/idx_reader.h"
+#include "data/idx_reader.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -8,7 +8,7 @@
 #include <array>
 #include <filesystem>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 #include "tests/data/temp_dir.h"
 

@@ -2,8 +2,8 @@
 // and safetensors saving from and loading into CUDA tensors.
 #include <gtest/gtest.h>
 
-#include "runtime/data/loader.h"
-#include "runtime/data/safetensors.h"
+#include "data/loader.h"
+#include "data/safetensors.h"
 #include "tests/data/temp_dir.h"
 #include "tests/test_util.h"
 

@@ -1,7 +1,7 @@
 // BatchLoader: every sample exactly once per epoch, orders reproducible per (seed, epoch),
 // batch contents equal the dataset rows they name, augmentation equals augment_images,
 // worker exceptions reach next(), and teardown mid-epoch is clean.
-#include "runtime/data/loader.h"
+#include "data/loader.h"
 
 #include <gtest/gtest.h>
 
@@ -9,8 +9,8 @@
 #include <atomic>
 
 #include "allocator/passthrough_allocator.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {
@@ -200,9 +200,9 @@ class FailingAllocator final : public Allocator {
 
 TEST(BatchLoader, WorkerExceptionReachesNextAfterEarlierBatches) {
   const Dataset data = indexed_dataset(50);
-  FailingAllocator allocator(4);  // two allocations per batch: batch 2 fails
+  auto allocator = std::make_shared<FailingAllocator>(4);  // two per batch: batch 2 fails
   LoaderOptions o = options_with(10, true, false, 1);
-  o.allocator = &allocator;
+  o.allocator = allocator;
   BatchLoader loader(data, o);
   loader.start_epoch(0);
   Batch batch;
@@ -250,9 +250,9 @@ TEST(BatchLoader, BatchesComeFromTheHostBatchAllocatorAndOutliveTheLoader) {
     loader.start_epoch(0);
     ASSERT_TRUE(loader.next(batch));
   }
-  EXPECT_EQ(batch.images.storage()->allocator, &host_batch_allocator());
-  EXPECT_EQ(batch.labels.storage()->allocator, &host_batch_allocator());
-  EXPECT_GT(host_batch_allocator().report().allocated_by_tag[static_cast<int>(MemoryTag::Data)],
+  EXPECT_EQ(batch.images.storage()->allocator, host_batch_allocator());
+  EXPECT_EQ(batch.labels.storage()->allocator, host_batch_allocator());
+  EXPECT_GT(host_batch_allocator()->report().allocated_by_tag[static_cast<int>(MemoryTag::Data)],
             0u);
   const std::vector<float> values = batch.images.to_vector();
   EXPECT_EQ(values.front(), static_cast<float>(batch.sample_indices.front()));

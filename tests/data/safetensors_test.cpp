@@ -1,7 +1,7 @@
 // safetensors: round trips of every dtype with metadata, the exact byte layout of a tiny
 // file against the format description, the errors for corrupt and truncated files, and
 // load_into's checks and messages.
-#include "runtime/data/safetensors.h"
+#include "data/safetensors.h"
 
 #include <gtest/gtest.h>
 

@@ -1,13 +1,13 @@
 // Synthetic data sets: determinism, prefix stability, label ranges, segmentation masks, and
 // that they are learnable (a nearest-class-mean classifier fit on the training split beats
 // chance by far on the test split).
-#include "runtime/data/synthetic.h"
+#include "data/synthetic.h"
 
 #include <gtest/gtest.h>
 
 #include <set>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 
 namespace mb {

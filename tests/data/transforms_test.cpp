@@ -1,14 +1,14 @@
 // Normalization and augmentation against naive definitions: flip twice is the identity,
 // padding 0 crops are the identity, a corner crop is a shift with zero fill, draws depend
 // only on (seed, epoch, sample index), and normalization gives mean 0 and std 1.
-#include "runtime/data/transforms.h"
+#include "data/transforms.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 
 namespace mb {

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/trainer.h"
 #include "layers/activation.h"
 #include "layers/batch_norm2d.h"
 #include "layers/conv2d.h"
@@ -17,7 +18,6 @@
 #include "layers/linear.h"
 #include "layers/pooling.h"
 #include "models/zoo.h"
-#include "runtime/engine/trainer.h"
 
 namespace mb::testing {
 

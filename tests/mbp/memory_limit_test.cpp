@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "allocator/pool_allocator.h"
-#include "runtime/memory.h"
+#include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
 
 namespace mb {

@@ -3,8 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 namespace mb {
 namespace {
@@ -41,16 +41,16 @@ TEST(Tensor, EmptyHasShapeDtypeDeviceAndBytes) {
 }
 
 TEST(Tensor, StorageComesFromTheAllocatorWithItsTag) {
-  Allocator& allocator = allocator_for(Device::cpu());
-  const std::size_t before = allocator.report().tag_bytes(MemoryTag::Activation);
+  std::shared_ptr<Allocator> allocator = allocator_for(Device::cpu());
+  const std::size_t before = allocator->report().tag_bytes(MemoryTag::Activation);
   {
     TensorOptions options;
     options.tag = MemoryTag::Activation;
     Tensor t = Tensor::empty({1000}, options);
     EXPECT_EQ(t.tag(), MemoryTag::Activation);
-    EXPECT_GE(allocator.report().tag_bytes(MemoryTag::Activation), before + 4000);
+    EXPECT_GE(allocator->report().tag_bytes(MemoryTag::Activation), before + 4000);
   }
-  EXPECT_EQ(allocator.report().tag_bytes(MemoryTag::Activation), before);
+  EXPECT_EQ(allocator->report().tag_bytes(MemoryTag::Activation), before);
 }
 
 TEST(Tensor, ViewSharesStorageAndInfersMinusOne) {

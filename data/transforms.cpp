@@ -1,10 +1,10 @@
 // Normalization and augmentation on host tensors.
-#include "runtime/data/transforms.h"
+#include "data/transforms.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
 

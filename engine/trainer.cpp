@@ -1,6 +1,6 @@
 // The micro-batch engine's step: plan, probe, run micro-batches, accumulate exactly,
 // re-plan on OutOfMemory, clip, update once.
-#include "runtime/engine/trainer.h"
+#include "engine/trainer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -9,9 +9,9 @@
 
 #include "kernels/cpu/accumulate_grads.h"
 #include "kernels/multi_tensor.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
-#include "runtime/memory.h"
 
 #if MB_WITH_CUDA
 #include "kernels/cuda/accumulate_grads.h"
@@ -177,10 +177,10 @@ std::vector<Tensor> Trainer::gradients() {
 Trainer::MicroBatchTotals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset,
                                                    std::int64_t count, int index,
                                                    std::int64_t total_valid) {
-  Allocator& allocator = allocator_for(options_.device);
-  allocator.set_micro_batch(index);
-  allocator.mark("micro-batch " + std::to_string(index) + " start (" + std::to_string(count) +
-                 " samples)");
+  std::shared_ptr<Allocator> allocator = allocator_for(options_.device);
+  allocator->set_micro_batch(index);
+  allocator->mark("micro-batch " + std::to_string(index) + " start (" + std::to_string(count) +
+                  " samples)");
   Tensor input = feeder_->take(index);
   Tensor label_slice = labels.slice(offset, offset + count);
 
@@ -232,20 +232,20 @@ Trainer::MicroBatchTotals Trainer::run_micro_batch(const Tensor& labels, std::in
     }
   }
   model_->commit_micro_batch();
-  allocator.mark("micro-batch " + std::to_string(index) + " end");
+  allocator->mark("micro-batch " + std::to_string(index) + " end");
   return MicroBatchTotals{loss.loss_sum, loss.correct};
 }
 
 std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
                                 std::int64_t samples) {
-  Allocator& allocator = allocator_for(options_.device);
+  std::shared_ptr<Allocator> allocator = allocator_for(options_.device);
   TensorOptions host_options;
   Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), host_options);
   TensorOptions label_options;
   label_options.dtype = DType::Int32;
   Tensor labels = Tensor::zeros(batch_shape(samples, label_shape), label_options);
-  const std::size_t baseline = allocator.report().allocated;
-  allocator.reset_peak();
+  const std::size_t baseline = allocator->report().allocated;
+  allocator->reset_peak();
   try {
     feeder_->stage(images, 0, samples, 0);
     run_micro_batch(labels, 0, samples, 0, samples);
@@ -253,13 +253,13 @@ std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_sh
     model_->clear_cache();
     model_->abort_micro_batch();
     feeder_->reset();
-    allocator.set_micro_batch(-1);
+    allocator->set_micro_batch(-1);
     throw;
   }
   model_->abort_micro_batch();  // a probe must not count in BatchNorm statistics
   if (!options_.device.is_cpu()) Context::get(options_.device).synchronize();
-  allocator.set_micro_batch(-1);
-  const std::size_t peak = allocator.peak_allocated();
+  allocator->set_micro_batch(-1);
+  const std::size_t peak = allocator->peak_allocated();
   return peak > baseline ? peak - baseline : 0;
 }
 
@@ -273,7 +273,7 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
       model_->saved_bytes(batch_shape(1, sample_shape)) +
       static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 
-  allocator_for(options_.device).mark("probe");
+  allocator_for(options_.device)->mark("probe");
   // The first run also creates lazily allocated state (algorithm choices, workspaces).
   probe_peak(sample_shape, label_shape, small);
   profile.peak_small = probe_peak(sample_shape, label_shape, small);
@@ -308,7 +308,7 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
     plan_ = plan_fixed(batch_size, options_.micro_batch, options_.planner);
   } else {
     MemoryProfile profile = measure(sample_shape, label_shape);
-    const FreeArenaReport report = allocator_for(options_.device).report();
+    const FreeArenaReport report = allocator_for(options_.device)->report();
     plan_ = plan_automatic(batch_size, report, profile, options_.planner);
     verify_plan(sample_shape, label_shape, report);
     plan_.explanation = explain_plan(plan_, report);
@@ -401,7 +401,7 @@ std::int64_t Trainer::halve_micro_batch(const OutOfMemory& error, std::int64_t f
       << format_bytes(error.report().largest_free_block) << ", headroom "
       << format_bytes(error.report().headroom) << ") -> micro-batch " << smaller;
   log(out.str());
-  allocator_for(options_.device).mark("re-plan");
+  allocator_for(options_.device)->mark("re-plan");
   return smaller;
 }
 
@@ -426,7 +426,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
           : split_batch(batch, plan_.micro_batch, options_.planner.refuse_single_sample);
   const std::int64_t total_valid = count_valid(labels, options_.loss.ignore_index);
   const bool in_place = options_.accumulation == AccumulationMode::InPlace;
-  Allocator& allocator = allocator_for(options_.device);
+  std::shared_ptr<Allocator> allocator = allocator_for(options_.device);
 
   StepResult result;
   result.samples = batch;
@@ -476,7 +476,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
       feeder_->stage(images, offset, sizes[k], static_cast<int>(k));
     }
   }
-  allocator.set_micro_batch(-1);
+  allocator->set_micro_batch(-1);
   model_->end_batch();
 
   // The gradient in the buffers is normalized by grad_scale inside the update.
@@ -505,7 +505,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
   if (options_.clip_norm > 0.0 && result.grad_norm > options_.clip_norm) {
     grad_scale = static_cast<float>(grad_scale * options_.clip_norm / (result.grad_norm + 1e-6));
   }
-  allocator.mark("optimizer update");
+  allocator->mark("optimizer update");
   optimizer_->step(grads, lr, grad_scale);
   if (!options_.device.is_cpu()) Context::get(options_.device).synchronize();
   ++steps_;

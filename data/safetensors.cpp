@@ -1,5 +1,5 @@
 // safetensors writer and reader over nlohmann::json.
-#include "runtime/data/safetensors.h"
+#include "data/safetensors.h"
 
 #include <unistd.h>
 

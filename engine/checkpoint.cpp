@@ -1,9 +1,9 @@
 // Checkpoint save/load over safetensors.
-#include "runtime/engine/checkpoint.h"
+#include "engine/checkpoint.h"
 
 #include <filesystem>
 
-#include "runtime/data/safetensors.h"
+#include "data/safetensors.h"
 #include "runtime/error.h"
 
 namespace mb {

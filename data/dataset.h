@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/data/synthetic.h"
+#include "data/synthetic.h"
 #include "runtime/tensor.h"
 
 namespace mb {

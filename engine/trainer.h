@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/optimizer.h"
+#include "engine/planner.h"
 #include "layers/module.h"
 #include "layers/softmax_cross_entropy.h"
-#include "runtime/engine/optimizer.h"
-#include "runtime/engine/planner.h"
 #include "runtime/error.h"
 #include "runtime/tensor.h"
 

@@ -1,5 +1,5 @@
 // Optimizer: state allocation and dispatch to the fused update kernels.
-#include "runtime/engine/optimizer.h"
+#include "engine/optimizer.h"
 
 #include <cmath>
 

@@ -1,6 +1,6 @@
 // IDX reading through zlib (gzread reads plain files transparently) and the Fashion-MNIST
 // loader built on it.
-#include "runtime/data/idx_reader.h"
+#include "data/idx_reader.h"
 
 #include <zlib.h>
 
@@ -9,7 +9,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 
 namespace mb {

@@ -11,7 +11,7 @@
 #include <map>
 #include <string>
 
-#include "runtime/engine/trainer.h"
+#include "engine/trainer.h"
 
 namespace mb {
 

@@ -1,5 +1,5 @@
 // Micro-batch planning arithmetic.
-#include "runtime/engine/planner.h"
+#include "engine/planner.h"
 
 #include <algorithm>
 #include <sstream>

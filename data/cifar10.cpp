@@ -1,11 +1,11 @@
 // CIFAR-10 binary reader and the split loader.
-#include "runtime/data/cifar10.h"
+#include "data/cifar10.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 
 namespace mb {

@@ -1,5 +1,5 @@
 // Dataset helpers and the by-name loader the CLI uses.
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 
 #include "runtime/error.h"
 

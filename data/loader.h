@@ -23,8 +23,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/data/dataset.h"
-#include "runtime/data/transforms.h"
+#include "data/dataset.h"
+#include "data/transforms.h"
 
 namespace mb {
 
@@ -39,7 +39,7 @@ struct LoaderOptions {
   Normalization normalize;
   int prefetch = 2;  // batches prepared ahead of the consumer, 1..8
   // Where batch buffers come from (tag Data); nullptr: host_batch_allocator().
-  Allocator* allocator = nullptr;
+  std::shared_ptr<Allocator> allocator;
 };
 
 struct Batch {
@@ -55,7 +55,7 @@ struct Batch {
 // CUDA device exists (so host-to-device copies of batches can run asynchronously), over
 // pageable memory otherwise; a pass-through allocator when MB_ALLOC_NO_CACHE=1. Created on
 // first use and never destroyed: batches may outlive their loader.
-Allocator& host_batch_allocator();
+std::shared_ptr<Allocator> host_batch_allocator();
 
 // The order in which an epoch visits the samples: a permutation of [0, n) determined by
 // (seed, epoch), or the identity when !shuffle.

@@ -1,5 +1,5 @@
 // BatchLoader: a producer thread fills a bounded queue of host batches.
-#include "runtime/data/loader.h"
+#include "data/loader.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -21,18 +21,18 @@ std::uint64_t splitmix64(std::uint64_t& state) {
 
 }  // namespace
 
-Allocator& host_batch_allocator() {
-  // Note: leaked on purpose. A tensor keeps a raw pointer to its allocator, and batches
-  // (or tensors in static storage) may be released after any loader, even after main.
-  static Allocator* instance = []() -> Allocator* {
+std::shared_ptr<Allocator> host_batch_allocator() {
+  // Note: the registry's copy is never destroyed, so pinned memory is not released during
+  // static destruction, after the CUDA runtime may have shut down.
+  static auto* instance = new std::shared_ptr<Allocator>([]() -> std::shared_ptr<Allocator> {
     const char* no_cache = std::getenv("MB_ALLOC_NO_CACHE");
     if (no_cache != nullptr && std::string(no_cache) == "1") {
-      return new PassThroughAllocator(make_pinned_host_memory_resource());
+      return std::make_shared<PassThroughAllocator>(make_pinned_host_memory_resource());
     }
     PoolOptions options;
     options.trace_events = 0;  // batch buffers are not part of the step's memory trace
-    return new PoolAllocator(make_pinned_host_memory_resource(), options);
-  }();
+    return std::make_shared<PoolAllocator>(make_pinned_host_memory_resource(), options);
+  }());
   return *instance;
 }
 
@@ -163,7 +163,7 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
   TensorOptions tensor_options;
   tensor_options.tag = MemoryTag::Data;
   tensor_options.allocator =
-      options_.allocator != nullptr ? options_.allocator : &host_batch_allocator();
+      options_.allocator != nullptr ? options_.allocator : host_batch_allocator();
   Batch out;
   out.first_index = first;
   out.epoch = epoch;

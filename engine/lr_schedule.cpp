@@ -1,5 +1,5 @@
 // Warmup and cosine decay.
-#include "runtime/engine/lr_schedule.h"
+#include "engine/lr_schedule.h"
 
 #include <algorithm>
 #include <cmath>

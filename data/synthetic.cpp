@@ -1,10 +1,10 @@
 // Synthetic data sets drawn with Philox, keyed by (seed, purpose) and counted by sample
 // index, so every sample is reproducible on its own.
-#include "runtime/data/synthetic.h"
+#include "data/synthetic.h"
 
 #include <algorithm>
 
-#include "runtime/data/dataset.h"
+#include "data/dataset.h"
 #include "runtime/error.h"
 #include "runtime/philox.h"
 

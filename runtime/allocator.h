@@ -1,17 +1,19 @@
 // The interface every tensor allocates through.
 //
-// Implementations: PassThroughAllocator (each request straight to the resource; used with
-// MB_ALLOC_NO_CACHE=1 and as the simplest reference) and PoolAllocator (the caching arena
-// the planner reads). Pointers are raw here; ownership is wrapped by runtime's Tensor
-// storage and by DeviceBuffer below.
+// runtime/ defines it; allocator/ implements it: PassThroughAllocator (each request straight
+// to the resource; used with MB_ALLOC_NO_CACHE=1 and as the simplest reference) and
+// PoolAllocator (the caching arena the planner reads). Pointers are raw here; ownership is
+// wrapped by Tensor's Storage and by DeviceBuffer below, both of which hold the allocator
+// by shared_ptr, so an allocator outlives every block it handed out.
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 
-#include "allocator/memory_resource.h"
 #include "runtime/memory_report.h"
+#include "runtime/memory_resource.h"
 
 namespace mb {
 
@@ -22,6 +24,8 @@ class Allocator {
   // Returns a block of at least `bytes` (aligned to 256 B) for use on `stream`.
   // Throws mb::OutOfMemory, carrying report(), when it cannot; the allocator stays usable.
   virtual void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream = nullptr) = 0;
+  // Frees a block from allocate(). A pointer this allocator did not hand out is a bug: debug
+  // builds abort on it (assert), release builds count it in unknown_frees() and ignore it.
   virtual void deallocate(void* ptr) noexcept = 0;
   // `ptr` is also used on `stream`: do not reuse it before that stream's work is done.
   virtual void record_stream(void* /*ptr*/, StreamHandle /*stream*/) {}
@@ -33,6 +37,9 @@ class Allocator {
   // Peak allocated bytes since construction or the last reset_peak().
   virtual std::size_t peak_allocated() const = 0;
   virtual void reset_peak() = 0;
+  // How many deallocate() calls passed a pointer this allocator does not know (release
+  // builds; debug builds abort instead).
+  virtual std::size_t unknown_frees() const { return 0; }
   // Releases cached, unused segments back to the resource.
   virtual void empty_cache() {}
 
@@ -46,9 +53,11 @@ class Allocator {
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  DeviceBuffer(Allocator& allocator, std::size_t bytes, MemoryTag tag,
+  DeviceBuffer(std::shared_ptr<Allocator> allocator, std::size_t bytes, MemoryTag tag,
                StreamHandle stream = nullptr)
-      : allocator_(&allocator), ptr_(allocator.allocate(bytes, tag, stream)), bytes_(bytes) {}
+      : allocator_(std::move(allocator)),
+        ptr_(allocator_->allocate(bytes, tag, stream)),
+        bytes_(bytes) {}
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   DeviceBuffer(DeviceBuffer&& other) noexcept { swap(other); }
@@ -70,7 +79,7 @@ class DeviceBuffer {
     std::swap(ptr_, other.ptr_);
     std::swap(bytes_, other.bytes_);
   }
-  Allocator* allocator_ = nullptr;
+  std::shared_ptr<Allocator> allocator_;
   void* ptr_ = nullptr;
   std::size_t bytes_ = 0;
 };
