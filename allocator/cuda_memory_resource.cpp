@@ -1,17 +1,14 @@
 // Device memory as a MemoryResource: cudaMalloc/cudaFree on one device, events for
 // stream-ordered reuse. The only place in microbatch that calls cudaMalloc for tensors.
+// Built only with the CUDA backend; no_cuda_memory_resource.cpp stands in otherwise.
 #include <limits>
 
 #include "runtime/error.h"
 #include "runtime/memory_resource.h"
 
-#if MB_WITH_CUDA
 #include <cuda_runtime.h>
-#endif
 
 namespace mb {
-
-#if MB_WITH_CUDA
 namespace {
 
 // Switches to `device` for the scope and back again.
@@ -98,15 +95,5 @@ std::unique_ptr<MemoryResource> make_cuda_memory_resource(int device_index) {
   }
   return std::make_unique<CudaMemoryResource>(device_index);
 }
-
-#else
-
-std::unique_ptr<MemoryResource> make_cuda_memory_resource(int device_index) {
-  MB_THROW(CudaError, "cannot use cuda:", device_index,
-           ": this build has no CUDA backend (configured with MB_WITH_CUDA=OFF or no nvcc "
-           "found). Fix: rebuild with -DMB_WITH_CUDA=ON or run with --device cpu");
-}
-
-#endif
 
 }  // namespace mb

@@ -1,14 +1,13 @@
 // Page-locked host memory as a MemoryResource, for the data loader's staging buffers:
-// cudaHostAlloc makes host-to-device copies asynchronous and faster. Without CUDA (or
-// without a device) it falls back to aligned pageable memory, so CPU runs work unchanged.
+// cudaHostAlloc makes host-to-device copies asynchronous and faster. Without a device it
+// falls back to aligned pageable memory, so CPU runs work unchanged. Built only with the
+// CUDA backend; no_cuda_memory_resource.cpp stands in otherwise.
 #include <cstdlib>
 #include <limits>
 
 #include "runtime/memory_resource.h"
 
-#if MB_WITH_CUDA
 #include <cuda_runtime.h>
-#endif
 
 namespace mb {
 namespace {
@@ -24,7 +23,6 @@ class PinnedHostMemoryResource final : public MemoryResource {
   explicit PinnedHostMemoryResource(bool pinned) : pinned_(pinned) {}
 
   void* reserve(std::size_t bytes) override {
-#if MB_WITH_CUDA
     if (pinned_) {
       void* ptr = nullptr;
       if (cudaHostAlloc(&ptr, aligned_size(bytes), cudaHostAllocPortable) != cudaSuccess) {
@@ -33,46 +31,31 @@ class PinnedHostMemoryResource final : public MemoryResource {
       }
       return ptr;
     }
-#endif
     return std::aligned_alloc(kSegmentAlignment, aligned_size(bytes));
   }
   void release(void* ptr, std::size_t) noexcept override {
-#if MB_WITH_CUDA
     if (pinned_) {
       cudaFreeHost(ptr);
       return;
     }
-#endif
     std::free(ptr);
   }
-  MemoryKind kind() const override {
-    return MemoryKind::Host;
-  }
-  int device_index() const override {
-    return -1;
-  }
-  std::size_t device_free_bytes() const override {
-    return std::numeric_limits<std::size_t>::max();
-  }
-  std::string name() const override {
-    return pinned_ ? "pinned-host" : "host";
-  }
+  MemoryKind kind() const override { return MemoryKind::Host; }
+  int device_index() const override { return -1; }
+  std::size_t device_free_bytes() const override { return std::numeric_limits<std::size_t>::max(); }
+  std::string name() const override { return pinned_ ? "pinned-host" : "host"; }
 
  private:
   bool pinned_;
 };
 
 bool cuda_device_present() {
-#if MB_WITH_CUDA
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   return count > 0;
-#else
-  return false;
-#endif
 }
 
 }  // namespace

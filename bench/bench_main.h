@@ -6,12 +6,12 @@
 
 #include "allocator/default_allocator.h"
 
-#define MB_BENCHMARK_MAIN()                                                 \
-  int main(int argc, char** argv) {                                         \
-    ::mb::install_default_allocators();                                     \
-    ::benchmark::Initialize(&argc, argv);                                   \
-    if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;     \
-    ::benchmark::RunSpecifiedBenchmarks();                                  \
-    ::benchmark::Shutdown();                                                \
-    return 0;                                                               \
+#define MB_BENCHMARK_MAIN()                                             \
+  int main(int argc, char** argv) {                                     \
+    ::mb::install_default_allocators();                                 \
+    ::benchmark::Initialize(&argc, argv);                               \
+    if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1; \
+    ::benchmark::RunSpecifiedBenchmarks();                              \
+    ::benchmark::Shutdown();                                            \
+    return 0;                                                           \
   }

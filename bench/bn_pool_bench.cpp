@@ -33,8 +33,6 @@
 namespace mb {
 namespace {
 
-double g_copy_gb_per_s = 0.0;  // set by BM_CudaMemcpyDeviceToDevice
-
 Tensor pattern_tensor(const Shape& shape) {
   Tensor t = Tensor::empty(shape);
   float* d = t.data<float>();
@@ -106,6 +104,8 @@ void BM_CpuLayer(benchmark::State& state) {
 }
 
 #if MB_WITH_CUDA
+
+double g_copy_gb_per_s = 0.0;  // set by BM_CudaMemcpyDeviceToDevice
 
 bool cuda_ready(benchmark::State& state) {
   const CudaAvailability availability = cuda_availability();

@@ -22,6 +22,8 @@
 #include "layers/linear.h"
 #include "runtime/context.h"
 #include "runtime/device.h"
+#include "runtime/gradient_mode.h"
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -59,7 +61,8 @@ double cpu_gemm_peak() {
     double best = 0.0;
     for (int repeat = 0; repeat < 5; ++repeat) {
       const auto start = std::chrono::steady_clock::now();
-      cpu::gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      cpu::gemm(Stream(), false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n,
+                GradientMode::Overwrite);
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       best = std::max(best, 2.0 * n * n * n / seconds);

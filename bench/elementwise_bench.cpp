@@ -1,41 +1,34 @@
-// Memory-bound kernels of the elementwise family (ReLU, add, add_into, scale, fill, concat,
-// nearest upsample, dropout, fused softmax cross-entropy), CPU and CUDA.
+// Memory-bound kernels of the elementwise family (ReLU, add, add_into, concat, nearest
+// upsample, dropout, fused softmax cross-entropy), CPU and CUDA.
 //
 // Every benchmark reports bytes processed (reads + writes of one pass) and, as a counter,
-// the percentage of a copy bandwidth measured in the same run (memcpy on the CPU,
-// cudaMemcpy device-to-device on the GPU). The working sets (16 Mi floats per operand,
-// 64 MiB) exceed an H100's 50 MiB L2, so every GPU pass streams from HBM. GPU variants time
-// with CUDA events (manual time) and skip without a device. After timing, each output is
-// checked: finite on the CPU,
-// equal to the CPU twin on the GPU.
+// the percentage of a copy bandwidth measured in the same run (memcpy on the CPU, a
+// device-to-device copy on the GPU). The working sets (16 Mi floats per operand, 64 MiB)
+// exceed an H100's 50 MiB L2, so every GPU pass streams from HBM. Both backends run the
+// same public op (kernels/<op>.h), on Stream() or on the GPU's compute stream; GPU variants
+// time with CUDA events (manual time) and skip without a device. After timing, each output
+// is checked: finite on the CPU, equal to the CPU twin on the GPU.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "allocator/default_allocator.h"
-#include "kernels/cpu/activation.h"
-#include "kernels/cpu/dropout.h"
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/softmax_cross_entropy.h"
-#include "kernels/cpu/upsample.h"
+#include "kernels/activation.h"
+#include "kernels/cuda/softmax_cross_entropy.h"
+#include "kernels/dropout.h"
+#include "kernels/elementwise.h"
+#include "kernels/softmax_cross_entropy.h"
+#include "kernels/upsample.h"
 #include "runtime/context.h"
 #include "runtime/device.h"
+#include "runtime/stream.h"
 #include "runtime/tensor.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/activation.h"
-#include "kernels/cuda/dropout.h"
-#include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/softmax_cross_entropy.h"
-#include "kernels/cuda/upsample.h"
-#include "runtime/cuda_check.h"
-#include "runtime/cuda_context.h"
-#endif
 
 namespace mb {
 namespace {
@@ -59,8 +52,8 @@ std::vector<std::int32_t> labels_for(std::int64_t rows) {
   return labels;
 }
 
-cpu::DropoutKey dropout_key() {
-  cpu::DropoutKey key;
+DropoutKey dropout_key() {
+  DropoutKey key;
   key.p = 0.5f;
   key.seed = 1234;
   key.step = 1;
@@ -85,12 +78,7 @@ double cpu_copy_peak() {
   return peak;
 }
 
-// One op: buffers (host), the bytes one pass moves, and how to run it on the CPU.
-struct Op {
-  const char* name;
-  std::int64_t bytes;
-};
-
+// Host buffers: the CPU variants' operands and the GPU variants' inputs.
 struct Buffers {
   std::vector<float> a = random_values(kCount, 1);
   std::vector<float> b = random_values(kCount, 2);
@@ -103,39 +91,65 @@ Buffers& buffers() {
   return instance;
 }
 
+// The operands of one pass, in the memory of the stream's device.
+struct Operands {
+  const float* a;
+  const float* b;
+  float* out;
+  const std::int32_t* labels;
+  void* loss_totals;  // CUDA: device totals of the asynchronous loss launch; CPU: unused
+};
+
+Operands host_operands(Buffers& m) {
+  return {m.a.data(), m.b.data(), m.out.data(), m.labels.data(), nullptr};
+}
+
 constexpr std::int64_t kFloat = sizeof(float);
 
-void run_cpu(const std::string& op, Buffers& m) {
+// The fused loss as a training step pays for it on the device: on CUDA the launch-only
+// variant (the public op would add a wait and a copy of the totals to the host), on the CPU
+// the op itself.
+void softmax_cross_entropy_pass(const Stream& stream, const Operands& m) {
+  if (stream.is_cpu()) {
+    benchmark::DoNotOptimize(softmax_cross_entropy(stream, m.a, m.labels, kRows, kClasses, 1, 0.1f,
+                                                   -100, 1.0f, CrossEntropyGradScale::Sum, m.out));
+    return;
+  }
+#if MB_WITH_CUDA
+  cuda::softmax_cross_entropy_launch(stream, m.a, m.labels, kRows, kClasses, 1, 0.1f, -100, 1.0f,
+                                     CrossEntropyGradScale::Sum, m.out,
+                                     static_cast<cuda::CrossEntropyDeviceTotals*>(m.loss_totals));
+#else
+  throw_cuda_not_built("softmax_cross_entropy_launch on " + stream.device().str());
+#endif
+}
+
+// One pass of `op` on `stream` (the CPU twin on Stream(), the CUDA twin on a GPU stream).
+void run(const std::string& op, const Stream& stream, const Operands& m) {
   if (op == "relu_forward") {
-    cpu::relu_forward(m.a.data(), m.out.data(), kCount);
+    relu_forward(stream, m.a, m.out, kCount);
   } else if (op == "relu_backward") {
-    cpu::relu_backward(m.a.data(), m.b.data(), m.out.data(), kCount);
+    relu_backward(stream, m.a, m.b, m.out, kCount);
   } else if (op == "add") {
-    cpu::add(m.a.data(), m.b.data(), m.out.data(), kCount);
+    add(stream, m.a, m.b, m.out, kCount);
   } else if (op == "add_into") {
-    cpu::add_into(m.out.data(), m.a.data(), kCount);
-  } else if (op == "scale") {
-    cpu::scale(m.out.data(), 1.0f, kCount);
-  } else if (op == "fill") {
-    cpu::fill(m.out.data(), 0.5f, kCount);
+    add_into(stream, m.out, m.a, kCount);
   } else if (op == "concat_channels") {
-    cpu::concat_channels(m.a.data(), m.b.data(), m.out.data(), 64, 32, 32, kCount / (64 * 32));
+    concat_channels(stream, m.a, m.b, m.out, 64, 32, 32, kCount / (64 * 32));
   } else if (op == "upsample_forward") {
-    cpu::upsample_nearest2d_forward(m.a.data(), m.out.data(), kPlanes, kSide, kSide, 2);
+    upsample_nearest2d_forward(stream, m.a, m.out, kPlanes, kSide, kSide, 2);
   } else if (op == "upsample_backward") {
-    cpu::upsample_nearest2d_backward(m.a.data(), m.out.data(), kPlanes / 4, kSide, kSide, 2);
+    upsample_nearest2d_backward(stream, m.a, m.out, kPlanes / 4, kSide, kSide, 2);
   } else if (op == "dropout") {
-    cpu::dropout_apply(m.a.data(), m.out.data(), 64, kCount / 64, dropout_key());
+    dropout_apply(stream, m.a, m.out, 64, kCount / 64, dropout_key());
   } else if (op == "softmax_cross_entropy") {
-    benchmark::DoNotOptimize(cpu::softmax_cross_entropy(
-        m.a.data(), m.labels.data(), kRows, kClasses, 1, 0.1f, -100, 1.0f, m.out.data()));
+    softmax_cross_entropy_pass(stream, m);
   }
 }
 
 std::int64_t bytes_of(const std::string& op) {
-  if (op == "relu_forward" || op == "scale" || op == "dropout") return 2 * kCount * kFloat;
+  if (op == "relu_forward" || op == "dropout") return 2 * kCount * kFloat;
   if (op == "relu_backward" || op == "add" || op == "add_into") return 3 * kCount * kFloat;
-  if (op == "fill") return kCount * kFloat;
   if (op == "concat_channels") return 4 * kCount * kFloat;
   if (op == "upsample_forward") return 5 * kPlanes * kSide * kSide * kFloat;
   if (op == "upsample_backward") return 5 * (kPlanes / 4) * kSide * kSide * kFloat;
@@ -143,23 +157,15 @@ std::int64_t bytes_of(const std::string& op) {
   return 0;
 }
 
-const char* const kOps[] = {"relu_forward",
-                            "relu_backward",
-                            "add",
-                            "add_into",
-                            "scale",
-                            "fill",
-                            "concat_channels",
-                            "upsample_forward",
-                            "upsample_backward",
-                            "dropout",
-                            "softmax_cross_entropy"};
+const char* const kOps[] = {"relu_forward",      "relu_backward",   "add",
+                            "add_into",          "concat_channels", "upsample_forward",
+                            "upsample_backward", "dropout",         "softmax_cross_entropy"};
 
 // The output of one pass, from the CPU twin on fresh inputs (for validation).
 std::vector<float> reference_output(const std::string& op, std::int64_t count) {
   Buffers& m = buffers();
   std::fill(m.out.begin(), m.out.end(), 0.0f);
-  run_cpu(op, m);
+  run(op, Stream(), host_operands(m));
   return std::vector<float>(m.out.begin(), m.out.begin() + count);
 }
 
@@ -173,10 +179,11 @@ std::int64_t output_count(const std::string& op) {
 
 void BM_Cpu(benchmark::State& state, std::string op) {
   Buffers& m = buffers();
+  const Operands operands = host_operands(m);
   double seconds = 0.0;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
-    run_cpu(op, m);
+    run(op, Stream(), operands);
     benchmark::ClobberMemory();
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
@@ -193,60 +200,36 @@ void BM_Cpu(benchmark::State& state, std::string op) {
   }
 }
 
-#if MB_WITH_CUDA
+// The host buffers' copies on the GPU, made on first use.
 struct DeviceBuffers {
-  Tensor a, b, out, labels, totals;
+  Tensor a, b, out, labels, loss_totals;
   DeviceBuffers() {
     const Device gpu = Device::cuda(0);
+    TensorOptions on_gpu;
+    on_gpu.device = gpu;
     a = Tensor::from_vector(buffers().a, Shape{kCount}).to(gpu);
     b = Tensor::from_vector(buffers().b, Shape{kCount}).to(gpu);
-    out = Tensor::zeros(Shape{2 * kCount}, TensorOptions{DType::Float32, gpu});
+    out = Tensor::zeros(Shape{2 * kCount}, on_gpu);
     labels = Tensor::from_vector_int(buffers().labels, Shape{kRows}).to(gpu);
-    totals = Tensor::zeros(Shape{8}, TensorOptions{DType::Float32, gpu});
+    // Room for the whole struct, in floats.
+    const std::int64_t totals_words =
+        (static_cast<std::int64_t>(sizeof(cuda::CrossEntropyDeviceTotals)) + kFloat - 1) / kFloat;
+    loss_totals = Tensor::zeros(Shape{totals_words}, on_gpu);
+  }
+  Operands operands() {
+    return {a.data<float>(), b.data<float>(), out.data<float>(), labels.data<std::int32_t>(),
+            loss_totals.raw_data()};
   }
 };
 
-void run_gpu(const std::string& op, DeviceBuffers& m, cudaStream_t s) {
-  const float* a = m.a.data<float>();
-  const float* b = m.b.data<float>();
-  float* out = m.out.data<float>();
-  if (op == "relu_forward") {
-    cuda::relu_forward(a, out, kCount, s);
-  } else if (op == "relu_backward") {
-    cuda::relu_backward(a, b, out, kCount, s);
-  } else if (op == "add") {
-    cuda::add(a, b, out, kCount, s);
-  } else if (op == "add_into") {
-    cuda::add_into(out, a, kCount, s);
-  } else if (op == "scale") {
-    cuda::scale(out, 1.0f, kCount, s);
-  } else if (op == "fill") {
-    cuda::fill(out, 0.5f, kCount, s);
-  } else if (op == "concat_channels") {
-    cuda::concat_channels(a, b, out, 64, 32, 32, kCount / (64 * 32), s);
-  } else if (op == "upsample_forward") {
-    cuda::upsample_nearest2d_forward(a, out, kPlanes, kSide, kSide, 2, s);
-  } else if (op == "upsample_backward") {
-    cuda::upsample_nearest2d_backward(a, out, kPlanes / 4, kSide, kSide, 2, s);
-  } else if (op == "dropout") {
-    cuda::dropout_apply(a, out, 64, kCount / 64, dropout_key(), s);
-  } else if (op == "softmax_cross_entropy") {
-    cuda::softmax_cross_entropy(a, m.labels.data<std::int32_t>(), kRows, kClasses, 1, 0.1f, -100,
-                                1.0f, cuda::CrossEntropyGradScale::Sum, out,
-                                static_cast<cuda::CrossEntropyDeviceTotals*>(m.totals.raw_data()),
-                                s);
-  }
-}
-
 // Device-to-device copy rate in bytes/s (read + write), measured once per run.
-double gpu_copy_peak(DeviceBuffers& m, cudaStream_t stream) {
+double gpu_copy_peak(DeviceBuffers& m, const Stream& stream) {
   static const double peak = [&] {
-    Timer timer(Device::cuda(0), stream);
+    Timer timer(stream.device(), stream.handle());
     double best = 0.0;
     for (int repeat = 0; repeat < 10; ++repeat) {
       timer.start();
-      MB_CUDA_CHECK(cudaMemcpyAsync(m.out.data<float>(), m.a.data<float>(), kCount * kFloat,
-                                    cudaMemcpyDeviceToDevice, stream));
+      copy_bytes(m.out.data<float>(), m.a.data<float>(), kCount * kFloat, stream);
       timer.stop();
       best = std::max(best, 2.0 * kCount * kFloat / (timer.elapsed_ms() * 1e-3));
     }
@@ -256,18 +239,20 @@ double gpu_copy_peak(DeviceBuffers& m, cudaStream_t stream) {
 }
 
 void BM_Gpu(benchmark::State& state, std::string op) {
-  if (!cuda_availability().available) {
-    state.SkipWithError("no CUDA device");
+  const CudaAvailability cuda = cuda_availability();
+  if (!cuda.available) {
+    state.SkipWithError(("no CUDA device: " + cuda.reason).c_str());
     return;
   }
   static DeviceBuffers m;
-  cudaStream_t stream = compute_stream(Device::cuda(0));
-  Timer timer(Device::cuda(0), stream);
-  run_gpu(op, m, stream);  // warm-up
+  const Operands operands = m.operands();
+  const Stream stream = Stream::compute(Device::cuda(0));
+  Timer timer(stream.device(), stream.handle());
+  run(op, stream, operands);  // warm-up
   double seconds = 0.0;
   for (auto _ : state) {
     timer.start();
-    run_gpu(op, m, stream);
+    run(op, stream, operands);
     timer.stop();
     const double elapsed = timer.elapsed_ms() * 1e-3;
     state.SetIterationTime(elapsed);
@@ -277,8 +262,8 @@ void BM_Gpu(benchmark::State& state, std::string op) {
   state.SetBytesProcessed(state.iterations() * bytes);
   state.counters["pct_of_d2d_copy"] =
       100.0 * static_cast<double>(bytes) * state.iterations() / seconds / gpu_copy_peak(m, stream);
-  if (op != "add_into" && op != "scale") {
-    run_gpu(op, m, stream);
+  if (op != "add_into") {  // add_into accumulates over the passes: no single-pass reference
+    run(op, stream, operands);
     const std::int64_t count = output_count(op);
     const std::vector<float> gpu = m.out.slice(0, count).to_vector();
     const std::vector<float> expected = reference_output(op, count);
@@ -290,18 +275,15 @@ void BM_Gpu(benchmark::State& state, std::string op) {
     }
   }
 }
-#endif
 
 void register_benchmarks() {
   for (const char* op : kOps) {
     benchmark::RegisterBenchmark((std::string("cpu/") + op).c_str(), BM_Cpu, std::string(op))
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-#if MB_WITH_CUDA
     benchmark::RegisterBenchmark((std::string("cuda/") + op).c_str(), BM_Gpu, std::string(op))
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
-#endif
   }
 }
 

@@ -1,4 +1,4 @@
-// Engine kernel microbenchmarks: gradient accumulation, scaling, sum of squares and the
+// Engine kernel microbenchmarks: gradient accumulation, sum of squares and the
 // SGD / AdamW / LARS updates, over a table of kSlots tensors totalling 1 MiB .. 256 MiB of
 // fp32 per buffer (the argument, in MiB). These kernels are memory-bound, so the figure of
 // merit is bytes moved (reads + writes, counted per op below) per second.
@@ -23,15 +23,17 @@
 #include "kernels/cpu/accumulate_grads.h"
 #include "kernels/cpu/optimizers.h"
 #include "runtime/device.h"
+#include "runtime/gradient_mode.h"
+#include "runtime/stream.h"
 
 #if MB_WITH_CUDA
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/accumulate_grads.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/optimizers.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/cuda_check.h"
-#include "runtime/cuda_context.h"
 #endif
 
 namespace mb {
@@ -42,7 +44,6 @@ constexpr int kSlots = 32;  // tensors per table: the multi-tensor launch covers
 
 // Bytes read + written per element.
 constexpr double kAccumulateBytes = 12;   // read grad, read accum, write accum
-constexpr double kScaleBytes = 8;         // read, write
 constexpr double kSumOfSquaresBytes = 4;  // read
 constexpr double kSgdBytes = 20;          // read param, grad, buf; write param, buf
 constexpr double kAdamWBytes = 28;        // read param, grad, m, v; write param, m, v
@@ -78,7 +79,6 @@ std::vector<std::pair<std::int64_t, std::int64_t>> split_slots(std::int64_t tota
 // Host (or device) storage for one benchmark: `buffers` flat arrays of `elements` floats.
 struct Tables {
   std::vector<GradSlot> grad;
-  std::vector<BufferSlot> buffer;
   std::vector<ConstBufferSlot> const_buffer;
   std::vector<ParamSlot> param;
 };
@@ -89,7 +89,6 @@ Tables make_tables(const std::vector<float*>& buffers, std::int64_t elements) {
   for (const auto& [begin, size] : split_slots(elements)) {
     const bool is_bias = tables.param.size() % 2 == 1;
     tables.grad.push_back({buffers[1] + begin, buffers[0] + begin, size});
-    tables.buffer.push_back({buffers[0] + begin, size});
     tables.const_buffer.push_back({buffers[1] + begin, size});
     tables.param.push_back({buffers[0] + begin, buffers[1] + begin, buffers[2] + begin,
                             buffers[3] + begin, size, is_bias ? 0.0f : 5e-4f, !is_bias});
@@ -127,31 +126,30 @@ void run_cpu(benchmark::State& state, double bytes_per_element,
 
 void BM_CpuAccumulateGrads(benchmark::State& state) {
   run_cpu(state, kAccumulateBytes, [](Tables& t) {
-    cpu::accumulate_grads(t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate);
+    cpu::accumulate_grads(Stream(), t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate);
   });
-}
-void BM_CpuScaleBuffers(benchmark::State& state) {
-  run_cpu(state, kScaleBytes, [](Tables& t) { cpu::scale_buffers(t.buffer.data(), kSlots, 1.0f); });
 }
 void BM_CpuSumOfSquares(benchmark::State& state) {
   run_cpu(state, kSumOfSquaresBytes, [](Tables& t) {
-    benchmark::DoNotOptimize(cpu::sum_of_squares(t.const_buffer.data(), kSlots));
+    benchmark::DoNotOptimize(cpu::sum_of_squares(Stream(), t.const_buffer.data(), kSlots));
   });
 }
 void BM_CpuSgdUpdate(benchmark::State& state) {
   SgdOptions options{1e-3f};
   options.momentum = 0.9f;
-  run_cpu(state, kSgdBytes, [&](Tables& t) { cpu::sgd_update(t.param.data(), kSlots, options); });
+  run_cpu(state, kSgdBytes,
+          [&](Tables& t) { cpu::sgd_update(Stream(), t.param.data(), kSlots, options); });
 }
 void BM_CpuAdamWUpdate(benchmark::State& state) {
   AdamWOptions options{1e-4f};
   options.step = 10;
   run_cpu(state, kAdamWBytes,
-          [&](Tables& t) { cpu::adamw_update(t.param.data(), kSlots, options); });
+          [&](Tables& t) { cpu::adamw_update(Stream(), t.param.data(), kSlots, options); });
 }
 void BM_CpuLarsUpdate(benchmark::State& state) {
   LarsOptions options{1e-2f};
-  run_cpu(state, kLarsBytes, [&](Tables& t) { cpu::lars_update(t.param.data(), kSlots, options); });
+  run_cpu(state, kLarsBytes,
+          [&](Tables& t) { cpu::lars_update(Stream(), t.param.data(), kSlots, options); });
 }
 
 // ---------------------------------------------------------------------------------- GPU
@@ -169,27 +167,28 @@ bool skip_without_cuda(benchmark::State& state) {
 
 double g_copy_gb_per_s = 0.0;  // device-to-device cudaMemcpy, measured in this process
 
-cudaStream_t gpu_stream() {
-  return compute_stream(Device::cuda(0));
+Stream gpu_stream() {
+  return Stream::compute(Device::cuda(0));
 }
 
 // Times `op` on the compute stream with L2 flushed before each iteration; returns the
 // total measured seconds.
-double time_gpu(benchmark::State& state, const std::function<void(cudaStream_t)>& op) {
-  cudaStream_t stream = gpu_stream();
+double time_gpu(benchmark::State& state, const std::function<void(const Stream&)>& op) {
+  const Stream gpu = gpu_stream();
+  cudaStream_t stream = cuda::cuda_stream(gpu);
   cudaDeviceProp properties{};
   MB_CUDA_CHECK(cudaGetDeviceProperties(&properties, 0));
   const std::size_t flush_bytes = 2 * static_cast<std::size_t>(properties.l2CacheSize);
-  DeviceBuffer flush(allocator_for(Device::cuda(0)), flush_bytes, MemoryTag::Workspace, stream);
+  DeviceBuffer flush(allocator_for(gpu.device()), flush_bytes, MemoryTag::Workspace, gpu.handle());
   cudaEvent_t start, stop;
   MB_CUDA_CHECK(cudaEventCreate(&start));
   MB_CUDA_CHECK(cudaEventCreate(&stop));
-  op(stream);  // warm-up: first-touch costs and allocator growth stay out of the timing
+  op(gpu);  // warm-up: first-touch costs and allocator growth stay out of the timing
   double total_seconds = 0.0;
   for (auto _ : state) {
     MB_CUDA_CHECK(cudaMemsetAsync(flush.get(), 0, flush_bytes, stream));
     MB_CUDA_CHECK(cudaEventRecord(start, stream));
-    op(stream);
+    op(gpu);
     MB_CUDA_CHECK(cudaEventRecord(stop, stream));
     MB_CUDA_CHECK(cudaEventSynchronize(stop));
     float milliseconds = 0.0f;
@@ -204,12 +203,13 @@ double time_gpu(benchmark::State& state, const std::function<void(cudaStream_t)>
 
 double measure_copy_gb_per_s(benchmark::State& state, std::int64_t bytes) {
   std::shared_ptr<Allocator> allocator = allocator_for(Device::cuda(0));
-  DeviceBuffer source(allocator, bytes, MemoryTag::Other, gpu_stream());
-  DeviceBuffer destination(allocator, bytes, MemoryTag::Other, gpu_stream());
-  MB_CUDA_CHECK(cudaMemsetAsync(source.get(), 1, bytes, gpu_stream()));
-  const double seconds = time_gpu(state, [&](cudaStream_t stream) {
-    MB_CUDA_CHECK(
-        cudaMemcpyAsync(destination.get(), source.get(), bytes, cudaMemcpyDeviceToDevice, stream));
+  const Stream gpu = gpu_stream();
+  DeviceBuffer source(allocator, bytes, MemoryTag::Other, gpu.handle());
+  DeviceBuffer destination(allocator, bytes, MemoryTag::Other, gpu.handle());
+  MB_CUDA_CHECK(cudaMemsetAsync(source.get(), 1, bytes, cuda::cuda_stream(gpu)));
+  const double seconds = time_gpu(state, [&](const Stream& stream) {
+    MB_CUDA_CHECK(cudaMemcpyAsync(destination.get(), source.get(), bytes, cudaMemcpyDeviceToDevice,
+                                  cuda::cuda_stream(stream)));
   });
   return 2.0 * bytes * state.iterations() / seconds / 1e9;  // read + write
 }
@@ -230,25 +230,24 @@ struct GpuBuffers {
     const HostBuffers host(elements);
     for (int b = 0; b < 4; ++b) {
       storage.emplace_back(allocator_for(Device::cuda(0)), elements * sizeof(float),
-                           b == 1 ? MemoryTag::Grad : MemoryTag::Param, gpu_stream());
+                           b == 1 ? MemoryTag::Grad : MemoryTag::Param, gpu_stream().handle());
       pointers.push_back(static_cast<float*>(storage.back().get()));
       initial.push_back(host.storage[b]);
     }
     reset();
   }
   void reset() {
+    const Stream stream = gpu_stream();
     for (int b = 0; b < 4; ++b) {
-      MB_CUDA_CHECK(cudaMemcpyAsync(pointers[b], initial[b].data(),
-                                    initial[b].size() * sizeof(float), cudaMemcpyHostToDevice,
-                                    gpu_stream()));
+      copy_bytes(pointers[b], initial[b].data(), initial[b].size() * sizeof(float), stream);
     }
-    MB_CUDA_CHECK(cudaStreamSynchronize(gpu_stream()));
+    stream.synchronize();
   }
   std::vector<float> download(int b) const {
     std::vector<float> out(initial[b].size());
-    MB_CUDA_CHECK(cudaStreamSynchronize(gpu_stream()));
-    MB_CUDA_CHECK(
-        cudaMemcpy(out.data(), pointers[b], out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    const Stream stream = gpu_stream();
+    copy_bytes(out.data(), pointers[b], out.size() * sizeof(float), stream);
+    stream.synchronize();
     return out;
   }
 };
@@ -256,7 +255,7 @@ struct GpuBuffers {
 // Times the CUDA op, reports GB/s and % of copy bandwidth, then runs it once more from the
 // initial values and compares buffers 0 and 2 with the CPU op applied to host copies.
 void run_gpu(benchmark::State& state, double bytes_per_element,
-             const std::function<void(Tables&, cudaStream_t)>& gpu_op,
+             const std::function<void(Tables&, const Stream&)>& gpu_op,
              const std::function<void(Tables&)>& cpu_op) {
   if (skip_without_cuda(state)) return;
   const std::int64_t elements = elements_for(state);
@@ -266,7 +265,7 @@ void run_gpu(benchmark::State& state, double bytes_per_element,
   }
   GpuBuffers buffers(elements);
   Tables tables = make_tables(buffers.pointers, elements);
-  const double seconds = time_gpu(state, [&](cudaStream_t stream) { gpu_op(tables, stream); });
+  const double seconds = time_gpu(state, [&](const Stream& stream) { gpu_op(tables, stream); });
   const double gb_per_s = bytes_per_element * elements * state.iterations() / seconds / 1e9;
   state.counters["GB/s"] = gb_per_s;
   state.counters["pct_of_copy"] = 100.0 * gb_per_s / g_copy_gb_per_s;
@@ -299,25 +298,19 @@ void run_gpu(benchmark::State& state, double bytes_per_element,
 void BM_CudaAccumulateGrads(benchmark::State& state) {
   run_gpu(
       state, kAccumulateBytes,
-      [](Tables& t, cudaStream_t s) {
-        cuda::accumulate_grads(t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate, s);
+      [](Tables& t, const Stream& s) {
+        cuda::accumulate_grads(s, t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate);
       },
       [](Tables& t) {
-        cpu::accumulate_grads(t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate);
+        cpu::accumulate_grads(Stream(), t.grad.data(), kSlots, 1e-3f, GradientMode::Accumulate);
       });
-}
-void BM_CudaScaleBuffers(benchmark::State& state) {
-  run_gpu(
-      state, kScaleBytes,
-      [](Tables& t, cudaStream_t s) { cuda::scale_buffers(t.buffer.data(), kSlots, 1.0f, s); },
-      [](Tables& t) { cpu::scale_buffers(t.buffer.data(), kSlots, 1.0f); });
 }
 void BM_CudaSumOfSquares(benchmark::State& state) {
   // Includes the host round trip (the engine needs the value on the host to clip).
   run_gpu(
       state, kSumOfSquaresBytes,
-      [](Tables& t, cudaStream_t s) {
-        benchmark::DoNotOptimize(cuda::sum_of_squares(t.const_buffer.data(), kSlots, s));
+      [](Tables& t, const Stream& s) {
+        benchmark::DoNotOptimize(cuda::sum_of_squares(s, t.const_buffer.data(), kSlots));
       },
       [](Tables&) {});
 }
@@ -326,23 +319,23 @@ void BM_CudaSgdUpdate(benchmark::State& state) {
   options.momentum = 0.9f;
   run_gpu(
       state, kSgdBytes,
-      [&](Tables& t, cudaStream_t s) { cuda::sgd_update(t.param.data(), kSlots, options, s); },
-      [&](Tables& t) { cpu::sgd_update(t.param.data(), kSlots, options); });
+      [&](Tables& t, const Stream& s) { cuda::sgd_update(s, t.param.data(), kSlots, options); },
+      [&](Tables& t) { cpu::sgd_update(Stream(), t.param.data(), kSlots, options); });
 }
 void BM_CudaAdamWUpdate(benchmark::State& state) {
   AdamWOptions options{1e-4f};
   options.step = 10;
   run_gpu(
       state, kAdamWBytes,
-      [&](Tables& t, cudaStream_t s) { cuda::adamw_update(t.param.data(), kSlots, options, s); },
-      [&](Tables& t) { cpu::adamw_update(t.param.data(), kSlots, options); });
+      [&](Tables& t, const Stream& s) { cuda::adamw_update(s, t.param.data(), kSlots, options); },
+      [&](Tables& t) { cpu::adamw_update(Stream(), t.param.data(), kSlots, options); });
 }
 void BM_CudaLarsUpdate(benchmark::State& state) {
   LarsOptions options{1e-2f};
   run_gpu(
       state, kLarsBytes,
-      [&](Tables& t, cudaStream_t s) { cuda::lars_update(t.param.data(), kSlots, options, s); },
-      [&](Tables& t) { cpu::lars_update(t.param.data(), kSlots, options); });
+      [&](Tables& t, const Stream& s) { cuda::lars_update(s, t.param.data(), kSlots, options); },
+      [&](Tables& t) { cpu::lars_update(Stream(), t.param.data(), kSlots, options); });
 }
 
 #else
@@ -357,14 +350,12 @@ void BM_CudaMemcpyDeviceToDevice(benchmark::State& state) {
 BENCHMARK(BM_CudaMemcpyDeviceToDevice)->Arg(256)->UseManualTime()->Unit(benchmark::kMicrosecond);
 #if MB_WITH_CUDA
 BENCHMARK(BM_CudaAccumulateGrads)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_CudaScaleBuffers)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaSumOfSquares)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaSgdUpdate)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaAdamWUpdate)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_CudaLarsUpdate)->Apply(size_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 #endif
 BENCHMARK(BM_CpuAccumulateGrads)->Apply(size_args)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_CpuScaleBuffers)->Apply(size_args)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuSumOfSquares)->Apply(size_args)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuSgdUpdate)->Apply(size_args)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CpuAdamWUpdate)->Apply(size_args)->Unit(benchmark::kMillisecond);

@@ -20,6 +20,7 @@
 #include "allocator/default_allocator.h"
 #include "bench/bench_main.h"
 #include "data/dataset.h"
+#include "engine/session.h"
 #include "engine/trainer.h"
 #include "models/zoo.h"
 #include "runtime/allocator_registry.h"
@@ -50,14 +51,15 @@ void BM_TrainStep(benchmark::State& state, Device device, Workload work, Accumul
   synthetic.num_classes = config.num_classes;
   const Dataset data = make_synthetic(synthetic);
 
-  std::shared_ptr<Allocator> allocator = make_default_allocator(device);
-  ScopedAllocator arena(device, allocator);
-  auto model = build_model(work.model, config);
+  SessionOptions session_options;
+  session_options.device = device;
+  Session session(session_options, [&] { return build_model(work.model, config); });
+  Allocator* allocator = &session.allocator();
+  Module* model = &session.model();
   TrainerOptions options;
-  options.device = device;
   options.micro_batch = work.micro_batch;
   options.accumulation = mode;
-  Trainer trainer(model, options);
+  Trainer& trainer = session.make_trainer(options);
   const Shape sample = data.sample_shape();
   trainer.plan(work.batch, sample, Shape{});
   trainer.step(data.images, data.labels, 0.01f);  // warm-up: caches, workspaces, the pool

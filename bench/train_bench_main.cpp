@@ -32,6 +32,7 @@
 #include "allocator/default_allocator.h"
 #include "allocator/pool_allocator.h"
 #include "data/dataset.h"
+#include "engine/session.h"
 #include "engine/trainer.h"
 #include "models/zoo.h"
 #include "runtime/allocator_registry.h"
@@ -124,20 +125,20 @@ Measurement run_case(const Case& c, const Settings& s) {
   synthetic.seed = s.seed;
   const Dataset data = make_synthetic(synthetic);
 
-  const std::size_t capacity = c.memory_limit.empty() ? 0 : parse_byte_size(c.memory_limit);
-  std::shared_ptr<Allocator> allocator = make_default_allocator(s.device, capacity);
-  auto* pool = dynamic_cast<PoolAllocator*>(allocator.get());
-  ScopedAllocator arena(s.device, allocator);  // outlives the model and the trainer
+  SessionOptions session_options;
+  session_options.device = s.device;
+  session_options.memory_limit = c.memory_limit.empty() ? 0 : parse_byte_size(c.memory_limit);
+  Session session(session_options, [&] { return build_model(c.model, config); });
+  Allocator* allocator = &session.allocator();
+  auto* pool = dynamic_cast<PoolAllocator*>(allocator);
 
-  auto model = build_model(c.model, config);
   TrainerOptions options;
-  options.device = s.device;
   options.micro_batch = c.micro_batch;
   options.accumulation = parse_accumulation(c.accumulation);
   options.optimizer.kind = parse_optimizer(c.optimizer);
   options.seed = s.seed;
   if (s.verbose) options.log = [](const std::string& message) { std::cerr << message << "\n"; };
-  Trainer trainer(model, options);
+  Trainer& trainer = session.make_trainer(options);
 
   const Shape sample = data.sample_shape();
   std::vector<std::int64_t> label_dims(data.labels.shape().dims().begin() + 1,

@@ -8,12 +8,6 @@
 
 namespace mb {
 
-double linear_scaled_lr(double base_lr, std::int64_t base_batch, std::int64_t batch) {
-  MB_CHECK(base_batch > 0 && batch > 0, "linear_scaled_lr: batches must be positive, got ",
-           base_batch, " and ", batch);
-  return base_lr * static_cast<double>(batch) / static_cast<double>(base_batch);
-}
-
 double LrSchedule::at(std::int64_t step) const {
   MB_CHECK(step >= 0, "LrSchedule: negative step ", step);
   if (warmup_steps > 0 && step < warmup_steps) {

@@ -1,13 +1,10 @@
-// Learning-rate schedules for large batches: the linear scaling rule, linear warmup and
-// cosine decay (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+// Learning-rate schedules for large batches: linear warmup and cosine decay (Goyal et al. 2017,
+// "Accurate, Large Minibatch SGD").
 #pragma once
 
 #include <cstdint>
 
 namespace mb {
-
-// lr for batch `batch` when `base_lr` was tuned for `base_batch`: base_lr * batch / base_batch.
-double linear_scaled_lr(double base_lr, std::int64_t base_batch, std::int64_t batch);
 
 struct LrSchedule {
   double peak_lr = 0.1;

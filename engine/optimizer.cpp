@@ -3,14 +3,10 @@
 
 #include <cmath>
 
-#include "kernels/cpu/optimizers.h"
 #include "kernels/multi_tensor.h"
+#include "kernels/optimizers.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/optimizers.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 
@@ -80,7 +76,7 @@ void Optimizer::step(const std::vector<Tensor>& grads, float lr, float grad_scal
     slot.use_trust_ratio = p.decay;
     slots.push_back(slot);
   }
-  const Device device = parameters_.front().second->value.device();
+  const Stream stream = Stream::compute(parameters_.front().second->value.device());
   const int count = static_cast<int>(slots.size());
   const bool first_step = steps_ == 0;
   ++steps_;
@@ -92,13 +88,7 @@ void Optimizer::step(const std::vector<Tensor>& grads, float lr, float grad_scal
       o.nesterov = options_.nesterov;
       o.grad_scale = grad_scale;
       o.first_step = first_step;
-      if (device.is_cpu()) {
-        cpu::sgd_update(slots.data(), count, o);
-      } else {
-#if MB_WITH_CUDA
-        cuda::sgd_update(slots.data(), count, o, compute_stream(device));
-#endif
-      }
+      sgd_update(stream, slots.data(), count, o);
       break;
     }
     case OptimizerKind::AdamW: {
@@ -109,13 +99,7 @@ void Optimizer::step(const std::vector<Tensor>& grads, float lr, float grad_scal
       o.eps = options_.eps;
       o.step = static_cast<int>(steps_);
       o.grad_scale = grad_scale;
-      if (device.is_cpu()) {
-        cpu::adamw_update(slots.data(), count, o);
-      } else {
-#if MB_WITH_CUDA
-        cuda::adamw_update(slots.data(), count, o, compute_stream(device));
-#endif
-      }
+      adamw_update(stream, slots.data(), count, o);
       break;
     }
     case OptimizerKind::Lars: {
@@ -124,13 +108,7 @@ void Optimizer::step(const std::vector<Tensor>& grads, float lr, float grad_scal
       o.momentum = options_.momentum;
       o.trust_coefficient = options_.trust_coefficient;
       o.grad_scale = grad_scale;
-      if (device.is_cpu()) {
-        cpu::lars_update(slots.data(), count, o);
-      } else {
-#if MB_WITH_CUDA
-        cuda::lars_update(slots.data(), count, o, compute_stream(device));
-#endif
-      }
+      lars_update(stream, slots.data(), count, o);
       break;
     }
   }

@@ -1,12 +1,52 @@
-// Micro-batch planning arithmetic.
+// The micro-batch planner: arithmetic, probing, verification and re-planning.
 #include "engine/planner.h"
 
 #include <algorithm>
 #include <sstream>
 
-#include "runtime/error.h"
-
 namespace mb {
+namespace {
+
+std::string describe_sizes(const std::vector<std::int64_t>& sizes) {
+  std::ostringstream out;
+  out << "[";
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    if (i == 6 && sizes.size() > 8) {
+      out << ", ... (" << sizes.size() - 7 << " more), " << sizes.back();
+      break;
+    }
+    out << (i ? ", " : "") << sizes[i];
+  }
+  out << "]";
+  return out.str();
+}
+
+// One line with the numbers behind an automatic plan.
+std::string explain(const Plan& plan, const FreeArenaReport& report) {
+  const MemoryProfile& profile = plan.profile;
+  const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
+  const std::size_t fits = plan.available_bytes > overhead && profile.bytes_per_sample > 0
+                               ? (plan.available_bytes - overhead) / profile.bytes_per_sample
+                               : 0;
+  std::ostringstream out;
+  out << "plan: batch " << plan.batch_size << " -> micro-batch " << plan.micro_batch << " x "
+      << plan.count() << " " << describe_sizes(plan.sizes()) << " (available "
+      << format_bytes(plan.available_bytes) << " = free in arena "
+      << format_bytes(report.free_in_arena) << " + headroom " << format_bytes(report.headroom)
+      << "; margin " << format_bytes(plan.margin_bytes) << "; fixed "
+      << format_bytes(profile.fixed_bytes) << "; bytes/sample "
+      << format_bytes(profile.bytes_per_sample) << " measured, "
+      << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << fits
+      << " samples)";
+  return out.str();
+}
+
+Plan with_micro_batch(Plan plan, std::int64_t micro_batch) {
+  plan.micro_batch = micro_batch;
+  return plan;
+}
+
+}  // namespace
 
 std::int64_t parse_micro_batch(const std::string& text) {
   if (text == "auto") return 0;
@@ -39,30 +79,13 @@ std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_bat
   return sizes;
 }
 
-namespace {
-
-std::string describe_sizes(const std::vector<std::int64_t>& sizes) {
-  std::ostringstream out;
-  out << "[";
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    if (i == 6 && sizes.size() > 8) {
-      out << ", ... (" << sizes.size() - 7 << " more), " << sizes.back();
-      break;
-    }
-    out << (i ? ", " : "") << sizes[i];
-  }
-  out << "]";
-  return out.str();
-}
-
-}  // namespace
-
-Plan plan_automatic(std::int64_t batch_size, const FreeArenaReport& report,
-                    const MemoryProfile& profile, const PlannerOptions& options) {
+Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
+                      const MemoryProfile& profile, const PlannerOptions& options) {
   MB_CHECK(batch_size > 0, "plan: batch size must be positive, got ", batch_size);
   MB_CHECK(profile.bytes_per_sample > 0, "plan: bytes per sample not measured");
   Plan plan;
   plan.batch_size = batch_size;
+  plan.min_micro_batch = options.min_micro_batch;
   plan.automatic = true;
   plan.profile = profile;
   plan.available_bytes = report.available();
@@ -75,51 +98,176 @@ Plan plan_automatic(std::int64_t batch_size, const FreeArenaReport& report,
   if (plan.available_bytes > overhead) {
     m = static_cast<std::int64_t>((plan.available_bytes - overhead) / profile.bytes_per_sample);
   }
-  const std::int64_t min_samples = options.refuse_single_sample ? 2 : 1;
-  if (m < min_samples) {
-    throw OutOfMemory(overhead + min_samples * profile.bytes_per_sample, report,
-                      "planner: not even " + std::to_string(min_samples) +
+  if (m < options.min_micro_batch) {
+    throw OutOfMemory(overhead + options.min_micro_batch * profile.bytes_per_sample, report,
+                      "planner: not even " + std::to_string(options.min_micro_batch) +
                           " sample(s) fit (bytes/sample " + format_bytes(profile.bytes_per_sample) +
                           ", fixed " + format_bytes(profile.fixed_bytes) + ", margin " +
                           format_bytes(plan.margin_bytes) + ");",
                       __FILE__, __LINE__);
   }
   plan.micro_batch = std::min(m, batch_size);
-  plan.sizes = split_batch(batch_size, plan.micro_batch, options.refuse_single_sample);
-  plan.explanation = explain_plan(plan, report);
+  plan.explanation = explain(plan, report);
   return plan;
 }
 
-std::string explain_plan(const Plan& plan, const FreeArenaReport& report) {
-  const MemoryProfile& profile = plan.profile;
-  const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
-  const std::size_t fits = plan.available_bytes > overhead && profile.bytes_per_sample > 0
-                               ? (plan.available_bytes - overhead) / profile.bytes_per_sample
-                               : 0;
-  std::ostringstream out;
-  out << "plan: batch " << plan.batch_size << " -> micro-batch " << plan.micro_batch << " x "
-      << plan.count() << " " << describe_sizes(plan.sizes) << " (available "
-      << format_bytes(plan.available_bytes) << " = free in arena "
-      << format_bytes(report.free_in_arena) << " + headroom " << format_bytes(report.headroom)
-      << "; margin " << format_bytes(plan.margin_bytes) << "; fixed "
-      << format_bytes(profile.fixed_bytes) << "; bytes/sample "
-      << format_bytes(profile.bytes_per_sample) << " measured, "
-      << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << fits
-      << " samples)";
-  return out.str();
+Planner::Planner(std::shared_ptr<Allocator> allocator, PlannerOptions options, Log log)
+    : allocator_(std::move(allocator)), options_(options), log_(std::move(log)) {
+  MB_CHECK(allocator_ != nullptr, "Planner needs the allocator it plans for");
+  MB_CHECK(options_.min_micro_batch >= 1, "Planner: min_micro_batch must be >= 1, got ",
+           options_.min_micro_batch);
 }
 
-Plan plan_fixed(std::int64_t batch_size, std::int64_t micro_batch, const PlannerOptions& options) {
+void Planner::log(const std::string& message) const {
+  if (log_) log_(message);
+}
+
+MemoryProfile Planner::probe(const Measure& measure, std::size_t analytic_bytes_per_sample) const {
+  const std::int64_t small = options_.min_micro_batch;
+  const std::int64_t large = small + 2;
+  MemoryProfile profile;
+  profile.probe_small = small;
+  profile.probe_large = large;
+  profile.analytic_bytes_per_sample = analytic_bytes_per_sample;
+  allocator_->mark("probe");
+  // The first run also creates lazily allocated state (algorithm choices, workspaces).
+  measure(small);
+  profile.peak_small = measure(small);
+  try {
+    profile.peak_large = measure(large);
+    profile.bytes_per_sample =
+        (profile.peak_large > profile.peak_small)
+            ? (profile.peak_large - profile.peak_small) / static_cast<std::size_t>(large - small)
+            : profile.peak_small / static_cast<std::size_t>(small);
+  } catch (const OutOfMemory&) {
+    // Only the small probe fits: attribute all of it to the samples (conservative).
+    profile.peak_large = 0;
+    profile.bytes_per_sample = profile.peak_small / static_cast<std::size_t>(small);
+  }
+  profile.bytes_per_sample = std::max<std::size_t>(profile.bytes_per_sample, 1);
+  const std::size_t per_sample_part = profile.bytes_per_sample * static_cast<std::size_t>(small);
+  profile.fixed_bytes =
+      profile.peak_small > per_sample_part ? profile.peak_small - per_sample_part : 0;
+  std::ostringstream out;
+  out << "probe: peak above baseline " << format_bytes(profile.peak_small) << " at " << small
+      << " sample(s), " << format_bytes(profile.peak_large) << " at " << large
+      << " -> bytes/sample " << format_bytes(profile.bytes_per_sample) << " (analytic "
+      << format_bytes(profile.analytic_bytes_per_sample) << "), fixed "
+      << format_bytes(profile.fixed_bytes);
+  log(out.str());
+  return profile;
+}
+
+Plan Planner::fixed(std::int64_t batch_size, std::int64_t micro_batch) const {
   MB_CHECK(batch_size > 0, "plan: batch size must be positive, got ", batch_size);
   MB_CHECK(micro_batch > 0, "plan: --micro-batch must be positive or auto, got ", micro_batch);
   Plan plan;
   plan.batch_size = batch_size;
+  plan.min_micro_batch = options_.min_micro_batch;
   plan.micro_batch = std::min(micro_batch, batch_size);
-  plan.sizes = split_batch(batch_size, plan.micro_batch, options.refuse_single_sample);
   plan.explanation = "plan: batch " + std::to_string(batch_size) + " -> micro-batch " +
                      std::to_string(plan.micro_batch) + " x " + std::to_string(plan.count()) + " " +
-                     describe_sizes(plan.sizes) + " (fixed by --micro-batch)";
+                     describe_sizes(plan.sizes()) + " (fixed by --micro-batch)";
   return plan;
+}
+
+Plan Planner::plan(std::int64_t batch_size, std::int64_t micro_batch, const Measure& measure,
+                   std::size_t analytic_bytes_per_sample) const {
+  Plan plan;
+  if (micro_batch > 0) {
+    plan = fixed(batch_size, micro_batch);
+  } else {
+    const MemoryProfile profile = probe(measure, analytic_bytes_per_sample);
+    const FreeArenaReport report = allocator_->report();
+    plan = verify(plan_from_report(batch_size, report, profile, options_), report, measure);
+    plan.explanation = explain(plan, report);
+    if (plan.micro_batch > plan.profile.probe_large) {
+      plan.explanation +=
+          "; micro-batch " + std::to_string(plan.micro_batch) + " verified by a run";
+    }
+  }
+  log(plan.explanation);
+  return plan;
+}
+
+// Note: bytes per sample measured at 1-4 samples miss what only large tensors cost (the
+// pool's coarser size classes and segments, workspaces that grow with the batch), so the
+// planned size is run once for real. A run that fits refines bytes per sample from its
+// peak and re-plans (growing or shrinking); an OutOfMemory shrinks by the share of the
+// request that was available. A few rounds at most, each logged.
+Plan Planner::verify(Plan plan, const FreeArenaReport& report, const Measure& measure) const {
+  const std::int64_t min_samples = options_.min_micro_batch;
+  std::int64_t verified = 0;                  // largest size that ran
+  std::int64_t failed = plan.batch_size + 1;  // smallest size that did not
+  Plan verified_plan;
+  for (int round = 0; round < 6 && plan.micro_batch > plan.profile.probe_large; ++round) {
+    const std::int64_t m = plan.micro_batch;
+    try {
+      const std::size_t peak = measure(m);
+      verified = m;
+      verified_plan = plan;
+      MemoryProfile refined = plan.profile;
+      const std::size_t above_small =
+          peak > refined.peak_small ? peak - refined.peak_small : refined.bytes_per_sample;
+      refined.bytes_per_sample =
+          std::max<std::size_t>(1, above_small / static_cast<std::size_t>(m - refined.probe_small));
+      const Plan refined_plan = plan_from_report(plan.batch_size, report, refined, options_);
+      log("plan check: micro-batch " + std::to_string(m) + " ran, peak " + format_bytes(peak) +
+          " -> bytes/sample " + format_bytes(refined.bytes_per_sample) + ", fits " +
+          std::to_string(refined_plan.micro_batch));
+      std::int64_t next = refined_plan.micro_batch;
+      if (next >= failed) next = m + (failed - m) / 2;
+      if (next <= m || next < m + m / 20) return plan;
+      plan = with_micro_batch(refined_plan, next);  // room to grow: verify it next round
+    } catch (const OutOfMemory& error) {
+      failed = std::min(failed, m);
+      const FreeArenaReport at_failure = error.report();
+      const double fit = static_cast<double>(at_failure.available()) /
+                         static_cast<double>(at_failure.available() + error.requested_bytes());
+      std::int64_t smaller = std::max<std::int64_t>(
+          min_samples, static_cast<std::int64_t>(static_cast<double>(m) * std::min(0.9, fit)));
+      // A size already ran: bisect between it and the one that failed (an OutOfMemory
+      // from fragmentation says little about how much smaller is needed).
+      if (verified > 0) smaller = verified + (m - verified) / 2;
+      log("plan check: micro-batch " + std::to_string(m) + " ran out of memory (requested " +
+          format_bytes(error.requested_bytes()) + ", available " +
+          format_bytes(at_failure.available()) + ", largest free block " +
+          format_bytes(at_failure.largest_free_block) + ") -> micro-batch " +
+          std::to_string(smaller));
+      if (smaller >= m) throw;
+      if (smaller <= verified) return verified_plan;
+      plan = with_micro_batch(plan, smaller);
+    }
+  }
+  // Out of rounds: keep the largest size that ran (the probes' own sizes always ran).
+  if (verified > 0 && plan.micro_batch != verified) {
+    log("plan check: keeping micro-batch " + std::to_string(verified) + ", the largest that ran");
+    return verified_plan;
+  }
+  return plan;
+}
+
+Plan Planner::after_out_of_memory(const Plan& plan, const OutOfMemory& error,
+                                  std::int64_t failed_size, int index) const {
+  const std::int64_t min_samples = options_.min_micro_batch;
+  if (failed_size <= min_samples) {
+    throw OutOfMemory(error.requested_bytes(), error.report(),
+                      "re-planning cannot go below " + std::to_string(min_samples) +
+                          " sample(s) per micro-batch;",
+                      __FILE__, __LINE__);
+  }
+  const std::int64_t smaller = std::max(min_samples, failed_size / 2);
+  std::ostringstream out;
+  out << "re-plan: OutOfMemory in micro-batch " << index << " of " << failed_size
+      << " samples (requested " << format_bytes(error.requested_bytes()) << ", free in arena "
+      << format_bytes(error.report().free_in_arena) << ", largest free block "
+      << format_bytes(error.report().largest_free_block) << ", headroom "
+      << format_bytes(error.report().headroom) << ") -> micro-batch " << smaller;
+  log(out.str());
+  allocator_->mark("re-plan");
+  Plan smaller_plan = with_micro_batch(plan, smaller);
+  smaller_plan.explanation = out.str();
+  return smaller_plan;
 }
 
 }  // namespace mb

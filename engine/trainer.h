@@ -1,7 +1,8 @@
-// The micro-batch engine: one training step over a host batch of B samples, run as
-// micro-batches whose gradients are combined exactly, then one optimizer update.
+// The Trainer: one training step over a host batch of B samples, run as micro-batches whose
+// gradients are combined exactly, then one optimizer update. The Planner (engine/planner.h)
+// decides the micro-batch sizes; the Feeder (engine/feeder.h) stages their inputs.
 //
-// Data flow and contracts: ../shared/ARCHITECTURE.md, "Data flow of one training step".
+// Data flow and contracts: docs/architecture.md, "One training step".
 // Two accumulation modes, both exact for any split:
 //  - InPlace (default): backward adds every micro-batch's gradient straight into the
 //    parameter gradient buffers (cuDNN/cuBLAS beta = 1, per-sample loss seed = 1, i.e. a
@@ -18,11 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/feeder.h"
 #include "engine/optimizer.h"
 #include "engine/planner.h"
 #include "layers/module.h"
 #include "layers/softmax_cross_entropy.h"
-#include "runtime/error.h"
+#include "runtime/allocator.h"
 #include "runtime/tensor.h"
 
 namespace mb {
@@ -40,6 +42,7 @@ struct TrainerOptions {
   double clip_norm = 0.0;  // global-norm clipping of the normalized gradient; 0: off
   LossOptions loss;
   std::uint64_t seed = 0;  // dropout keys
+  // Margins; min_micro_batch is raised to 2 for models that need batch statistics.
   PlannerOptions planner;
   // Receives every planner and re-planning decision, with its numbers.
   std::function<void(const std::string&)> log;
@@ -55,17 +58,10 @@ struct StepResult {
   double seconds = 0.0;
 };
 
-struct EvalResult {
-  double loss = 0.0;
-  std::int64_t correct = 0;
-  std::int64_t valid = 0;
-  double accuracy() const { return valid > 0 ? static_cast<double>(correct) / valid : 0.0; }
-};
-
 class Trainer {
  public:
   // Moves `model` to options.device and allocates gradients and optimizer state there,
-  // through allocator_for(options.device).
+  // through the allocator installed for options.device (runtime/allocator_registry.h).
   Trainer(std::shared_ptr<Module> model, const TrainerOptions& options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -80,45 +76,47 @@ class Trainer {
 
   // One step over host tensors images [B, C, H, W] (float32) and labels [B] or [B, H, W]
   // (int32). Plans on first use. On OutOfMemory it re-plans smaller and redoes the work
-  // (never skipping a sample); it throws only when one sample no longer fits.
+  // (never skipping a sample); it throws only when one micro-batch of the minimum size no
+  // longer fits.
   StepResult step(const Tensor& images, const Tensor& labels, float lr);
-  // Loss and accuracy in evaluation mode, in chunks of the planned micro-batch size.
-  EvalResult evaluate(const Tensor& images, const Tensor& labels, std::int64_t chunk = 0);
 
   Module& model() { return *model_; }
   Optimizer& optimizer() { return *optimizer_; }
-  std::int64_t steps() const { return steps_; }
-  void set_steps(std::int64_t steps);
+  // Optimizer steps taken (one per batch); the optimizer counts them.
+  std::int64_t steps() const { return optimizer_->steps(); }
+  void set_steps(std::int64_t steps) { optimizer_->set_steps(steps); }
   const TrainerOptions& options() const { return options_; }
-  bool model_has_batch_norm() const { return has_batch_norm_; }
 
  private:
-  struct MicroBatchTotals {
+  struct Totals {
     double loss_sum = 0.0;
     std::int64_t correct = 0;
   };
+  // Every micro-batch of the batch, re-planning after an OutOfMemory.
+  Totals run_micro_batches(const Tensor& images, const Tensor& labels, std::int64_t total_valid,
+                           StepResult& result);
   // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
-  MicroBatchTotals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count,
-                                   int index, std::int64_t total_valid);
-  std::vector<Tensor> gradients();
-  // Peak allocated bytes above the baseline for one training micro-batch of `samples`.
+  Totals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
+                         std::int64_t total_valid);
+  // The planner's measurement: peak allocated bytes above the baseline for one training
+  // micro-batch of `samples` zeros.
   std::size_t probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
-  void verify_plan(const Shape& sample_shape, const Shape& label_shape,
-                   const FreeArenaReport& report);
+  // Drops what a failed micro-batch left behind.
+  void abandon_micro_batch();
+  std::vector<Tensor> gradients();
+  std::size_t analytic_bytes_per_sample(const Shape& sample_shape) const;
   void log(const std::string& message) const;
-  std::int64_t halve_micro_batch(const OutOfMemory& error, std::int64_t failed_size, int index);
 
   std::shared_ptr<Module> model_;
   TrainerOptions options_;
+  std::shared_ptr<Allocator> allocator_;
+  Stream stream_;
   std::vector<std::pair<std::string, Parameter*>> parameters_;
   std::vector<Tensor> accumulators_;  // Buffers mode only
   std::unique_ptr<Optimizer> optimizer_;
-  SoftmaxCrossEntropy criterion_;
+  Planner planner_;
   Plan plan_;
-  bool has_batch_norm_ = false;
-  std::int64_t steps_ = 0;
-  struct Feeder;
-  std::unique_ptr<Feeder> feeder_;
+  Feeder feeder_;
 };
 
 }  // namespace mb

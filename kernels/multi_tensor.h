@@ -33,11 +33,6 @@ struct GradSlot {
   std::int64_t size;
 };
 
-struct BufferSlot {
-  float* data;
-  std::int64_t size;
-};
-
 struct ConstBufferSlot {
   const float* data;
   std::int64_t size;
@@ -203,9 +198,9 @@ MB_HOST_DEVICE inline double lars_local_lr(double weight_norm, double grad_norm,
 #include <cstring>
 #include <vector>
 
+#include "kernels/cuda/launch.cuh"
 #include "runtime/allocator.h"
 #include "runtime/allocator_registry.h"
-#include "runtime/cuda_check.h"
 
 namespace mb::cuda::detail {
 
@@ -224,19 +219,13 @@ struct SlotTable {
   std::int64_t total_chunks;
 };
 
-inline std::shared_ptr<Allocator> current_device_allocator() {
-  int device = 0;
-  MB_CUDA_CHECK(cudaGetDevice(&device));
-  return allocator_for(Device::cuda(device));
-}
-
 // Copies `slots` (host structs holding device pointers) and their chunk offsets into one
 // workspace block owned by `storage`, stream-ordered on `stream`. The pool reuses the block
 // only in stream order after `storage` is freed, so the caller may free it right after its
 // launches. Pageable-source cudaMemcpyAsync stages the bytes before returning, so the host
 // vector may die at once.
 template <typename Slot>
-SlotTable<Slot> upload_slot_table(const Slot* slots, int count, cudaStream_t stream,
+SlotTable<Slot> upload_slot_table(const Slot* slots, int count, const Stream& stream,
                                   DeviceBuffer& storage) {
   const std::size_t slot_bytes = (sizeof(Slot) * count + 7) / 8 * 8;
   const std::size_t bytes = slot_bytes + sizeof(std::int64_t) * (count + 1);
@@ -249,8 +238,9 @@ SlotTable<Slot> upload_slot_table(const Slot* slots, int count, cudaStream_t str
   std::memcpy(host.data() + slot_bytes, chunk_begin.data(), sizeof(std::int64_t) * (count + 1));
   MB_CHECK(chunk_begin[count] <= INT_MAX, "multi-tensor launch: ", chunk_begin[count],
            " chunks of ", kChunkElements, " elements exceed one grid; split the slot table");
-  storage = DeviceBuffer(current_device_allocator(), bytes, MemoryTag::Workspace, stream);
-  MB_CUDA_CHECK(cudaMemcpyAsync(storage.get(), host.data(), bytes, cudaMemcpyHostToDevice, stream));
+  storage =
+      DeviceBuffer(allocator_for(stream.device()), bytes, MemoryTag::Workspace, stream.handle());
+  copy_bytes(storage.get(), host.data(), bytes, stream);
   auto* base = static_cast<unsigned char*>(storage.get());
   return SlotTable<Slot>{reinterpret_cast<const Slot*>(base),
                          reinterpret_cast<const std::int64_t*>(base + slot_bytes), count,
@@ -273,7 +263,7 @@ __device__ inline int find_slot(const SlotTable<Slot>& table, std::int64_t chunk
   return low;
 }
 
-__device__ inline bool aligned16(const void* pointer) {
+__device__ inline bool aligned16_on_device(const void* pointer) {
   return (reinterpret_cast<std::uintptr_t>(pointer) & 15u) == 0;
 }
 
@@ -306,13 +296,14 @@ __global__ void __launch_bounds__(kMultiTensorThreads)
 
 // Uploads the table and launches Op over every element of every slot: one launch.
 template <typename Slot, typename Op>
-void multi_tensor_apply(const Slot* slots, int count, const Op& op, cudaStream_t stream) {
+void multi_tensor_apply(const Slot* slots, int count, const Op& op, const Stream& stream) {
   if (count == 0) return;
   DeviceBuffer storage;
   const SlotTable<Slot> table = upload_slot_table(slots, count, stream, storage);
   if (table.total_chunks == 0) return;
   multi_tensor_apply_kernel<Slot, Op>
-      <<<static_cast<unsigned>(table.total_chunks), kMultiTensorThreads, 0, stream>>>(table, op);
+      <<<static_cast<unsigned>(table.total_chunks), kMultiTensorThreads, 0, cuda_stream(stream)>>>(
+          table, op);
   MB_CUDA_LAUNCH_CHECK();
 }
 

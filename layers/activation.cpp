@@ -1,14 +1,9 @@
-// ReLU and ReLU6: dispatch to kernels/cpu/activation or kernels/cuda/activation.
+// ReLU and ReLU6 modules over kernels/activation.
 #include "layers/activation.h"
 
-#include "kernels/cpu/activation.h"
-#include "runtime/context.h"
+#include "kernels/activation.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/activation.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -26,21 +21,11 @@ Tensor activation_forward(Kind kind, const Tensor& input) {
       Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
   const float* x = input.data<float>();
   float* y = output.data<float>();
-  if (input.device().is_cpu()) {
-    if (kind == Kind::Relu) {
-      cpu::relu_forward(x, y, input.numel());
-    } else {
-      cpu::relu6_forward(x, y, input.numel());
-    }
+  const Stream stream = Stream::compute(input.device());
+  if (kind == Kind::Relu) {
+    relu_forward(stream, x, y, input.numel());
   } else {
-#if MB_WITH_CUDA
-    cudaStream_t stream = compute_stream(input.device());
-    if (kind == Kind::Relu) {
-      cuda::relu_forward(x, y, input.numel(), stream);
-    } else {
-      cuda::relu6_forward(x, y, input.numel(), stream);
-    }
-#endif
+    relu6_forward(stream, x, y, input.numel());
   }
   return output;
 }
@@ -57,21 +42,11 @@ Tensor activation_backward(Kind kind, const Tensor& output, const Tensor& grad_o
   const float* y = output.data<float>();
   const float* dy = grad_output.data<float>();
   float* dx = grad_input.data<float>();
-  if (output.device().is_cpu()) {
-    if (kind == Kind::Relu) {
-      cpu::relu_backward(y, dy, dx, output.numel());
-    } else {
-      cpu::relu6_backward(y, dy, dx, output.numel());
-    }
+  const Stream stream = Stream::compute(output.device());
+  if (kind == Kind::Relu) {
+    relu_backward(stream, y, dy, dx, output.numel());
   } else {
-#if MB_WITH_CUDA
-    cudaStream_t stream = compute_stream(output.device());
-    if (kind == Kind::Relu) {
-      cuda::relu_backward(y, dy, dx, output.numel(), stream);
-    } else {
-      cuda::relu6_backward(y, dy, dx, output.numel(), stream);
-    }
-#endif
+    relu6_backward(stream, y, dy, dx, output.numel());
   }
   return grad_input;
 }

@@ -1,29 +1,18 @@
-// BatchNorm2d: validation, dispatch to kernels/cpu or kernels/cuda, and the fp64
-// accumulator that turns micro-batch sums into full-batch running statistics.
+// BatchNorm2d: validation, the ops of kernels/batch_norm.h, and the fp64 accumulator that
+// turns micro-batch sums into full-batch running statistics.
 #include "layers/batch_norm2d.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "kernels/cpu/batch_norm.h"
+#include "kernels/batch_norm.h"
 #include "runtime/allocator_registry.h"
-#include "runtime/context.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/batch_norm.h"
-#include "runtime/cuda_check.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
-
-[[noreturn]] void throw_no_cuda(const std::string& what) {
-  MB_THROW(CudaError, what, " on a CUDA device needs the CUDA backend. Fix: rebuild with ",
-           "-DMB_WITH_CUDA=ON, or move the module to the CPU");
-}
 
 std::string layer_name(std::int64_t channels) {
   return "BatchNorm2d(" + std::to_string(channels) + ")";
@@ -95,40 +84,17 @@ Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
     if (update_per_forward_) begin_batch();
     ensure_statistics();
     double* pending = static_cast<double*>(statistics_.get());
-    if (device_.is_cpu()) {
-      cpu::batch_norm_forward_training(input.data<float>(), weight_->value.data<float>(),
-                                       bias_->value.data<float>(), n, channels_, hw, eps,
-                                       output.data<float>(), save_mean_.data<float>(),
-                                       save_invstd_.data<float>(), pending);
-    } else {
-#if MB_WITH_CUDA
-      cuda::batch_norm_forward_training(
-          input.data<float>(), weight_->value.data<float>(), bias_->value.data<float>(), n,
-          channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
-          save_invstd_.data<float>(), pending, compute_stream(device_));
-#else
-      throw_no_cuda(layer_name(channels_));
-#endif
-    }
+    batch_norm_forward_training(stream(), input.data<float>(), weight_->value.data<float>(),
+                                bias_->value.data<float>(), n, channels_, hw, eps,
+                                output.data<float>(), save_mean_.data<float>(),
+                                save_invstd_.data<float>(), pending);
     pending_count_ += n * hw;
     if (update_per_forward_) end_batch();
   } else {
-    if (device_.is_cpu()) {
-      cpu::batch_norm_forward_inference(
-          input.data<float>(), running_mean_->data<float>(), running_var_->data<float>(),
-          weight_->value.data<float>(), bias_->value.data<float>(), n, channels_, hw, eps,
-          output.data<float>(), save_mean_.data<float>(), save_invstd_.data<float>());
-    } else {
-#if MB_WITH_CUDA
-      cuda::batch_norm_forward_inference(input.data<float>(), running_mean_->data<float>(),
-                                         running_var_->data<float>(), weight_->value.data<float>(),
-                                         bias_->value.data<float>(), n, channels_, hw, eps,
-                                         output.data<float>(), save_mean_.data<float>(),
-                                         save_invstd_.data<float>(), compute_stream(device_));
-#else
-      throw_no_cuda(layer_name(channels_));
-#endif
-    }
+    batch_norm_forward_inference(
+        stream(), input.data<float>(), running_mean_->data<float>(), running_var_->data<float>(),
+        weight_->value.data<float>(), bias_->value.data<float>(), n, channels_, hw, eps,
+        output.data<float>(), save_mean_.data<float>(), save_invstd_.data<float>());
   }
   cached_input_ = input;
   cached_training_ = state.training;
@@ -150,23 +116,10 @@ Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState
     grad_input =
         Tensor::empty(cached_input_.shape(), tensor_options(device_, MemoryTag::Activation));
   float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
-  if (device_.is_cpu()) {
-    cpu::batch_norm_backward(grad_output.data<float>(), cached_input_.data<float>(),
-                             save_mean_.data<float>(), save_invstd_.data<float>(),
-                             weight_->value.data<float>(), n, channels_, hw, cached_training_,
-                             grad_input_data, weight_->grad.data<float>(),
-                             bias_->grad.data<float>(), state.mode);
-  } else {
-#if MB_WITH_CUDA
-    cuda::batch_norm_backward(grad_output.data<float>(), cached_input_.data<float>(),
-                              save_mean_.data<float>(), save_invstd_.data<float>(),
-                              weight_->value.data<float>(), n, channels_, hw, cached_training_,
-                              grad_input_data, weight_->grad.data<float>(),
-                              bias_->grad.data<float>(), state.mode, compute_stream(device_));
-#else
-    throw_no_cuda(layer_name(channels_));
-#endif
-  }
+  batch_norm_backward(
+      stream(), grad_output.data<float>(), cached_input_.data<float>(), save_mean_.data<float>(),
+      save_invstd_.data<float>(), weight_->value.data<float>(), n, channels_, hw, cached_training_,
+      grad_input_data, weight_->grad.data<float>(), bias_->grad.data<float>(), state.mode);
   clear_cache();
   return grad_input;
 }
@@ -181,16 +134,7 @@ void BatchNorm2d::commit_micro_batch() {
   if (pending_count_ == 0) return;
   ensure_statistics();
   double* base = static_cast<double*>(statistics_.get());
-  if (device_.is_cpu()) {
-    cpu::batch_norm_fold_statistics(base + 2 * channels_, base, 2 * channels_);
-  } else {
-#if MB_WITH_CUDA
-    cuda::batch_norm_fold_statistics(base + 2 * channels_, base, 2 * channels_,
-                                     compute_stream(device_));
-#else
-    throw_no_cuda(layer_name(channels_));
-#endif
-  }
+  batch_norm_fold_statistics(stream(), base + 2 * channels_, base, 2 * channels_);
   committed_count_ += pending_count_;
   pending_count_ = 0;
 }
@@ -248,43 +192,23 @@ void BatchNorm2d::ensure_statistics() {
   std::vector<double> values(static_cast<std::size_t>(4 * channels_), 0.0);
   if (statistics_) values = read_statistics();
   statistics_ = DeviceBuffer(allocator_for(device_), values.size() * sizeof(double),
-                             MemoryTag::Other, Context::get(device_).compute_stream());
+                             MemoryTag::Other, stream().handle());
   statistics_device_ = device_;
   write_statistics(values);
 }
 
 std::vector<double> BatchNorm2d::read_statistics() const {
   std::vector<double> values(static_cast<std::size_t>(4 * channels_));
-  const std::size_t bytes = values.size() * sizeof(double);
-  if (statistics_device_.is_cpu()) {
-    std::memcpy(values.data(), statistics_.get(), bytes);
-    return values;
-  }
-#if MB_WITH_CUDA
-  cudaStream_t stream = compute_stream(statistics_device_);
-  MB_CUDA_CHECK(
-      cudaMemcpyAsync(values.data(), statistics_.get(), bytes, cudaMemcpyDeviceToHost, stream));
-  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
-#else
-  throw_no_cuda(layer_name(channels_));
-#endif
+  const Stream on = Stream::compute(statistics_device_);
+  copy_bytes(values.data(), statistics_.get(), values.size() * sizeof(double), on);
+  on.synchronize();
   return values;
 }
 
 void BatchNorm2d::write_statistics(const std::vector<double>& values) {
-  const std::size_t bytes = values.size() * sizeof(double);
-  if (statistics_device_.is_cpu()) {
-    std::memcpy(statistics_.get(), values.data(), bytes);
-    return;
-  }
-#if MB_WITH_CUDA
-  cudaStream_t stream = compute_stream(statistics_device_);
-  MB_CUDA_CHECK(
-      cudaMemcpyAsync(statistics_.get(), values.data(), bytes, cudaMemcpyHostToDevice, stream));
-  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
-#else
-  throw_no_cuda(layer_name(channels_));
-#endif
+  const Stream on = Stream::compute(statistics_device_);
+  copy_bytes(statistics_.get(), values.data(), values.size() * sizeof(double), on);
+  on.synchronize();
 }
 
 void BatchNorm2d::clear_statistics() {

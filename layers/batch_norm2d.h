@@ -45,6 +45,8 @@ class BatchNorm2d : public Module {
   std::int64_t forward_flops(const Shape& input) const override;
   std::size_t saved_bytes(const Shape& input) const override;
 
+  bool uses_batch_statistics() const override { return true; }
+
   void begin_batch() override;
   void end_batch() override;
   void commit_micro_batch() override;

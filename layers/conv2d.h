@@ -7,8 +7,8 @@
 // [out_channels] (not decayed); both initialized like PyTorch's default
 // (Kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
 //
-// CPU: im2col + GEMM per sample and group (kernels/cpu). CUDA: cuDNN with a per-shape
-// algorithm cache (layers/cuda/cudnn_conv.h). forward() caches the input (a handle, no
+// The ops are kernels/conv.h (CPU: im2col + GEMM per sample and group; CUDA: cuDNN with a
+// per-shape algorithm cache). forward() caches the input (a handle, no
 // copy) for backward(), which releases it.
 #pragma once
 
@@ -43,6 +43,7 @@ class Conv2d : public Module {
   std::int64_t forward_flops(const Shape& input) const override;
   std::size_t saved_bytes(const Shape& input) const override;
   void clear_cache() override;
+  WeightInit weight_init() const override { return WeightInit::Convolution; }
   // "Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=false)"
   std::string describe() const;
 
@@ -58,7 +59,6 @@ class Conv2d : public Module {
   int padding_;
   int dilation_;
   int groups_;
-  bool use_bias_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
   Tensor cached_input_;

@@ -8,12 +8,13 @@
 //
 // Forward is the input gradient of the Conv2d from [N, out, OH, OW] to [N, in, H, W] with
 // this weight; backward uses that Conv2d's forward (input grad) and filter gradient.
-// CPU: GEMM + col2im per sample; CUDA: cuDNN backward-data / forward / backward-filter.
+// Both backends through kernels/conv.h.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "kernels/conv.h"
 #include "layers/module.h"
 
 namespace mb {
@@ -42,6 +43,7 @@ class ConvTranspose2d : public Module {
   std::int64_t forward_flops(const Shape& input) const override;
   std::size_t saved_bytes(const Shape& input) const override;
   void clear_cache() override;
+  WeightInit weight_init() const override { return WeightInit::Convolution; }
   std::string describe() const;
 
  protected:
@@ -49,13 +51,15 @@ class ConvTranspose2d : public Module {
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
 
  private:
+  // The Conv2d (for `input` of this layer) that this layer is the adjoint of.
+  ConvGeometry adjoint_geometry(const Shape& input) const;
+
   std::int64_t in_channels_;
   std::int64_t out_channels_;
   int kernel_size_;
   int stride_;
   int padding_;
   int output_padding_;
-  bool use_bias_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
   Tensor cached_input_;

@@ -1,14 +1,9 @@
-// Dropout: dispatch to kernels/cpu/dropout or kernels/cuda/dropout.
+// Dropout over kernels/dropout.h.
 #include "layers/dropout.h"
 
-#include "kernels/cpu/dropout.h"
-#include "runtime/context.h"
+#include "kernels/dropout.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/dropout.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -19,20 +14,14 @@ Tensor apply_mask(const Tensor& input, float p, std::uint32_t stream_id, const R
       Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
   const std::int64_t samples = input.ndim() > 0 ? input.dim(0) : 1;
   const std::int64_t per_sample = samples > 0 ? input.numel() / samples : 0;
-  cpu::DropoutKey key;
+  DropoutKey key;
   key.p = p;
   key.seed = state.seed;
   key.stream_id = stream_id;
   key.step = state.step;
   key.sample_offset = state.sample_offset;
-  if (input.device().is_cpu()) {
-    cpu::dropout_apply(input.data<float>(), output.data<float>(), samples, per_sample, key);
-  } else {
-#if MB_WITH_CUDA
-    cuda::dropout_apply(input.data<float>(), output.data<float>(), samples, per_sample, key,
-                        compute_stream(input.device()));
-#endif
-  }
+  dropout_apply(Stream::compute(input.device()), input.data<float>(), output.data<float>(), samples,
+                per_sample, key);
   return output;
 }
 

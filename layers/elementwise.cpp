@@ -1,17 +1,10 @@
-// Functional elementwise ops: validation, then kernels/cpu/elementwise or
-// kernels/cuda/elementwise.
+// Functional elementwise ops on tensors: validation, then kernels/elementwise.
 #include "layers/elementwise.h"
 
-#include "kernels/cpu/activation.h"
-#include "kernels/cpu/elementwise.h"
-#include "runtime/context.h"
+#include "kernels/activation.h"
+#include "kernels/elementwise.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/activation.h"
-#include "kernels/cuda/elementwise.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -31,47 +24,22 @@ void check_same(const Tensor& a, const Tensor& b, const char* op) {
            b.device().str(), ". Fix: move both to one device");
 }
 
-#if MB_WITH_CUDA
-cudaStream_t stream_of(const Tensor& t) {
-  return compute_stream(t.device());
+Stream stream_of(const Tensor& t) {
+  return Stream::compute(t.device());
 }
-#endif
 
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
   check_same(a, b, "add");
   Tensor out = Tensor::empty(a.shape(), tensor_options(a.device(), MemoryTag::Activation));
-  if (a.device().is_cpu()) {
-    cpu::add(a.data<float>(), b.data<float>(), out.data<float>(), a.numel());
-  } else {
-#if MB_WITH_CUDA
-    cuda::add(a.data<float>(), b.data<float>(), out.data<float>(), a.numel(), stream_of(a));
-#endif
-  }
+  mb::add(stream_of(a), a.data<float>(), b.data<float>(), out.data<float>(), a.numel());
   return out;
 }
 
 void add_into(Tensor& dst, const Tensor& src) {
   check_same(dst, src, "add_into");
-  if (dst.device().is_cpu()) {
-    cpu::add_into(dst.data<float>(), src.data<float>(), dst.numel());
-  } else {
-#if MB_WITH_CUDA
-    cuda::add_into(dst.data<float>(), src.data<float>(), dst.numel(), stream_of(dst));
-#endif
-  }
-}
-
-void scale_inplace(Tensor& t, float factor) {
-  check_defined_float(t, "scale_inplace", "tensor");
-  if (t.device().is_cpu()) {
-    cpu::scale(t.data<float>(), factor, t.numel());
-  } else {
-#if MB_WITH_CUDA
-    cuda::scale(t.data<float>(), factor, t.numel(), stream_of(t));
-#endif
-  }
+  mb::add_into(stream_of(dst), dst.data<float>(), src.data<float>(), dst.numel());
 }
 
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
@@ -93,15 +61,8 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   const std::int64_t outer = a.dim(0);
   std::int64_t spatial = 1;
   for (int axis = 2; axis < a.ndim(); ++axis) spatial *= a.dim(axis);
-  if (a.device().is_cpu()) {
-    cpu::concat_channels(a.data<float>(), b.data<float>(), out.data<float>(), outer, a.dim(1),
-                         b.dim(1), spatial);
-  } else {
-#if MB_WITH_CUDA
-    cuda::concat_channels(a.data<float>(), b.data<float>(), out.data<float>(), outer, a.dim(1),
-                          b.dim(1), spatial, stream_of(a));
-#endif
-  }
+  mb::concat_channels(stream_of(a), a.data<float>(), b.data<float>(), out.data<float>(), outer,
+                      a.dim(1), b.dim(1), spatial);
   return out;
 }
 
@@ -119,15 +80,8 @@ std::pair<Tensor, Tensor> split_channels(const Tensor& grad, std::int64_t channe
   Tensor b = Tensor::empty(Shape(dims_b), tensor_options(grad.device(), MemoryTag::Activation));
   std::int64_t spatial = 1;
   for (int axis = 2; axis < grad.ndim(); ++axis) spatial *= grad.dim(axis);
-  if (grad.device().is_cpu()) {
-    cpu::split_channels(grad.data<float>(), a.data<float>(), b.data<float>(), grad.dim(0),
-                        dims_a[1], dims_b[1], spatial);
-  } else {
-#if MB_WITH_CUDA
-    cuda::split_channels(grad.data<float>(), a.data<float>(), b.data<float>(), grad.dim(0),
-                         dims_a[1], dims_b[1], spatial, stream_of(grad));
-#endif
-  }
+  mb::split_channels(stream_of(grad), grad.data<float>(), a.data<float>(), b.data<float>(),
+                     grad.dim(0), dims_a[1], dims_b[1], spatial);
   return {a, b};
 }
 
@@ -135,15 +89,8 @@ Tensor relu_backward_from_output(const Tensor& output, const Tensor& grad) {
   check_same(output, grad, "relu_backward_from_output");
   Tensor grad_input =
       Tensor::empty(output.shape(), tensor_options(output.device(), MemoryTag::Activation));
-  if (output.device().is_cpu()) {
-    cpu::relu_backward(output.data<float>(), grad.data<float>(), grad_input.data<float>(),
-                       output.numel());
-  } else {
-#if MB_WITH_CUDA
-    cuda::relu_backward(output.data<float>(), grad.data<float>(), grad_input.data<float>(),
-                        output.numel(), stream_of(output));
-#endif
-  }
+  relu_backward(stream_of(output), output.data<float>(), grad.data<float>(),
+                grad_input.data<float>(), output.numel());
   return grad_input;
 }
 

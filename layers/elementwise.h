@@ -1,5 +1,5 @@
 // Functional elementwise and channel-routing ops used by composite modules (ResNet's
-// residual add, U-Net's skip concat), dispatching on the tensors' device.
+// residual add, U-Net's skip concat), over the ops of kernels/elementwise.h.
 //
 // All tensors are float32 and on one device; new tensors are MemoryTag::Activation on that
 // device. Mismatched shapes or devices throw mb::InvalidArgument naming the op and both
@@ -17,8 +17,6 @@ namespace mb {
 Tensor add(const Tensor& a, const Tensor& b);
 // dst += src (same shape).
 void add_into(Tensor& dst, const Tensor& src);
-// t *= factor.
-void scale_inplace(Tensor& t, float factor);
 // [N, Ca, ...] and [N, Cb, ...] (same other axes) -> [N, Ca + Cb, ...].
 Tensor concat_channels(const Tensor& a, const Tensor& b);
 // The backward of concat_channels: [N, Ca + Cb, ...] -> ([N, Ca, ...], [N, Cb, ...]).

@@ -11,6 +11,9 @@ class Flatten : public Module {
   Flatten() : Module("Flatten") {}
   // Throws mb::InvalidArgument for an input with no batch axis.
   Shape output_shape(const Shape& input) const override;
+  // A view: no arithmetic, nothing kept (the input shape only).
+  std::int64_t forward_flops(const Shape& /*input*/) const override { return 0; }
+  std::size_t saved_bytes(const Shape& /*input*/) const override { return 0; }
   void clear_cache() override { input_shape_ = Shape(); }
 
  protected:

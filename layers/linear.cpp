@@ -1,26 +1,28 @@
-// Linear on both backends: OpenBLAS on the CPU, cuBLAS on CUDA.
+// Linear over kernels/gemm.h (OpenBLAS on the CPU, cuBLAS on CUDA) and the bias ops.
 #include "layers/linear.h"
 
 #include <cmath>
-#include <vector>
 
-#include "kernels/cpu/channel_bias.h"
-#include "kernels/cpu/gemm.h"
+#include "kernels/channel_bias.h"
+#include "kernels/gemm.h"
 #include "layers/init.h"
-#include "runtime/context.h"
 #include "runtime/error.h"
-#include "runtime/philox.h"
-
-#if MB_WITH_CUDA
-#include "layers/cuda/cudnn_conv.h"
-#endif
 
 namespace mb {
+namespace {
+
+std::string linear_name(std::int64_t in_features, std::int64_t out_features, bool bias) {
+  return detail::concat("Linear(in_features=", in_features, ", out_features=", out_features,
+                        ", bias=", bias ? "true" : "false", ")");
+}
+
+}  // namespace
 
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
-    : Module("Linear"), in_features_(in_features), out_features_(out_features), use_bias_(bias) {
+    : Module("Linear"), in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0) {
-    MB_THROW(InvalidArgument, describe(), ": in_features and out_features must be positive");
+    MB_THROW(InvalidArgument, linear_name(in_features, out_features, bias),
+             ": in_features and out_features must be positive");
   }
   TensorOptions param_options;
   param_options.tag = MemoryTag::Param;
@@ -40,8 +42,7 @@ void Linear::reset_parameters(std::uint64_t seed) {
 }
 
 std::string Linear::describe() const {
-  return detail::concat("Linear(in_features=", in_features_, ", out_features=", out_features_,
-                        ", bias=", use_bias_ ? "true" : "false", ")");
+  return linear_name(in_features_, out_features_, bias_ != nullptr);
 }
 
 Shape Linear::output_shape(const Shape& input) const {
@@ -74,25 +75,13 @@ Tensor Linear::forward_impl(const Tensor& input, const RunState& /*state*/) {
   const Shape out_shape = output_shape(input.shape());
   Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const std::int64_t batch = input.dim(0);
-  const float* x = input.data<float>();
-  const float* w = weight_->value.data<float>();
-  float* y = output.data<float>();
   // y [N, out] = x [N, in] W^T [in, out]
-  if (device_.is_cuda()) {
-#if MB_WITH_CUDA
-    cuda::gemm(device_, false, true, batch, out_features_, in_features_, x, in_features_, w,
-               in_features_, y, out_features_, GradientMode::Overwrite);
-    if (bias_ != nullptr) {
-      cuda::add_channel_bias(device_, bias_->value.data<float>(), y, batch, out_features_, 1);
-    }
-#else
-    MB_THROW(InvalidArgument, describe(), ": built without the CUDA backend");
-#endif
-  } else {
-    cpu::gemm(false, true, batch, out_features_, in_features_, 1.0f, x, in_features_, w,
-              in_features_, 0.0f, y, out_features_);
-    if (bias_ != nullptr)
-      cpu::add_channel_bias(y, bias_->value.data<float>(), batch, out_features_, 1);
+  gemm(stream(), false, true, batch, out_features_, in_features_, input.data<float>(), in_features_,
+       weight_->value.data<float>(), in_features_, output.data<float>(), out_features_,
+       GradientMode::Overwrite);
+  if (bias_ != nullptr) {
+    add_channel_bias(stream(), output.data<float>(), bias_->value.data<float>(), batch,
+                     out_features_, 1);
   }
   cached_input_ = input;
   return output;
@@ -100,49 +89,22 @@ Tensor Linear::forward_impl(const Tensor& input, const RunState& /*state*/) {
 
 Tensor Linear::backward_impl(const Tensor& grad_output, const BackwardState& state) {
   const Tensor input = take_cached_input(cached_input_, grad_output, describe());
-  const Shape out_shape = output_shape(input.shape());
   const std::int64_t batch = input.dim(0);
-  ensure_grad(*weight_);
-  if (bias_ != nullptr) ensure_grad(*bias_);
-  Tensor grad_input;
-  if (state.need_input_grad) {
-    grad_input = Tensor::empty(input.shape(), tensor_options(device_, MemoryTag::Activation));
-  }
-  const float* x = input.data<float>();
-  const float* w = weight_->value.data<float>();
   const float* dy = grad_output.data<float>();
-  float* dw = weight_->grad.data<float>();
-
-  if (device_.is_cuda()) {
-#if MB_WITH_CUDA
-    // dW [out, in] (+)= dy^T [out, N] x [N, in]
-    cuda::gemm(device_, true, false, out_features_, in_features_, batch, dy, out_features_, x,
-               in_features_, dw, in_features_, state.mode);
-    if (bias_ != nullptr) {
-      cuda::channel_bias_grad(device_, dy, bias_->grad.data<float>(), batch, out_features_, 1,
-                              state.mode);
-    }
-    // dx [N, in] = dy [N, out] W [out, in]
-    if (state.need_input_grad) {
-      cuda::gemm(device_, false, false, batch, in_features_, out_features_, dy, out_features_, w,
-                 in_features_, grad_input.data<float>(), in_features_, GradientMode::Overwrite);
-    }
-#else
-    MB_THROW(InvalidArgument, describe(), ": built without the CUDA backend");
-#endif
-    return grad_input;
-  }
-
-  const float beta = state.mode == GradientMode::Accumulate ? 1.0f : 0.0f;
-  cpu::gemm(true, false, out_features_, in_features_, batch, 1.0f, dy, out_features_, x,
-            in_features_, beta, dw, in_features_);
+  ensure_grad(*weight_);
+  // dW [out, in] (+)= dy^T [out, N] x [N, in]
+  gemm(stream(), true, false, out_features_, in_features_, batch, dy, out_features_,
+       input.data<float>(), in_features_, weight_->grad.data<float>(), in_features_, state.mode);
   if (bias_ != nullptr) {
-    cpu::channel_bias_grad(dy, batch, out_features_, 1, bias_->grad.data<float>(), state.mode);
+    ensure_grad(*bias_);
+    channel_bias_grad(stream(), dy, batch, out_features_, 1, bias_->grad.data<float>(), state.mode);
   }
-  if (state.need_input_grad) {
-    cpu::gemm(false, false, batch, in_features_, out_features_, 1.0f, dy, out_features_, w,
-              in_features_, 0.0f, grad_input.data<float>(), in_features_);
-  }
+  if (!state.need_input_grad) return Tensor();
+  // dx [N, in] = dy [N, out] W [out, in]
+  Tensor grad_input = Tensor::empty(input.shape(), tensor_options(device_, MemoryTag::Activation));
+  gemm(stream(), false, false, batch, in_features_, out_features_, dy, out_features_,
+       weight_->value.data<float>(), in_features_, grad_input.data<float>(), in_features_,
+       GradientMode::Overwrite);
   return grad_input;
 }
 

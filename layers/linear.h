@@ -32,6 +32,7 @@ class Linear : public Module {
   std::int64_t forward_flops(const Shape& input) const override;
   std::size_t saved_bytes(const Shape& input) const override;
   void clear_cache() override;
+  WeightInit weight_init() const override { return WeightInit::Linear; }
   std::string describe() const;
 
  protected:
@@ -41,7 +42,6 @@ class Linear : public Module {
  private:
   std::int64_t in_features_;
   std::int64_t out_features_;
-  bool use_bias_;
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
   Tensor cached_input_;

@@ -117,16 +117,24 @@ void Module::ensure_grad(Parameter& p) {
   p.grad = Tensor::zeros(p.value.shape(), options);
 }
 
+bool needs_batch_statistics(const Module& module) {
+  if (module.uses_batch_statistics()) return true;
+  for (const auto& [name, child] : module.children()) {
+    if (needs_batch_statistics(*child)) return true;
+  }
+  return false;
+}
+
 Shape Sequential::output_shape(const Shape& input) const {
   Shape shape = input;
-  for (const Module* m : order_) shape = m->output_shape(shape);
+  for (const auto& [name, m] : children()) shape = m->output_shape(shape);
   return shape;
 }
 
 std::int64_t Sequential::forward_flops(const Shape& input) const {
   std::int64_t flops = 0;
   Shape shape = input;
-  for (const Module* m : order_) {
+  for (const auto& [name, m] : children()) {
     flops += m->forward_flops(shape);
     shape = m->output_shape(shape);
   }
@@ -136,7 +144,7 @@ std::int64_t Sequential::forward_flops(const Shape& input) const {
 std::size_t Sequential::saved_bytes(const Shape& input) const {
   std::size_t bytes = 0;
   Shape shape = input;
-  for (const Module* m : order_) {
+  for (const auto& [name, m] : children()) {
     bytes += m->saved_bytes(shape);
     shape = m->output_shape(shape);
   }
@@ -145,16 +153,17 @@ std::size_t Sequential::saved_bytes(const Shape& input) const {
 
 Tensor Sequential::forward_impl(const Tensor& input, const RunState& state) {
   Tensor x = input;
-  for (Module* m : order_) x = m->forward(x, state);
+  for (const auto& [name, m] : children()) x = m->forward(x, state);
   return x;
 }
 
 Tensor Sequential::backward_impl(const Tensor& grad_output, const BackwardState& state) {
   Tensor g = grad_output;
-  for (int i = static_cast<int>(order_.size()) - 1; i >= 0; --i) {
+  const auto& modules = children();
+  for (int i = static_cast<int>(modules.size()) - 1; i >= 0; --i) {
     BackwardState inner = state;
     if (i > 0) inner.need_input_grad = true;
-    g = order_[i]->backward(g, inner);
+    g = modules[i].second->backward(g, inner);
   }
   return g;
 }

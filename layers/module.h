@@ -18,6 +18,7 @@
 
 #include "runtime/device.h"
 #include "runtime/gradient_mode.h"
+#include "runtime/stream.h"
 #include "runtime/tensor.h"
 
 namespace mb {
@@ -36,6 +37,14 @@ struct BackwardState {
   GradientMode mode = GradientMode::Overwrite;
   // False for the first layer of a network: its input gradient is never used.
   bool need_input_grad = true;
+};
+
+// How the model zoo initializes a module's own parameters (its children are visited on
+// their own). Modules without weights keep None.
+enum class WeightInit {
+  None,
+  Convolution,  // He-uniform weight (bound sqrt(6 / fan_in)), bias bound 1 / sqrt(fan_in)
+  Linear,       // PyTorch's default: weight and bias bound 1 / sqrt(fan_in)
 };
 
 struct Parameter {
@@ -59,11 +68,17 @@ class Module {
 
   // Shape inference without running: throws mb::InvalidArgument on a bad input shape.
   virtual Shape output_shape(const Shape& input) const = 0;
-  // Multiply-adds * 2 for one forward pass at `input` (whole batch).
-  virtual std::int64_t forward_flops(const Shape& /*input*/) const { return 0; }
+  // Multiply-adds * 2 for one forward pass at `input` (whole batch). Every layer states it.
+  virtual std::int64_t forward_flops(const Shape& input) const = 0;
   // Bytes this module keeps between forward and backward for `input` (whole batch),
-  // workspaces excluded: the planner's analytic estimate.
-  virtual std::size_t saved_bytes(const Shape& /*input*/) const { return 0; }
+  // workspaces excluded: the planner's analytic estimate. Every layer states it.
+  virtual std::size_t saved_bytes(const Shape& input) const = 0;
+
+  // True when training this module needs more than one value per channel in a micro-batch
+  // (batch statistics: BatchNorm). The planner then never runs a 1-sample micro-batch.
+  virtual bool uses_batch_statistics() const { return false; }
+  // How the model zoo initializes this module's own parameters.
+  virtual WeightInit weight_init() const { return WeightInit::None; }
 
   // Full-batch hooks: BatchNorm aggregates statistics over micro-batches between them and
   // updates its running statistics once in end_batch().
@@ -105,6 +120,8 @@ class Module {
   Tensor take_cached_input(Tensor& cache, const Tensor& grad_output, const std::string& who) const;
   // Gives p.grad storage (zeros) if it has none yet, with p.value's shape and device.
   static void ensure_grad(Parameter& p);
+  // Where this module's kernels run: its device's compute stream.
+  Stream stream() const { return Stream::compute(device_); }
 
   Device device_ = Device::cpu();
 
@@ -114,6 +131,9 @@ class Module {
   std::vector<std::pair<std::string, std::unique_ptr<Parameter>>> parameters_;
   std::vector<std::pair<std::string, std::unique_ptr<Tensor>>> buffers_;
 };
+
+// True when `module` or any module below it uses batch statistics.
+bool needs_batch_statistics(const Module& module);
 
 // Runs children in order; named "0", "1", ... unless given names.
 class Sequential : public Module {
@@ -125,7 +145,6 @@ class Sequential : public Module {
   }
   template <typename M>
   std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> module) {
-    order_.push_back(module.get());
     return register_module(name, std::move(module));
   }
   Shape output_shape(const Shape& input) const override;
@@ -135,9 +154,6 @@ class Sequential : public Module {
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
-
- private:
-  std::vector<Module*> order_;
 };
 
 }  // namespace mb

@@ -1,21 +1,10 @@
-// Pooling layers: validation, geometry, and dispatch to kernels/cpu or kernels/cuda.
+// Pooling layers: validation and geometry, over the ops of kernels/pooling.h.
 #include "layers/pooling.h"
 
-#include "runtime/context.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/pooling.h"
-#include "runtime/cuda_context.h"
-#endif
 
 namespace mb {
 namespace {
-
-[[noreturn]] void throw_no_cuda(const std::string& what) {
-  MB_THROW(CudaError, what, " on a CUDA device needs the CUDA backend. Fix: rebuild with ",
-           "-DMB_WITH_CUDA=ON, or move the module to the CPU");
-}
 
 void check_float(const Tensor& t, const std::string& layer, const char* what) {
   MB_CHECK(t.dtype() == DType::Float32, layer, ": ", what, " must be float32, got ",
@@ -43,12 +32,12 @@ std::string WindowPool2d::describe() const {
          ", stride=" + std::to_string(stride_) + ", padding=" + std::to_string(padding_) + ")";
 }
 
-cpu::Pool2dGeometry WindowPool2d::geometry(const Shape& input) const {
+Pool2dGeometry WindowPool2d::geometry(const Shape& input) const {
   MB_CHECK(input.ndim() == 4, describe(), ": expected a 4-D input [N, C, H, W], got ",
            input.to_string());
   MB_CHECK(input[0] > 0 && input[1] > 0 && input[2] > 0 && input[3] > 0, describe(),
            ": empty input ", input.to_string());
-  cpu::Pool2dGeometry g;
+  Pool2dGeometry g;
   g.batch = input[0];
   g.channels = input[1];
   g.in_h = input[2];
@@ -60,18 +49,18 @@ cpu::Pool2dGeometry WindowPool2d::geometry(const Shape& input) const {
            describe(), ": kernel ", kernel_size_, "x", kernel_size_,
            " is bigger than the padded input ", input.to_string(), " (padded ",
            g.in_h + 2 * padding_, "x", g.in_w + 2 * padding_, ")");
-  g.out_h = cpu::pool_output_size(g.in_h, kernel_size_, stride_, padding_);
-  g.out_w = cpu::pool_output_size(g.in_w, kernel_size_, stride_, padding_);
+  g.out_h = pool_output_size(g.in_h, kernel_size_, stride_, padding_);
+  g.out_w = pool_output_size(g.in_w, kernel_size_, stride_, padding_);
   return g;
 }
 
 Shape WindowPool2d::output_shape(const Shape& input) const {
-  const cpu::Pool2dGeometry g = geometry(input);
+  const Pool2dGeometry g = geometry(input);
   return Shape{g.batch, g.channels, g.out_h, g.out_w};
 }
 
 std::int64_t WindowPool2d::forward_flops(const Shape& input) const {
-  const cpu::Pool2dGeometry g = geometry(input);
+  const Pool2dGeometry g = geometry(input);
   // One comparison or addition per window element.
   return g.batch * g.channels * g.out_h * g.out_w * kernel_size_ * kernel_size_;
 }
@@ -95,22 +84,13 @@ void MaxPool2d::clear_cache() {
 }
 
 Tensor MaxPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
-  const cpu::Pool2dGeometry g = geometry(input.shape());
+  const Pool2dGeometry g = geometry(input.shape());
   check_float(input, describe(), "input");
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
   Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   argmax_ = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation, DType::Int32));
-  if (device_.is_cpu()) {
-    cpu::max_pool2d_forward(input.data<float>(), g, output.data<float>(),
-                            argmax_.data<std::int32_t>());
-  } else {
-#if MB_WITH_CUDA
-    cuda::max_pool2d_forward(input.data<float>(), g, output.data<float>(),
-                             argmax_.data<std::int32_t>(), compute_stream(device_));
-#else
-    throw_no_cuda(describe());
-#endif
-  }
+  max_pool2d_forward(stream(), input.data<float>(), g, output.data<float>(),
+                     argmax_.data<std::int32_t>());
   cached_input_shape_ = input.shape();
   return output;
 }
@@ -124,19 +104,10 @@ Tensor MaxPool2d::backward_impl(const Tensor& grad_output, const BackwardState& 
   check_float(grad_output, describe(), "gradient");
   Tensor grad_input;
   if (state.need_input_grad) {
-    const cpu::Pool2dGeometry g = geometry(cached_input_shape_);
+    const Pool2dGeometry g = geometry(cached_input_shape_);
     grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
-    if (device_.is_cpu()) {
-      cpu::max_pool2d_backward(grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
-                               grad_input.data<float>());
-    } else {
-#if MB_WITH_CUDA
-      cuda::max_pool2d_backward(grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
-                                grad_input.data<float>(), compute_stream(device_));
-#else
-      throw_no_cuda(describe());
-#endif
-    }
+    max_pool2d_backward(stream(), grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
+                        grad_input.data<float>());
   }
   clear_cache();
   return grad_input;
@@ -152,19 +123,11 @@ void AvgPool2d::clear_cache() {
 }
 
 Tensor AvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
-  const cpu::Pool2dGeometry g = geometry(input.shape());
+  const Pool2dGeometry g = geometry(input.shape());
   check_float(input, describe(), "input");
   Tensor output = Tensor::empty(Shape{g.batch, g.channels, g.out_h, g.out_w},
                                 tensor_options(device_, MemoryTag::Activation));
-  if (device_.is_cpu()) {
-    cpu::avg_pool2d_forward(input.data<float>(), g, output.data<float>());
-  } else {
-#if MB_WITH_CUDA
-    cuda::avg_pool2d_forward(input.data<float>(), g, output.data<float>(), compute_stream(device_));
-#else
-    throw_no_cuda(describe());
-#endif
-  }
+  avg_pool2d_forward(stream(), input.data<float>(), g, output.data<float>());
   cached_input_shape_ = input.shape();
   cached_ = true;
   return output;
@@ -173,7 +136,7 @@ Tensor AvgPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
 Tensor AvgPool2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
   MB_CHECK(cached_, describe(),
            ".backward: nothing cached. Fix: call forward() before each backward()");
-  const cpu::Pool2dGeometry g = geometry(cached_input_shape_);
+  const Pool2dGeometry g = geometry(cached_input_shape_);
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
   MB_CHECK(grad_output.shape() == out_shape, describe(), ".backward: gradient ",
            grad_output.shape().to_string(), " does not match the forward output ",
@@ -182,16 +145,7 @@ Tensor AvgPool2d::backward_impl(const Tensor& grad_output, const BackwardState& 
   Tensor grad_input;
   if (state.need_input_grad) {
     grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
-    if (device_.is_cpu()) {
-      cpu::avg_pool2d_backward(grad_output.data<float>(), g, grad_input.data<float>());
-    } else {
-#if MB_WITH_CUDA
-      cuda::avg_pool2d_backward(grad_output.data<float>(), g, grad_input.data<float>(),
-                                compute_stream(device_));
-#else
-      throw_no_cuda(describe());
-#endif
-    }
+    avg_pool2d_backward(stream(), grad_output.data<float>(), g, grad_input.data<float>());
   }
   clear_cache();
   return grad_input;
@@ -227,16 +181,8 @@ Tensor GlobalAvgPool2d::forward_impl(const Tensor& input, const RunState& /*stat
   Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const std::int64_t planes = input.dim(0) * input.dim(1);
   const std::int64_t plane_size = input.dim(2) * input.dim(3);
-  if (device_.is_cpu()) {
-    cpu::global_avg_pool2d_forward(input.data<float>(), planes, plane_size, output.data<float>());
-  } else {
-#if MB_WITH_CUDA
-    cuda::global_avg_pool2d_forward(input.data<float>(), planes, plane_size, output.data<float>(),
-                                    compute_stream(device_));
-#else
-    throw_no_cuda("GlobalAvgPool2d");
-#endif
-  }
+  global_avg_pool2d_forward(stream(), input.data<float>(), planes, plane_size,
+                            output.data<float>());
   cached_input_shape_ = input.shape();
   cached_ = true;
   return output;
@@ -255,17 +201,8 @@ Tensor GlobalAvgPool2d::backward_impl(const Tensor& grad_output, const BackwardS
     grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
     const std::int64_t planes = cached_input_shape_[0] * cached_input_shape_[1];
     const std::int64_t plane_size = cached_input_shape_[2] * cached_input_shape_[3];
-    if (device_.is_cpu()) {
-      cpu::global_avg_pool2d_backward(grad_output.data<float>(), planes, plane_size,
-                                      grad_input.data<float>());
-    } else {
-#if MB_WITH_CUDA
-      cuda::global_avg_pool2d_backward(grad_output.data<float>(), planes, plane_size,
-                                       grad_input.data<float>(), compute_stream(device_));
-#else
-      throw_no_cuda("GlobalAvgPool2d");
-#endif
-    }
+    global_avg_pool2d_backward(stream(), grad_output.data<float>(), planes, plane_size,
+                               grad_input.data<float>());
   }
   clear_cache();
   return grad_input;

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/cpu/pooling.h"
+#include "kernels/pooling.h"
 #include "layers/module.h"
 
 namespace mb {
@@ -32,7 +32,7 @@ class WindowPool2d : public Module {
   WindowPool2d(const char* type_name, int kernel_size, int stride, int padding);
   // Validates `input` and returns the window geometry; throws mb::InvalidArgument naming
   // the layer and the shapes.
-  cpu::Pool2dGeometry geometry(const Shape& input) const;
+  Pool2dGeometry geometry(const Shape& input) const;
   std::string describe() const;  // "MaxPool2d(kernel_size=3, stride=2, padding=1)"
 
   int kernel_size_;

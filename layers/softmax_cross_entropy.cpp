@@ -1,20 +1,12 @@
-// SoftmaxCrossEntropy: validation, then the fused kernel (kernels/cpu or kernels/cuda
-// softmax_cross_entropy); on CUDA the totals are reduced on the device and copied to the
-// host once.
+// SoftmaxCrossEntropy: validation, then the fused op of kernels/softmax_cross_entropy.h
+// (on CUDA the totals are reduced on the device and copied to the host once).
 #include "layers/softmax_cross_entropy.h"
 
 #include <limits>
 
-#include "kernels/cpu/softmax_cross_entropy.h"
-#include "runtime/allocator_registry.h"
-#include "runtime/context.h"
+#include "kernels/softmax_cross_entropy.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/softmax_cross_entropy.h"
-#include "runtime/cuda_check.h"
-#include "runtime/cuda_context.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -84,52 +76,18 @@ LossResult SoftmaxCrossEntropy::run(const Tensor& logits, const Tensor& labels, 
         Tensor::empty(logits.shape(), tensor_options(device, MemoryTag::Activation));
   }
   float* grad = want_gradient ? result.grad_logits.data<float>() : nullptr;
-
-  if (device.is_cpu()) {
-    const Tensor host_labels = labels.device().is_cpu() ? labels : labels.to(Device::cpu());
-    const std::int32_t* label_data = host_labels.data<std::int32_t>();
-    const std::int64_t valid = cpu::count_valid_labels(label_data, host_labels.numel(),
-                                                       layout.classes, options_.ignore_index);
-    float grad_scale = seed_scale;
-    if (options_.reduction == Reduction::Mean) {
-      grad_scale = valid > 0 ? seed_scale / static_cast<float>(valid) : 0.0f;
-    }
-    const cpu::CrossEntropyTotals totals = cpu::softmax_cross_entropy(
-        logits.data<float>(), label_data, layout.outer, layout.classes, layout.inner,
-        options_.label_smoothing, options_.ignore_index, grad_scale, grad);
-    result.loss_sum = totals.loss_sum;
-    result.valid_count = totals.valid_count;
-    result.correct = totals.correct;
-  } else {
-#if MB_WITH_CUDA
-    cudaStream_t stream = compute_stream(device);
-    const Tensor device_labels =
-        labels.device() == device ? labels : labels.to(device, static_cast<StreamHandle>(stream));
-    DeviceBuffer totals_buffer(allocator_for(device), sizeof(cuda::CrossEntropyDeviceTotals),
-                               MemoryTag::Workspace, stream);
-    auto* device_totals = static_cast<cuda::CrossEntropyDeviceTotals*>(totals_buffer.get());
-    cuda::softmax_cross_entropy(
-        logits.data<float>(), device_labels.data<std::int32_t>(), layout.outer, layout.classes,
-        layout.inner, options_.label_smoothing, options_.ignore_index, seed_scale,
-        options_.reduction == Reduction::Mean ? cuda::CrossEntropyGradScale::Mean
-                                              : cuda::CrossEntropyGradScale::Sum,
-        grad, device_totals, stream);
-    cuda::CrossEntropyDeviceTotals totals{};
-    MB_CUDA_CHECK(
-        cudaMemcpyAsync(&totals, device_totals, sizeof(totals), cudaMemcpyDeviceToHost, stream));
-    MB_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (totals.bad_label_count > 0) {
-      MB_THROW(InvalidArgument, "SoftmaxCrossEntropy: label ", totals.bad_label, " is outside [0, ",
-               layout.classes, ") and is not ignore_index (", options_.ignore_index, "); ",
-               totals.bad_label_count,
-               " such labels. Fix: labels must be class indices in [0, C) with C = ",
-               layout.classes, ", or ignore_index");
-    }
-    result.loss_sum = totals.loss_sum;
-    result.valid_count = static_cast<std::int64_t>(totals.valid_count);
-    result.correct = static_cast<std::int64_t>(totals.correct);
-#endif
-  }
+  const Stream stream = Stream::compute(device);
+  const Tensor device_labels =
+      labels.device() == device ? labels : labels.to(device, stream.handle());
+  const CrossEntropyTotals totals = softmax_cross_entropy(
+      stream, logits.data<float>(), device_labels.data<std::int32_t>(), layout.outer,
+      layout.classes, layout.inner, options_.label_smoothing, options_.ignore_index, seed_scale,
+      options_.reduction == Reduction::Mean ? CrossEntropyGradScale::Mean
+                                            : CrossEntropyGradScale::Sum,
+      grad);
+  result.loss_sum = totals.loss_sum;
+  result.valid_count = totals.valid_count;
+  result.correct = totals.correct;
   result.loss = reduced_loss(options_.reduction, result.loss_sum, result.valid_count);
   return result;
 }

@@ -1,17 +1,10 @@
-// UpsampleNearest2d: dispatch to kernels/cpu/upsample or kernels/cuda/upsample.
+// UpsampleNearest2d over kernels/upsample.h.
 #include "layers/upsample.h"
 
-#include "kernels/cpu/upsample.h"
-#include "runtime/context.h"
+#include "kernels/upsample.h"
 #include "runtime/error.h"
 
-#if MB_WITH_CUDA
-#include "kernels/cuda/upsample.h"
-#include "runtime/cuda_context.h"
-#endif
-
 namespace mb {
-namespace {}  // namespace
 
 UpsampleNearest2d::UpsampleNearest2d(int scale) : Module("UpsampleNearest2d"), scale_(scale) {
   MB_CHECK(scale >= 1, "UpsampleNearest2d: scale ", scale, " must be a positive integer");
@@ -30,16 +23,8 @@ Tensor UpsampleNearest2d::forward_impl(const Tensor& input, const RunState& /*st
   input_shape_ = input.shape();
   Tensor output = Tensor::empty(out_shape, tensor_options(input.device(), MemoryTag::Activation));
   const std::int64_t planes = input.dim(0) * input.dim(1);
-  if (input.device().is_cpu()) {
-    cpu::upsample_nearest2d_forward(input.data<float>(), output.data<float>(), planes, input.dim(2),
-                                    input.dim(3), scale_);
-  } else {
-#if MB_WITH_CUDA
-    cuda::upsample_nearest2d_forward(input.data<float>(), output.data<float>(), planes,
-                                     input.dim(2), input.dim(3), scale_,
-                                     compute_stream(input.device()));
-#endif
-  }
+  upsample_nearest2d_forward(stream(), input.data<float>(), output.data<float>(), planes,
+                             input.dim(2), input.dim(3), scale_);
   return output;
 }
 
@@ -55,16 +40,8 @@ Tensor UpsampleNearest2d::backward_impl(const Tensor& grad_output, const Backwar
   Tensor grad_input =
       Tensor::empty(input_shape_, tensor_options(grad_output.device(), MemoryTag::Activation));
   const std::int64_t planes = input_shape_[0] * input_shape_[1];
-  if (grad_output.device().is_cpu()) {
-    cpu::upsample_nearest2d_backward(grad_output.data<float>(), grad_input.data<float>(), planes,
-                                     input_shape_[2], input_shape_[3], scale_);
-  } else {
-#if MB_WITH_CUDA
-    cuda::upsample_nearest2d_backward(grad_output.data<float>(), grad_input.data<float>(), planes,
-                                      input_shape_[2], input_shape_[3], scale_,
-                                      compute_stream(grad_output.device()));
-#endif
-  }
+  upsample_nearest2d_backward(stream(), grad_output.data<float>(), grad_input.data<float>(), planes,
+                              input_shape_[2], input_shape_[3], scale_);
   return grad_input;
 }
 

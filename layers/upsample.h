@@ -15,6 +15,11 @@ class UpsampleNearest2d : public Module {
   int scale() const { return scale_; }
   // Throws mb::InvalidArgument unless the input is [N, C, H, W].
   Shape output_shape(const Shape& input) const override;
+  // One copy per output element; backward needs only the input shape.
+  std::int64_t forward_flops(const Shape& input) const override {
+    return output_shape(input).numel();
+  }
+  std::size_t saved_bytes(const Shape& /*input*/) const override { return 0; }
   void clear_cache() override { input_shape_ = Shape(); }
 
  protected:

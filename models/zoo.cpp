@@ -73,8 +73,8 @@ std::shared_ptr<Module> build_model(const std::string& name, const ModelConfig& 
 namespace {
 
 void initialize_recursive(Module& module, std::uint64_t seed, std::uint32_t& stream_id) {
-  const std::string& type = module.type_name();
-  if (type == "Conv2d" || type == "ConvTranspose2d" || type == "Linear") {
+  const WeightInit init = module.weight_init();
+  if (init != WeightInit::None) {
     auto params = module.named_parameters();
     std::int64_t fan_in = 1;
     for (auto& [name, p] : params) {
@@ -84,8 +84,9 @@ void initialize_recursive(Module& module, std::uint64_t seed, std::uint32_t& str
       // ConvTranspose2d [in, out, k, k]: PyTorch also uses dims[1] * k * k.
       fan_in = s.numel() / s[0];
     }
-    const double weight_bound = type == "Linear" ? 1.0 / std::sqrt(static_cast<double>(fan_in))
-                                                 : std::sqrt(6.0 / static_cast<double>(fan_in));
+    const double weight_bound = init == WeightInit::Linear
+                                    ? 1.0 / std::sqrt(static_cast<double>(fan_in))
+                                    : std::sqrt(6.0 / static_cast<double>(fan_in));
     const double bias_bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
     for (auto& [name, p] : params) {
       const double bound = name == "weight" ? weight_bound : bias_bound;

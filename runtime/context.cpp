@@ -1,13 +1,24 @@
-// Context: lazily created streams and library handles per device; Timer.
+// Runtime's one CUDA unit: device detection, per-device contexts (streams, cuBLAS and cuDNN
+// handles), Stream and Event, the copy/fill primitives, Timer and the library versions.
+//
+// Note: every call into the CUDA runtime that runtime/ makes is here, so a CPU-only build
+// differs from a CUDA build in this file only (and in CMake, which leaves out
+// tensor_fill.cu and cuda_check.cpp).
 #include "runtime/context.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
+#include <sstream>
+#include <utility>
 
 #include "runtime/error.h"
+#include "runtime/stream.h"
 
 #if MB_WITH_CUDA
 #include "runtime/cuda_check.h"
+#include "runtime/tensor_fill.h"
 #endif
 
 namespace mb {
@@ -29,9 +40,76 @@ class DeviceScope {
  private:
   int previous_ = 0;
 };
+
+cudaStream_t cuda_stream_of(const Stream& stream) {
+  return static_cast<cudaStream_t>(stream.handle());
+}
 #endif
 
 }  // namespace
+
+// ---- Detection ----
+
+bool cuda_built() {
+  return MB_WITH_CUDA != 0;
+}
+
+CudaAvailability cuda_availability() {
+  CudaAvailability result;
+#if MB_WITH_CUDA
+  cudaRuntimeGetVersion(&result.runtime_version);
+  cudaError_t driver_status = cudaDriverGetVersion(&result.driver_version);
+  if (driver_status != cudaSuccess || result.driver_version == 0) {
+    cudaGetLastError();
+    result.reason = "no NVIDIA driver found (libcuda not loadable)";
+    return result;
+  }
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    result.reason = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+    return result;
+  }
+  if (count == 0) {
+    result.reason = "the driver reports no CUDA device";
+    return result;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    result.devices.push_back(CudaDeviceInfo{i, prop.name, prop.major, prop.minor,
+                                            prop.totalGlobalMem, prop.multiProcessorCount});
+  }
+  result.available = !result.devices.empty();
+  if (!result.available) result.reason = "no CUDA device answered a properties query";
+#else
+  result.reason = "this build has no CUDA backend (MB_WITH_CUDA=OFF or no nvcc at build time)";
+#endif
+  return result;
+}
+
+std::string cuda_library_versions() {
+#if MB_WITH_CUDA
+  const std::size_t cudnn = cudnnGetVersion();
+  int cublas_major = 0, cublas_minor = 0, cublas_patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &cublas_major);
+  cublasGetProperty(MINOR_VERSION, &cublas_minor);
+  cublasGetProperty(PATCH_LEVEL, &cublas_patch);
+  std::ostringstream out;
+  out << "CUDA " << CUDART_VERSION / 1000 << "." << CUDART_VERSION % 1000 / 10 << ", cuDNN "
+      << cudnn / 10000 << "." << cudnn % 10000 / 100 << "." << cudnn % 100 << ", cuBLAS "
+      << cublas_major << "." << cublas_minor << "." << cublas_patch;
+  return out.str();
+#else
+  return "";
+#endif
+}
+
+// ---- Context ----
 
 Context& Context::get(const Device& device) {
   static std::mutex mutex;
@@ -132,15 +210,110 @@ void Context::set_allow_tf32(bool allow) {
 }
 
 void Context::synchronize() {
+  if (device_.is_cpu()) return;
+  if (compute_stream_ != nullptr) Stream(device_, compute_stream_).synchronize();
+  if (copy_stream_ != nullptr) Stream(device_, copy_stream_).synchronize();
+}
+
+// ---- Stream and Event ----
+
+Stream Stream::compute(const Device& device) {
+  if (device.is_cpu()) return Stream();
+  return Stream(device, Context::get(device).compute_stream());
+}
+
+Stream Stream::copy(const Device& device) {
+  if (device.is_cpu()) return Stream();
+  return Stream(device, Context::get(device).copy_stream());
+}
+
+void Stream::synchronize() const {
+  if (is_cpu()) return;
 #if MB_WITH_CUDA
-  if (device_.is_cuda()) {
-    if (compute_stream_ != nullptr)
-      MB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(compute_stream_)));
-    if (copy_stream_ != nullptr)
-      MB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(copy_stream_)));
-  }
+  MB_CUDA_CHECK(cudaStreamSynchronize(cuda_stream_of(*this)));
+#else
+  throw_cuda_not_built("Stream::synchronize on " + device_.str());
 #endif
 }
+
+void Stream::wait(const Event& event) const {
+  if (is_cpu() || event.handle() == nullptr) return;
+#if MB_WITH_CUDA
+  MB_CUDA_CHECK(
+      cudaStreamWaitEvent(cuda_stream_of(*this), static_cast<cudaEvent_t>(event.handle()), 0));
+#endif
+}
+
+Event::Event(const Device& device) : device_(device) {
+  if (device.is_cpu()) return;
+#if MB_WITH_CUDA
+  cudaEvent_t event = nullptr;
+  MB_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  event_ = event;
+#else
+  throw_cuda_not_built("an event on " + device.str());
+#endif
+}
+
+Event::~Event() {
+#if MB_WITH_CUDA
+  if (event_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+#endif
+}
+
+Event::Event(Event&& other) noexcept
+    : device_(other.device_), event_(std::exchange(other.event_, nullptr)) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  // Ours goes to `other`, which destroys it.
+  std::swap(device_, other.device_);
+  std::swap(event_, other.event_);
+  return *this;
+}
+
+void Event::record(const Stream& stream) {
+  if (event_ == nullptr) return;
+  MB_CHECK(stream.device() == device_, "Event of ", device_.str(), " recorded on a stream of ",
+           stream.device().str());
+#if MB_WITH_CUDA
+  MB_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream_of(stream)));
+#endif
+}
+
+// ---- Memory primitives ----
+
+void copy_bytes(void* dst, const void* src, std::size_t bytes, const Stream& stream) {
+  if (bytes == 0) return;
+  if (stream.is_cpu()) {
+    std::memmove(dst, src, bytes);
+    return;
+  }
+#if MB_WITH_CUDA
+  MB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cuda_stream_of(stream)));
+#else
+  throw_cuda_not_built("a copy on " + stream.device().str());
+#endif
+}
+
+void fill_words(void* dst, std::uint32_t pattern, std::size_t count, const Stream& stream) {
+  if (count == 0) return;
+  if (stream.is_cpu()) {
+    auto* words = static_cast<std::uint32_t*>(dst);
+    std::fill(words, words + count, pattern);
+    return;
+  }
+#if MB_WITH_CUDA
+  if (pattern == 0) {
+    MB_CUDA_CHECK(cudaMemsetAsync(dst, 0, count * sizeof(std::uint32_t), cuda_stream_of(stream)));
+  } else {
+    detail::fill_words_cuda(dst, pattern, count, stream.handle());
+  }
+#else
+  throw_cuda_not_built("a fill on " + stream.device().str());
+#endif
+}
+
+// ---- Timer ----
 
 Timer::Timer(const Device& device, StreamHandle stream) : device_(device), stream_(stream) {
 #if MB_WITH_CUDA

@@ -7,11 +7,15 @@
 
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "runtime/device.h"
 #include "runtime/memory_resource.h"
 
 namespace mb {
+
+// "CUDA 13.0, cuDNN 9.19.0, cuBLAS 13.1.0" in a CUDA build; "" otherwise.
+std::string cuda_library_versions();
 
 class Context {
  public:

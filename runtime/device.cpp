@@ -1,13 +1,10 @@
-// Device parsing and CUDA detection that never aborts.
+// Device parsing and the checks that a device can be used. CUDA detection itself lives in
+// runtime/context.cpp, runtime's one CUDA unit.
 #include "runtime/device.h"
 
 #include <cstdlib>
 
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace mb {
 
@@ -29,50 +26,9 @@ std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index_);
 }
 
-bool cuda_built() {
-  return MB_WITH_CUDA != 0;
-}
-
-CudaAvailability cuda_availability() {
-  CudaAvailability result;
-#if MB_WITH_CUDA
-  cudaRuntimeGetVersion(&result.runtime_version);
-  cudaError_t driver_status = cudaDriverGetVersion(&result.driver_version);
-  if (driver_status != cudaSuccess || result.driver_version == 0) {
-    cudaGetLastError();
-    result.reason = "no NVIDIA driver found (libcuda not loadable)";
-    return result;
-  }
-  int count = 0;
-  cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    cudaGetLastError();
-    result.reason = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
-    return result;
-  }
-  if (count == 0) {
-    result.reason = "the driver reports no CUDA device";
-    return result;
-  }
-  for (int i = 0; i < count; ++i) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
-      cudaGetLastError();
-      continue;
-    }
-    result.devices.push_back(CudaDeviceInfo{i, prop.name, prop.major, prop.minor,
-                                            prop.totalGlobalMem, prop.multiProcessorCount});
-  }
-  result.available = !result.devices.empty();
-  if (!result.available) result.reason = "no CUDA device answered a properties query";
-#else
-  result.reason = "this build has no CUDA backend (MB_WITH_CUDA=OFF or no nvcc at build time)";
-#endif
-  return result;
-}
-
 void require_device(const Device& device) {
   if (device.is_cpu()) return;
+  if (!cuda_built()) throw_cuda_not_built("device " + device.str());
   CudaAvailability cuda = cuda_availability();
   if (!cuda.available) {
     MB_THROW(CudaError, "device ", device.str(), " unavailable: ", cuda.reason,
@@ -83,6 +39,13 @@ void require_device(const Device& device) {
              " CUDA device(s) present. Fix: use cuda:0..",
              static_cast<int>(cuda.devices.size()) - 1, " or --device cpu");
   }
+}
+
+void throw_cuda_not_built(const std::string& what) {
+  MB_THROW(CudaError, what,
+           " needs the CUDA backend, which this build does not have (configured with "
+           "MB_WITH_CUDA=OFF, or nvcc, cuBLAS or cuDNN missing at build time). Fix: rebuild with "
+           "-DMB_WITH_CUDA=ON on a machine with the CUDA toolkit, or run with --device cpu");
 }
 
 Device default_device() {

@@ -61,6 +61,10 @@ bool cuda_built();  // was the CUDA backend compiled in?
 // `device` cannot be used.
 void require_device(const Device& device);
 
+// The one error for CUDA work in a build without the CUDA backend: mb::CudaError saying
+// that `what` needs the backend and how to get it.
+[[noreturn]] void throw_cuda_not_built(const std::string& what);
+
 // "cuda" when a usable GPU exists, else "cpu".
 Device default_device();
 

@@ -8,11 +8,7 @@
 #include "runtime/allocator_registry.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
-
-#if MB_WITH_CUDA
-#include "runtime/cuda_check.h"
-#include "runtime/tensor_fill.h"
-#endif
+#include "runtime/stream.h"
 
 namespace mb {
 namespace {
@@ -28,15 +24,9 @@ StreamHandle stream_or_compute(const Device& device, StreamHandle stream) {
 // Copies t.nbytes() from host memory into t, on any device (synchronous).
 void copy_host_values(Tensor& t, const void* values) {
   if (t.nbytes() == 0) return;
-  if (t.device().is_cpu()) {
-    std::memcpy(t.raw_data(), values, t.nbytes());
-    return;
-  }
-#if MB_WITH_CUDA
-  auto stream = static_cast<cudaStream_t>(stream_or_compute(t.device(), nullptr));
-  MB_CUDA_CHECK(cudaMemcpyAsync(t.raw_data(), values, t.nbytes(), cudaMemcpyHostToDevice, stream));
-  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
-#endif
+  const Stream stream = Stream::compute(t.device());
+  copy_bytes(t.raw_data(), values, t.nbytes(), stream);
+  stream.synchronize();
 }
 
 }  // namespace
@@ -200,22 +190,11 @@ void Tensor::copy_from(const Tensor& source, StreamHandle stream) {
            dtype_name(source.dtype_), " ", source.shape_.to_string(), " into ", dtype_name(dtype_),
            " ", shape_.to_string());
   if (nbytes() == 0) return;
-  if (device_.is_cpu() && source.device_.is_cpu()) {
-    std::memmove(raw_data(), source.raw_data(), nbytes());
-    return;
-  }
-#if MB_WITH_CUDA
-  const Device cuda_device = device_.is_cuda() ? device_ : source.device_;
-  const bool synchronous = stream == nullptr;
-  auto cuda_stream = static_cast<cudaStream_t>(stream_or_compute(cuda_device, stream));
-  MB_CUDA_CHECK(
-      cudaMemcpyAsync(raw_data(), source.raw_data(), nbytes(), cudaMemcpyDefault, cuda_stream));
-  if (synchronous) MB_CUDA_CHECK(cudaStreamSynchronize(cuda_stream));
-#else
-  (void)stream;
-  MB_THROW(CudaError, "copy between ", source.device_.str(), " and ", device_.str(),
-           " needs the CUDA backend");
-#endif
+  // A copy involving a GPU runs on that GPU's stream; host to host is a memmove.
+  const Device device = device_.is_cuda() ? device_ : source.device_;
+  const Stream on(device, stream_or_compute(device, stream));
+  copy_bytes(raw_data(), source.raw_data(), nbytes(), on);
+  if (stream == nullptr) on.synchronize();
 }
 
 void Tensor::fill(float value, StreamHandle stream) {
@@ -229,24 +208,9 @@ void Tensor::fill(float value, StreamHandle stream) {
     std::int32_t as_int = static_cast<std::int32_t>(value);
     std::memcpy(&pattern, &as_int, 4);
   }
-  const std::size_t count = static_cast<std::size_t>(numel());
-  if (device_.is_cpu()) {
-    auto* words = static_cast<std::uint32_t*>(raw_data());
-    std::fill(words, words + count, pattern);
-    return;
-  }
-#if MB_WITH_CUDA
-  const bool synchronous = stream == nullptr;
-  stream = stream_or_compute(device_, stream);
-  if (pattern == 0) {
-    MB_CUDA_CHECK(cudaMemsetAsync(raw_data(), 0, nbytes(), static_cast<cudaStream_t>(stream)));
-  } else {
-    detail::fill_words_cuda(raw_data(), pattern, count, stream);
-  }
-  if (synchronous) MB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
-#else
-  (void)stream;
-#endif
+  const Stream on(device_, stream_or_compute(device_, stream));
+  fill_words(raw_data(), pattern, static_cast<std::size_t>(numel()), on);
+  if (stream == nullptr) on.synchronize();
 }
 
 void Tensor::zero(StreamHandle stream) {

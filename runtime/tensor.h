@@ -1,7 +1,7 @@
 // Tensor: a typed, shaped view of storage obtained from an Allocator.
 //
 // Tensors are contiguous (row-major). Copying a Tensor shares its storage, like a handle;
-// clone() copies the data. Views (view, reshape, slice along the first axis) never copy.
+// clone() copies the data. Views (view, slice along the first axis) never copy.
 // Data moves between host and device only through explicit calls (to, copy_from): no
 // accessor hides a transfer.
 #pragma once
@@ -77,8 +77,6 @@ class Tensor {
 
   // Same storage, new shape with the same numel. One axis may be -1 (inferred).
   Tensor view(const std::vector<std::int64_t>& dims) const;
-  Tensor view_as(const Shape& shape) const { return view(shape.dims()); }
-  Tensor reshape(const std::vector<std::int64_t>& dims) const { return view(dims); }
   // Rows [begin, end) along the first axis, sharing storage.
   Tensor slice(std::int64_t begin, std::int64_t end) const;
 

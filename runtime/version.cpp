@@ -3,13 +3,9 @@
 
 #include <sstream>
 
+#include "runtime/context.h"
 #include "runtime/device.h"
 #include "runtime/memory_report.h"
-
-#if MB_WITH_CUDA
-#include <cublas_v2.h>
-#include <cudnn.h>
-#endif
 
 #ifndef MB_VERSION_STRING
 #define MB_VERSION_STRING "0.0.0"
@@ -29,19 +25,11 @@ std::string build_info() {
   out << "microbatch " << version() << " (" << MB_BUILD_TYPE << ", C++" << (__cplusplus / 100 % 100)
       << ")\n";
   out << "CPU backend: on (OpenBLAS/BLAS sgemm)\n";
-#if MB_WITH_CUDA
-  const std::size_t cudnn = cudnnGetVersion();
-  int cublas_major = 0, cublas_minor = 0, cublas_patch = 0;
-  cublasGetProperty(MAJOR_VERSION, &cublas_major);
-  cublasGetProperty(MINOR_VERSION, &cublas_minor);
-  cublasGetProperty(PATCH_LEVEL, &cublas_patch);
-  out << "CUDA backend: on (built with CUDA " << CUDART_VERSION / 1000 << "."
-      << CUDART_VERSION % 1000 / 10 << ", cuDNN " << cudnn / 10000 << "." << cudnn % 10000 / 100
-      << "." << cudnn % 100 << ", cuBLAS " << cublas_major << "." << cublas_minor << "."
-      << cublas_patch << ")\n";
-#else
-  out << "CUDA backend: off\n";
-#endif
+  if (cuda_built()) {
+    out << "CUDA backend: on (built with " << cuda_library_versions() << ")\n";
+  } else {
+    out << "CUDA backend: off\n";
+  }
   out << "devices:\n  cpu\n";
   CudaAvailability cuda = cuda_availability();
   if (cuda.available) {

@@ -17,15 +17,15 @@
 #include "allocator/byte_size.h"
 #include "allocator/default_allocator.h"
 #include "data/dataset.h"
-#include "data/loader.h"
 #include "data/transforms.h"
 #include "engine/checkpoint.h"
-#include "engine/lr_schedule.h"
+#include "engine/fit.h"
+#include "engine/session.h"
 #include "engine/trainer.h"
 #include "models/zoo.h"
-#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
 #include "runtime/version.h"
+#include "tools/format.h"
 
 namespace mb {
 namespace {
@@ -86,12 +86,12 @@ Device resolve_device(const std::string& text) {
   return device;
 }
 
-// The device's arena for this command, capped by --memory-limit. Data sets are loaded
-// before it is installed, so on the CPU they do not count against the cap (on a GPU they
-// live in host memory anyway); the engine's micro-batch inputs do.
-std::shared_ptr<Allocator> make_arena(const Device& device, const std::string& limit) {
-  const std::size_t capacity = limit.empty() ? 0 : parse_byte_size(limit);
-  return make_default_allocator(device, capacity);
+// The session's device and arena cap (--device, --memory-limit).
+SessionOptions session_options(const CommonArgs& a) {
+  SessionOptions options;
+  options.device = resolve_device(a.device);
+  options.memory_limit = a.memory_limit.empty() ? 0 : parse_byte_size(a.memory_limit);
+  return options;
 }
 
 std::string default_data_dir(const std::string& dataset) {
@@ -139,10 +139,14 @@ ModelConfig model_config(const Dataset& data, std::uint64_t seed) {
   return config;
 }
 
-TrainerOptions trainer_options(const CommonArgs& a, const Device& device,
-                               std::function<void(const std::string&)> log) {
+// The labels' shape of one sample: [] for classification, [H, W] for segmentation.
+Shape label_shape(const Dataset& data) {
+  return Shape(std::vector<std::int64_t>(data.labels.shape().dims().begin() + 1,
+                                         data.labels.shape().dims().end()));
+}
+
+TrainerOptions trainer_options(const CommonArgs& a, std::function<void(const std::string&)> log) {
   TrainerOptions options;
-  options.device = device;
   options.micro_batch = parse_micro_batch(a.micro_batch);
   options.accumulation = parse_accumulation(a.accumulation);
   options.optimizer.kind = parse_optimizer(a.optimizer);
@@ -186,18 +190,12 @@ class Output {
   bool progress_shown_ = false;
 };
 
-std::string fixed(double value, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << value;
-  return s.str();
-}
-
 Json plan_json(const Plan& plan) {
   return Json{{"event", "plan"},
               {"batch_size", plan.batch_size},
               {"micro_batch", plan.micro_batch},
               {"micro_batches", plan.count()},
-              {"sizes", plan.sizes},
+              {"sizes", plan.sizes()},
               {"automatic", plan.automatic},
               {"available_bytes", plan.available_bytes},
               {"margin_bytes", plan.margin_bytes},
@@ -209,136 +207,100 @@ Json plan_json(const Plan& plan) {
 
 int command_train(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
-  const Device device = resolve_device(a.device);
+  const SessionOptions options = session_options(a);
   const ModelInfo& info = find_model(a.model);
-  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
-  Data data = load_data(a, info);
-  ScopedAllocator arena(device, allocator);  // outlives the model and the trainer below
-  auto model = build_model(a.model, model_config(data.train, a.seed));
-  output.line("microbatch train: " + a.model + " (" + std::to_string(model->parameter_count()) +
-              " parameters) on " + a.dataset + " (" + std::to_string(data.train.size()) +
-              " train, " + std::to_string(data.test.size()) + " test), " + device.str() +
-              ", batch " + std::to_string(a.batch_size) + ", memory limit " +
-              format_bytes(allocator->report().capacity));
-  Trainer trainer(model, trainer_options(a, device, [&](const std::string& message) {
-                    output.line(message);
-                    output.event(Json{{"event", "log"}, {"message", message}});
-                  }));
-  int start_epoch = 0;
+  const Data data = load_data(a, info);
+  Session session(options, [&] { return build_model(a.model, model_config(data.train, a.seed)); });
+  output.line("microbatch train: " + a.model + " (" +
+              std::to_string(session.model().parameter_count()) + " parameters) on " + a.dataset +
+              " (" + std::to_string(data.train.size()) + " train, " +
+              std::to_string(data.test.size()) + " test), " + options.device.str() + ", batch " +
+              std::to_string(a.batch_size) + ", memory limit " +
+              format_bytes(session.allocator().report().capacity));
+  Trainer& trainer = session.make_trainer(trainer_options(a, [&](const std::string& message) {
+    output.line(message);
+    output.event(Json{{"event", "log"}, {"message", message}});
+  }));
+  FitOptions fit_options;
   if (!a.resume.empty()) {
-    start_epoch = load_checkpoint(a.resume, trainer, a.model).epoch;
+    fit_options.start_epoch = load_checkpoint(a.resume, trainer, a.model).epoch;
     output.line("resumed from " + a.resume + " at step " + std::to_string(trainer.steps()) +
-                ", epoch " + std::to_string(start_epoch));
+                ", epoch " + std::to_string(fit_options.start_epoch));
   }
-  const Shape sample = data.train.sample_shape();
-  std::vector<std::int64_t> label_dims(data.train.labels.shape().dims().begin() + 1,
-                                       data.train.labels.shape().dims().end());
-  trainer.plan(a.batch_size, sample, Shape(label_dims));
+  trainer.plan(a.batch_size, data.train.sample_shape(), label_shape(data.train));
   output.event(plan_json(trainer.current_plan()));
 
-  LoaderOptions loader_options;
-  loader_options.batch_size = a.batch_size;
-  loader_options.shuffle = true;
-  loader_options.drop_last = data.train.size() >= a.batch_size;
-  loader_options.seed = a.seed;
-  if (a.augment) {
-    loader_options.augment.flip = true;
-    loader_options.augment.crop_padding = sample[1] >= 32 ? 4 : 2;
-  }
-  BatchLoader loader(data.train, loader_options);
-  const std::int64_t steps_per_epoch = loader.batches_per_epoch();
-  LrSchedule schedule;
-  schedule.peak_lr = a.lr;
-  schedule.warmup_steps = static_cast<std::int64_t>(a.warmup_epochs * steps_per_epoch);
-  schedule.total_steps = a.schedule == "cosine" ? steps_per_epoch * a.epochs : 0;
-  const auto started = std::chrono::steady_clock::now();
-  std::int64_t global_steps = 0;
-  for (int epoch = start_epoch; epoch < a.epochs; ++epoch) {
-    const auto epoch_started = std::chrono::steady_clock::now();
-    loader.start_epoch(epoch);
-    Batch batch;
-    double loss_sum = 0.0;
-    std::int64_t samples = 0, correct = 0, step_in_epoch = 0;
-    while (loader.next(batch)) {
-      const float lr = static_cast<float>(schedule.at(trainer.steps()));
-      StepResult step = trainer.step(batch.images, batch.labels, lr);
-      loss_sum += step.loss * static_cast<double>(step.samples);
-      samples += step.samples;
-      correct += step.correct;
-      ++step_in_epoch;
-      ++global_steps;
-      const FreeArenaReport report = allocator->report();
-      const double rate = static_cast<double>(step.samples) / std::max(step.seconds, 1e-9);
-      output.event(Json{{"event", "step"},
-                        {"epoch", epoch},
-                        {"step", trainer.steps()},
-                        {"loss", step.loss},
-                        {"lr", lr},
-                        {"samples_per_s", rate},
-                        {"micro_batches", step.micro_batches},
-                        {"replans", step.replans},
-                        {"grad_norm", step.grad_norm},
-                        {"allocated_bytes", report.allocated},
-                        {"reserved_bytes", report.reserved},
-                        {"capacity_bytes", report.capacity}});
-      const int width = 24;
-      const int filled =
-          static_cast<int>(width * step_in_epoch / std::max<std::int64_t>(steps_per_epoch, 1));
-      output.progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(a.epochs) + " [" +
-                      std::string(filled, '=') + std::string(width - filled, ' ') + "] " +
-                      std::to_string(step_in_epoch) + "/" + std::to_string(steps_per_epoch) + "  " +
-                      fixed(rate, 0) + " samples/s  loss " + fixed(step.loss, 4) + "  mem " +
-                      format_bytes(report.reserved) + " / " + format_bytes(report.capacity));
-      if (a.max_steps > 0 && global_steps >= a.max_steps) break;
-    }
-    const double train_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_started).count();
-    EvalResult eval = trainer.evaluate(data.test.images, data.test.labels);
-    const double train_loss = samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0;
-    output.line(
-        "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(a.epochs) + ": train loss " +
-        fixed(train_loss, 4) + ", train acc " +
-        fixed(100.0 * static_cast<double>(correct) / std::max<std::int64_t>(samples, 1), 2) +
-        "%, test loss " + fixed(eval.loss, 4) + ", test acc " + fixed(100.0 * eval.accuracy(), 2) +
-        "%, " + fixed(train_seconds, 1) + " s (" +
-        fixed(static_cast<double>(samples) / std::max(train_seconds, 1e-9), 0) +
-        " samples/s), peak reserved " + format_bytes(allocator->report().reserved));
-    output.event(
-        Json{{"event", "epoch"},
-             {"epoch", epoch + 1},
-             {"train_loss", train_loss},
-             {"train_accuracy", static_cast<double>(correct) / std::max<std::int64_t>(samples, 1)},
-             {"test_loss", eval.loss},
-             {"test_accuracy", eval.accuracy()},
-             {"seconds", train_seconds},
-             {"steps", trainer.steps()}});
-    if (!a.checkpoint.empty()) {
-      save_checkpoint(a.checkpoint, trainer, a.model, epoch + 1, {{"version", version()}});
-      output.line("saved checkpoint " + a.checkpoint);
-    }
-    if (a.max_steps > 0 && global_steps >= a.max_steps) break;
-  }
-  const double total =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  output.line("done in " + fixed(total, 1) + " s");
-  output.event(Json{{"event", "done"}, {"seconds", total}, {"steps", trainer.steps()}});
-  trainer.model().clear_cache();
+  fit_options.batch_size = a.batch_size;
+  fit_options.epochs = a.epochs;
+  fit_options.max_steps = a.max_steps;
+  fit_options.lr = a.lr;
+  fit_options.warmup_epochs = a.warmup_epochs;
+  fit_options.cosine = a.schedule == "cosine";
+  fit_options.seed = a.seed;
+  fit_options.augment = a.augment;
+  fit_options.checkpoint = a.checkpoint;
+  fit_options.model_name = a.model;
+  fit_options.checkpoint_metadata = {{"version", version()}};
+  FitCallbacks callbacks;
+  callbacks.on_step = [&](const StepReport& r) {
+    const double rate = static_cast<double>(r.step.samples) / std::max(r.step.seconds, 1e-9);
+    output.event(Json{{"event", "step"},
+                      {"epoch", r.epoch},
+                      {"step", trainer.steps()},
+                      {"loss", r.step.loss},
+                      {"lr", r.lr},
+                      {"samples_per_s", rate},
+                      {"micro_batches", r.step.micro_batches},
+                      {"replans", r.step.replans},
+                      {"grad_norm", r.step.grad_norm},
+                      {"allocated_bytes", r.memory.allocated},
+                      {"reserved_bytes", r.memory.reserved},
+                      {"capacity_bytes", r.memory.capacity}});
+    const int width = 24;
+    const int filled =
+        static_cast<int>(width * r.step_in_epoch / std::max<std::int64_t>(r.steps_per_epoch, 1));
+    output.progress("epoch " + std::to_string(r.epoch + 1) + "/" + std::to_string(a.epochs) + " [" +
+                    std::string(filled, '=') + std::string(width - filled, ' ') + "] " +
+                    std::to_string(r.step_in_epoch) + "/" + std::to_string(r.steps_per_epoch) +
+                    "  " + fixed(rate, 0) + " samples/s  loss " + fixed(r.step.loss, 4) + "  mem " +
+                    format_bytes(r.memory.reserved) + " / " + format_bytes(r.memory.capacity));
+  };
+  callbacks.on_epoch = [&](const EpochReport& r) {
+    output.line("epoch " + std::to_string(r.epoch) + "/" + std::to_string(a.epochs) +
+                ": train loss " + fixed(r.train_loss, 4) + ", train acc " +
+                fixed(100.0 * r.train_accuracy, 2) + "%, test loss " + fixed(r.test.loss, 4) +
+                ", test acc " + fixed(100.0 * r.test.accuracy(), 2) + "%, " + fixed(r.seconds, 1) +
+                " s (" + fixed(static_cast<double>(r.samples) / std::max(r.seconds, 1e-9), 0) +
+                " samples/s), peak reserved " + format_bytes(r.memory.reserved));
+    output.event(Json{{"event", "epoch"},
+                      {"epoch", r.epoch},
+                      {"train_loss", r.train_loss},
+                      {"train_accuracy", r.train_accuracy},
+                      {"test_loss", r.test.loss},
+                      {"test_accuracy", r.test.accuracy()},
+                      {"seconds", r.seconds},
+                      {"steps", r.steps}});
+  };
+  callbacks.on_checkpoint = [&](const std::string& path) {
+    output.line("saved checkpoint " + path);
+  };
+  const FitResult result = fit(session, data.train, data.test, fit_options, callbacks);
+  output.line("done in " + fixed(result.seconds, 1) + " s");
+  output.event(Json{{"event", "done"}, {"seconds", result.seconds}, {"steps", result.steps}});
   return 0;
 }
 
 int command_eval(const CommonArgs& a, std::ostream& out) {
   MB_CHECK(!a.checkpoint.empty(), "eval needs --checkpoint PATH (a file written by train)");
   Output output(out, a.json);
-  const Device device = resolve_device(a.device);
+  const SessionOptions options = session_options(a);
   const ModelInfo& info = find_model(a.model);
-  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
-  Data data = load_data(a, info);
-  ScopedAllocator arena(device, allocator);
-  auto model = build_model(a.model, model_config(data.train, a.seed));
-  Trainer trainer(model, trainer_options(a, device, nullptr));
-  load_checkpoint(a.checkpoint, trainer, a.model);
+  const Data data = load_data(a, info);
+  Session session(options, [&] { return build_model(a.model, model_config(data.train, a.seed)); });
+  load_checkpoint(a.checkpoint, session.make_trainer(trainer_options(a, nullptr)), a.model);
   const std::int64_t chunk = parse_micro_batch(a.micro_batch);
-  EvalResult eval = trainer.evaluate(data.test.images, data.test.labels, chunk > 0 ? chunk : 256);
+  const EvalResult eval =
+      session.evaluate(data.test.images, data.test.labels, chunk > 0 ? chunk : 256, LossOptions{});
   output.line("test loss " + fixed(eval.loss, 4) + ", test accuracy " +
               fixed(100.0 * eval.accuracy(), 2) + "% (" + std::to_string(eval.correct) + "/" +
               std::to_string(eval.valid) + ")");
@@ -352,23 +314,21 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
 
 int command_plan(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
-  const Device device = resolve_device(a.device);
+  const SessionOptions options = session_options(a);
   const ModelInfo& info = find_model(a.model);
-  std::shared_ptr<Allocator> allocator = make_arena(device, a.memory_limit);
-  ScopedAllocator arena(device, allocator);
   ModelConfig config;
   config.image_size = a.image_size;
   config.seed = a.seed;
   config = resolve_config(a.model, config);
-  auto model = build_model(a.model, config);
-  Trainer trainer(
-      model, trainer_options(a, device, [&](const std::string& message) { output.line(message); }));
+  Session session(options, [&] { return build_model(a.model, config); });
+  Trainer& trainer = session.make_trainer(
+      trainer_options(a, [&](const std::string& message) { output.line(message); }));
   const Shape sample{config.in_channels, config.image_size, config.image_size};
   const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
   const Plan& plan = trainer.plan(a.batch_size, sample, label);
-  output.line(a.model + " on " + device.str() + ", input " + sample.to_string() + ", batch " +
-              std::to_string(a.batch_size) + ", memory limit " +
-              format_bytes(allocator->report().capacity) + ": micro-batch " +
+  output.line(a.model + " on " + options.device.str() + ", input " + sample.to_string() +
+              ", batch " + std::to_string(a.batch_size) + ", memory limit " +
+              format_bytes(session.allocator().report().capacity) + ": micro-batch " +
               std::to_string(plan.micro_batch) + " x " + std::to_string(plan.count()));
   output.event(plan_json(plan));
   return 0;
@@ -382,22 +342,21 @@ int command_models(bool json, bool measure, std::ostream& out) {
         << (measure ? "bytes/sample" : "bytes/sample*") << "  description\n";
   }
   for (const ModelInfo& info : model_catalog()) {
-    auto model = build_model(info.name);
+    Session session(SessionOptions{}, [&] { return build_model(info.name); });
+    Module& model = session.model();
     const Shape sample{1, info.in_channels, info.image_size, info.image_size};
-    const double gflops = static_cast<double>(model->forward_flops(sample)) / 1e9;
+    const double gflops = static_cast<double>(model.forward_flops(sample)) / 1e9;
     std::size_t bytes_per_sample =
-        model->saved_bytes(sample) + static_cast<std::size_t>(sample.numel()) * sizeof(float);
+        model.saved_bytes(sample) + static_cast<std::size_t>(sample.numel()) * sizeof(float);
     if (measure) {
-      TrainerOptions options;
-      options.micro_batch = 0;
-      Trainer trainer(model, options);
       const Shape label = info.segmentation ? Shape{info.image_size, info.image_size} : Shape{};
       bytes_per_sample =
-          trainer.measure(Shape{info.in_channels, info.image_size, info.image_size}, label)
+          session.make_trainer(TrainerOptions{})
+              .measure(Shape{info.in_channels, info.image_size, info.image_size}, label)
               .bytes_per_sample;
     }
     output.event(Json{{"model", info.name},
-                      {"parameters", model->parameter_count()},
+                      {"parameters", model.parameter_count()},
                       {"input", {info.in_channels, info.image_size, info.image_size}},
                       {"classes", info.num_classes},
                       {"forward_gflops_per_sample", gflops},
@@ -409,7 +368,7 @@ int command_models(bool json, bool measure, std::ostream& out) {
       std::ostringstream input;
       input << info.in_channels << "x" << info.image_size << "x" << info.image_size;
       out << std::left << std::setw(14) << info.name << std::right << std::setw(14)
-          << model->parameter_count() << std::setw(12) << input.str() << std::setw(14)
+          << model.parameter_count() << std::setw(12) << input.str() << std::setw(14)
           << fixed(gflops, 3) << std::setw(16) << format_bytes(bytes_per_sample) << "  "
           << info.description << "\n";
     }
@@ -423,6 +382,7 @@ int command_models(bool json, bool measure, std::ostream& out) {
 }  // namespace
 
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  // Data sets are loaded before a Session installs its arena, through the defaults.
   install_default_allocators();
   CLI::App app{"microbatch: train CNNs with batches far beyond device memory"};
   app.require_subcommand(0, 1);

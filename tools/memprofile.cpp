@@ -29,11 +29,13 @@
 
 #include "allocator/byte_size.h"
 #include "data/dataset.h"
+#include "engine/session.h"
 #include "engine/trainer.h"
 #include "models/zoo.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/error.h"
 #include "runtime/memory_resource.h"
+#include "tools/format.h"
 
 extern char** environ;
 
@@ -54,12 +56,6 @@ constexpr std::array<const char*, kNumMemoryTags> kTagColours = {
 constexpr std::array<std::uint32_t, kNumMemoryTags> kTagRgb = {
     0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0x7f7f7f};
 constexpr std::uint32_t kFreeRgb = 0xe8e8e8;
-
-std::string fixed(double value, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << value;
-  return s.str();
-}
 
 // A gnuplot single-quoted string (only the quote itself needs doubling).
 std::string gp_quote(const std::string& text) {
@@ -692,19 +688,20 @@ int run_memprofile(const MemprofileArgs& a, std::ostream& out) {
     std::vector<std::string> log;
     std::vector<StepResult> results;
     {
-      ScopedAllocator arena(device, pool);  // outlives the model and the trainer below
       ModelConfig config;
       config.in_channels = synthetic.channels;
       config.image_size = synthetic.height;
       config.num_classes = synthetic.num_classes;
       config.seed = a.seed;
-      auto model = build_model(a.model, config);
+      SessionOptions session_options;
+      session_options.device = device;
+      session_options.allocator = pool;
+      Session session(session_options, [&] { return build_model(a.model, config); });
       TrainerOptions options;
-      options.device = device;
       options.micro_batch = micro_batch;
       options.seed = a.seed;
       options.log = [&](const std::string& message) { log.push_back(message); };
-      Trainer trainer(model, options);
+      Trainer& trainer = session.make_trainer(options);
       const Shape sample = data.sample_shape();
       const Shape label = model_info.segmentation ? Shape{sample[1], sample[2]} : Shape{};
       const Plan& plan = trainer.plan(a.batch_size, sample, label);
@@ -718,7 +715,7 @@ int run_memprofile(const MemprofileArgs& a, std::ostream& out) {
       std::ostringstream title;
       title << a.model << " " << sample.to_string() << ", batch " << a.batch_size << " = ";
       std::map<std::int64_t, int> sizes;
-      for (std::int64_t size : final_plan.sizes) sizes[size] += 1;
+      for (std::int64_t size : final_plan.sizes()) sizes[size] += 1;
       bool first = true;
       for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
         title << (first ? "" : " + ") << it->second << " x " << it->first;

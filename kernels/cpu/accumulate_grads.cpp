@@ -1,4 +1,4 @@
-// Gradient accumulation, scaling and norms on the CPU (reference implementations).
+// Gradient accumulation and norms on the CPU (reference implementations).
 #include "kernels/cpu/accumulate_grads.h"
 
 #include <cmath>
@@ -27,7 +27,8 @@ double buffer_sum_of_squares(const float* data, std::int64_t size) {
 
 }  // namespace
 
-void accumulate_grads(const GradSlot* slots, int count, float factor, GradientMode mode) {
+void accumulate_grads(const Stream& /*stream*/, const GradSlot* slots, int count, float factor,
+                      GradientMode mode) {
   detail::check_grad_slots(slots, count, factor);
   for (int s = 0; s < count; ++s) {
     const float* grad = slots[s].grad;
@@ -41,29 +42,11 @@ void accumulate_grads(const GradSlot* slots, int count, float factor, GradientMo
   }
 }
 
-void scale_buffers(const BufferSlot* slots, int count, float factor) {
-  detail::check_buffer_slots(slots, count, "scale_buffers");
-  for (int s = 0; s < count; ++s) {
-    float* data = slots[s].data;
-    for (std::int64_t i = 0; i < slots[s].size; ++i) data[i] *= factor;
-  }
-}
-
-double sum_of_squares(const ConstBufferSlot* slots, int count) {
+double sum_of_squares(const Stream& /*stream*/, const ConstBufferSlot* slots, int count) {
   detail::check_buffer_slots(slots, count, "sum_of_squares");
   double total = 0.0;
   for (int s = 0; s < count; ++s) total += buffer_sum_of_squares(slots[s].data, slots[s].size);
   return total;
-}
-
-void per_slot_norms(const ConstBufferSlot* slots, int count, float* norms_host) {
-  detail::check_buffer_slots(slots, count, "per_slot_norms");
-  MB_CHECK(count == 0 || norms_host != nullptr,
-           "per_slot_norms: norms_host is null; pass an array of `count` floats");
-  for (int s = 0; s < count; ++s) {
-    norms_host[s] =
-        static_cast<float>(std::sqrt(buffer_sum_of_squares(slots[s].data, slots[s].size)));
-  }
 }
 
 }  // namespace mb::cpu

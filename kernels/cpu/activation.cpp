@@ -5,12 +5,12 @@
 
 namespace mb::cpu {
 
-void relu_forward(const float* input, float* output, std::int64_t count) {
+void relu_forward(const Stream& /*stream*/, const float* input, float* output, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) output[i] = input[i] > 0.0f ? input[i] : 0.0f;
 }
 
-void relu_backward(const float* output, const float* grad_output, float* grad_input,
-                   std::int64_t count) {
+void relu_backward(const Stream& /*stream*/, const float* output, const float* grad_output,
+                   float* grad_input, std::int64_t count) {
   // Note: the gradient is loaded unconditionally so the select vectorizes; a conditional
   // load compiles to a branch that mispredicts on every other element.
   for (std::int64_t i = 0; i < count; ++i) {
@@ -19,15 +19,16 @@ void relu_backward(const float* output, const float* grad_output, float* grad_in
   }
 }
 
-void relu6_forward(const float* input, float* output, std::int64_t count) {
+void relu6_forward(const Stream& /*stream*/, const float* input, float* output,
+                   std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) {
     const float x = input[i];
     output[i] = x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
   }
 }
 
-void relu6_backward(const float* output, const float* grad_output, float* grad_input,
-                    std::int64_t count) {
+void relu6_backward(const Stream& /*stream*/, const float* output, const float* grad_output,
+                    float* grad_input, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) {
     const float g = grad_output[i];
     const float y = output[i];

@@ -7,13 +7,15 @@
 
 #include <cstdint>
 
+#include "runtime/stream.h"
+
 namespace mb::cpu {
 
-void relu_forward(const float* input, float* output, std::int64_t count);
-void relu_backward(const float* output, const float* grad_output, float* grad_input,
-                   std::int64_t count);
-void relu6_forward(const float* input, float* output, std::int64_t count);
-void relu6_backward(const float* output, const float* grad_output, float* grad_input,
-                    std::int64_t count);
+void relu_forward(const Stream& stream, const float* input, float* output, std::int64_t count);
+void relu_backward(const Stream& stream, const float* output, const float* grad_output,
+                   float* grad_input, std::int64_t count);
+void relu6_forward(const Stream& stream, const float* input, float* output, std::int64_t count);
+void relu6_backward(const Stream& stream, const float* output, const float* grad_output,
+                    float* grad_input, std::int64_t count);
 
 }  // namespace mb::cpu

@@ -5,9 +5,9 @@
 
 namespace mb::cpu {
 
-void batch_norm_forward_training(const float* x, const float* weight, const float* bias,
-                                 std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                 float* y, float* save_mean, float* save_invstd,
+void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const float* weight,
+                                 const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
+                                 float eps, float* y, float* save_mean, float* save_invstd,
                                  double* statistics) {
   const double count = static_cast<double>(n * hw);
   for (std::int64_t ch = 0; ch < c; ++ch) {
@@ -51,10 +51,11 @@ void batch_norm_forward_training(const float* x, const float* weight, const floa
   }
 }
 
-void batch_norm_forward_inference(const float* x, const float* running_mean,
-                                  const float* running_var, const float* weight, const float* bias,
-                                  std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                  float* y, float* save_mean, float* save_invstd) {
+void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
+                                  const float* running_mean, const float* running_var,
+                                  const float* weight, const float* bias, std::int64_t n,
+                                  std::int64_t c, std::int64_t hw, float eps, float* y,
+                                  float* save_mean, float* save_invstd) {
   for (std::int64_t ch = 0; ch < c; ++ch) {
     const float mean = running_mean[ch];
     const float invstd =
@@ -71,10 +72,10 @@ void batch_norm_forward_inference(const float* x, const float* running_mean,
   }
 }
 
-void batch_norm_backward(const float* grad_y, const float* x, const float* save_mean,
-                         const float* save_invstd, const float* weight, std::int64_t n,
-                         std::int64_t c, std::int64_t hw, bool batch_statistics, float* grad_x,
-                         float* grad_weight, float* grad_bias, GradientMode mode) {
+void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const float* x,
+                         const float* save_mean, const float* save_invstd, const float* weight,
+                         std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
+                         float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode) {
   const double count = static_cast<double>(n * hw);
   for (std::int64_t ch = 0; ch < c; ++ch) {
     const double mean = save_mean[ch];
@@ -114,7 +115,8 @@ void batch_norm_backward(const float* grad_y, const float* x, const float* save_
   }
 }
 
-void batch_norm_fold_statistics(double* committed, double* pending, std::int64_t count) {
+void batch_norm_fold_statistics(const Stream& /*stream*/, double* committed, double* pending,
+                                std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) {
     committed[i] += pending[i];
     pending[i] = 0.0;

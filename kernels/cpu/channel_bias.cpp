@@ -5,8 +5,8 @@
 
 namespace mb::cpu {
 
-void add_channel_bias(float* data, const float* bias, std::int64_t batch, std::int64_t channels,
-                      std::int64_t spatial) {
+void add_channel_bias(const Stream& /*stream*/, float* data, const float* bias, std::int64_t batch,
+                      std::int64_t channels, std::int64_t spatial) {
   for (std::int64_t n = 0; n < batch; ++n) {
     for (std::int64_t c = 0; c < channels; ++c) {
       float* row = data + (n * channels + c) * spatial;
@@ -16,8 +16,9 @@ void add_channel_bias(float* data, const float* bias, std::int64_t batch, std::i
   }
 }
 
-void channel_bias_grad(const float* grad, std::int64_t batch, std::int64_t channels,
-                       std::int64_t spatial, float* bias_grad, GradientMode mode) {
+void channel_bias_grad(const Stream& /*stream*/, const float* grad, std::int64_t batch,
+                       std::int64_t channels, std::int64_t spatial, float* bias_grad,
+                       GradientMode mode) {
   std::vector<double> sums(static_cast<std::size_t>(channels), 0.0);
   for (std::int64_t n = 0; n < batch; ++n) {
     for (std::int64_t c = 0; c < channels; ++c) {

@@ -7,12 +7,8 @@
 
 namespace mb::cpu {
 
-float dropout_scale(float p) {
-  return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-}
-
-void dropout_apply(const float* input, float* output, std::int64_t samples,
-                   std::int64_t elements_per_sample, const DropoutKey& key) {
+void dropout_apply(const Stream& /*stream*/, const float* input, float* output,
+                   std::int64_t samples, std::int64_t elements_per_sample, const DropoutKey& key) {
   const float scale = dropout_scale(key.p);
   const PhiloxKey philox_key{static_cast<std::uint32_t>(key.seed) ^ (key.stream_id * 0x9E3779B9u),
                              static_cast<std::uint32_t>(key.seed >> 32)};

@@ -1,29 +1,21 @@
 // Elementwise and channel-routing ops on the CPU (reference implementations).
 #include "kernels/cpu/elementwise.h"
 
-#include <algorithm>
 #include <cstring>
 
 namespace mb::cpu {
 
-void add(const float* a, const float* b, float* out, std::int64_t count) {
+void add(const Stream& /*stream*/, const float* a, const float* b, float* out, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) out[i] = a[i] + b[i];
 }
 
-void add_into(float* dst, const float* src, std::int64_t count) {
+void add_into(const Stream& /*stream*/, float* dst, const float* src, std::int64_t count) {
   for (std::int64_t i = 0; i < count; ++i) dst[i] += src[i];
 }
 
-void scale(float* data, float factor, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i) data[i] *= factor;
-}
-
-void fill(float* data, float value, std::int64_t count) {
-  std::fill(data, data + count, value);
-}
-
-void concat_channels(const float* a, const float* b, float* out, std::int64_t outer,
-                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner) {
+void concat_channels(const Stream& /*stream*/, const float* a, const float* b, float* out,
+                     std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
+                     std::int64_t inner) {
   const std::int64_t block_a = channels_a * inner;
   const std::int64_t block_b = channels_b * inner;
   for (std::int64_t n = 0; n < outer; ++n) {
@@ -33,8 +25,9 @@ void concat_channels(const float* a, const float* b, float* out, std::int64_t ou
   }
 }
 
-void split_channels(const float* in, float* a, float* b, std::int64_t outer,
-                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner) {
+void split_channels(const Stream& /*stream*/, const float* in, float* a, float* b,
+                    std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
+                    std::int64_t inner) {
   const std::int64_t block_a = channels_a * inner;
   const std::int64_t block_b = channels_b * inner;
   for (std::int64_t n = 0; n < outer; ++n) {

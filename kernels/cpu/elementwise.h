@@ -7,16 +7,18 @@
 
 #include <cstdint>
 
+#include "runtime/stream.h"
+
 namespace mb::cpu {
 
-void add(const float* a, const float* b, float* out, std::int64_t count);
-void add_into(float* dst, const float* src, std::int64_t count);  // dst += src
-void scale(float* data, float factor, std::int64_t count);        // data *= factor
-void fill(float* data, float value, std::int64_t count);
+void add(const Stream& stream, const float* a, const float* b, float* out, std::int64_t count);
+void add_into(const Stream& stream, float* dst, const float* src,
+              std::int64_t count);  // dst += src
 
-void concat_channels(const float* a, const float* b, float* out, std::int64_t outer,
-                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
-void split_channels(const float* in, float* a, float* b, std::int64_t outer,
+void concat_channels(const Stream& stream, const float* a, const float* b, float* out,
+                     std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
+                     std::int64_t inner);
+void split_channels(const Stream& stream, const float* in, float* a, float* b, std::int64_t outer,
                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
 
 }  // namespace mb::cpu

@@ -1,17 +1,10 @@
 // im2col / col2im for one image, any stride, padding and dilation.
 #include "kernels/cpu/im2col.h"
 
+#include "kernels/conv.h"
 #include "runtime/error.h"
 
 namespace mb::cpu {
-
-std::int64_t conv_output_size(std::int64_t input, int kernel, int stride, int padding,
-                              int dilation) {
-  const std::int64_t span = static_cast<std::int64_t>(dilation) * (kernel - 1) + 1;
-  const std::int64_t padded = input + 2 * static_cast<std::int64_t>(padding);
-  if (stride <= 0 || padded < span) return 0;
-  return (padded - span) / stride + 1;
-}
 
 namespace {
 

@@ -19,13 +19,8 @@ struct ConvWindow {
   int dilation_h = 1, dilation_w = 1;
 };
 
-// Output extent of a convolution along one axis: floor((in + 2p - d(k-1) - 1) / s) + 1.
-// Returns a value <= 0 when the dilated kernel does not fit the padded input.
-std::int64_t conv_output_size(std::int64_t input, int kernel, int stride, int padding,
-                              int dilation);
-
 // columns[(c*kh + ki)*kw + kj][oh*out_w + ow] = image[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw]
-// (0 outside the image). out_h/out_w follow from conv_output_size.
+// (0 outside the image). out_h/out_w follow from conv_output_size (kernels/conv.h).
 void im2col(const float* image, std::int64_t channels, std::int64_t height, std::int64_t width,
             const ConvWindow& window, float* columns);
 

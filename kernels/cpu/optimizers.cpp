@@ -40,7 +40,7 @@ void sgd_slot(const ParamSlot& slot, const SgdOptions& o) {
 
 }  // namespace
 
-void sgd_update(const ParamSlot* slots, int count, const SgdOptions& o) {
+void sgd_update(const Stream& /*stream*/, const ParamSlot* slots, int count, const SgdOptions& o) {
   detail::check_sgd_options(o);
   const bool use_momentum = o.momentum != 0.0f;
   detail::check_param_slots(slots, count, use_momentum, false, "sgd_update");
@@ -56,7 +56,8 @@ void sgd_update(const ParamSlot* slots, int count, const SgdOptions& o) {
   }
 }
 
-void adamw_update(const ParamSlot* slots, int count, const AdamWOptions& o) {
+void adamw_update(const Stream& /*stream*/, const ParamSlot* slots, int count,
+                  const AdamWOptions& o) {
   detail::check_adamw_options(o);
   detail::check_param_slots(slots, count, true, true, "adamw_update");
   const float beta1 = o.beta1;
@@ -80,7 +81,8 @@ void adamw_update(const ParamSlot* slots, int count, const AdamWOptions& o) {
   }
 }
 
-void lars_update(const ParamSlot* slots, int count, const LarsOptions& o) {
+void lars_update(const Stream& /*stream*/, const ParamSlot* slots, int count,
+                 const LarsOptions& o) {
   detail::check_lars_options(o);
   const bool use_momentum = o.momentum != 0.0f;
   detail::check_param_slots(slots, count, use_momentum, false, "lars_update");

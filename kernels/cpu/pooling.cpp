@@ -28,7 +28,8 @@ std::int64_t window_argmax(const float* plane, std::int64_t in_w, std::int64_t h
 
 }  // namespace
 
-void max_pool2d_forward(const float* x, const Pool2dGeometry& g, float* y, std::int32_t* argmax) {
+void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGeometry& g, float* y,
+                        std::int32_t* argmax) {
   const std::int64_t planes = g.batch * g.channels;
   for (std::int64_t p = 0; p < planes; ++p) {
     const float* in = x + p * g.in_h * g.in_w;
@@ -50,8 +51,8 @@ void max_pool2d_forward(const float* x, const Pool2dGeometry& g, float* y, std::
   }
 }
 
-void max_pool2d_backward(const float* grad_y, const std::int32_t* argmax, const Pool2dGeometry& g,
-                         float* grad_x) {
+void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const std::int32_t* argmax,
+                         const Pool2dGeometry& g, float* grad_x) {
   const std::int64_t planes = g.batch * g.channels;
   std::fill(grad_x, grad_x + planes * g.in_h * g.in_w, 0.0f);
   for (std::int64_t p = 0; p < planes; ++p) {
@@ -62,7 +63,8 @@ void max_pool2d_backward(const float* grad_y, const std::int32_t* argmax, const 
   }
 }
 
-void avg_pool2d_forward(const float* x, const Pool2dGeometry& g, float* y) {
+void avg_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGeometry& g,
+                        float* y) {
   const std::int64_t planes = g.batch * g.channels;
   const double divisor = static_cast<double>(g.kernel_h) * g.kernel_w;
   for (std::int64_t p = 0; p < planes; ++p) {
@@ -86,7 +88,8 @@ void avg_pool2d_forward(const float* x, const Pool2dGeometry& g, float* y) {
   }
 }
 
-void avg_pool2d_backward(const float* grad_y, const Pool2dGeometry& g, float* grad_x) {
+void avg_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const Pool2dGeometry& g,
+                         float* grad_x) {
   const std::int64_t planes = g.batch * g.channels;
   const float inv_divisor = 1.0f / (static_cast<float>(g.kernel_h) * g.kernel_w);
   std::fill(grad_x, grad_x + planes * g.in_h * g.in_w, 0.0f);
@@ -110,8 +113,8 @@ void avg_pool2d_backward(const float* grad_y, const Pool2dGeometry& g, float* gr
   }
 }
 
-void global_avg_pool2d_forward(const float* x, std::int64_t planes, std::int64_t plane_size,
-                               float* y) {
+void global_avg_pool2d_forward(const Stream& /*stream*/, const float* x, std::int64_t planes,
+                               std::int64_t plane_size, float* y) {
   for (std::int64_t p = 0; p < planes; ++p) {
     double sum = 0.0;
     const float* in = x + p * plane_size;
@@ -120,8 +123,8 @@ void global_avg_pool2d_forward(const float* x, std::int64_t planes, std::int64_t
   }
 }
 
-void global_avg_pool2d_backward(const float* grad_y, std::int64_t planes, std::int64_t plane_size,
-                                float* grad_x) {
+void global_avg_pool2d_backward(const Stream& /*stream*/, const float* grad_y, std::int64_t planes,
+                                std::int64_t plane_size, float* grad_x) {
   const float inv_size = 1.0f / static_cast<float>(plane_size);
   for (std::int64_t p = 0; p < planes; ++p) {
     const float share = grad_y[p] * inv_size;

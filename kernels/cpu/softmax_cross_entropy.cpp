@@ -24,10 +24,12 @@ std::int64_t count_valid_labels(const std::int32_t* labels, std::int64_t count,
   return valid;
 }
 
-CrossEntropyTotals softmax_cross_entropy(const float* logits, const std::int32_t* labels,
-                                         std::int64_t outer, std::int64_t classes,
-                                         std::int64_t inner, float label_smoothing,
-                                         int ignore_index, float grad_scale, float* grad_logits) {
+namespace {
+
+// The fused pass over labels already validated by count_valid_labels.
+CrossEntropyTotals fused_pass(const float* logits, const std::int32_t* labels, std::int64_t outer,
+                              std::int64_t classes, std::int64_t inner, float label_smoothing,
+                              int ignore_index, float grad_scale, float* grad_logits) {
   CrossEntropyTotals totals;
   const float smooth_per_class = label_smoothing / static_cast<float>(classes);
   const float on_target = 1.0f - label_smoothing;
@@ -71,6 +73,22 @@ CrossEntropyTotals softmax_cross_entropy(const float* logits, const std::int32_t
     }
   }
   return totals;
+}
+
+}  // namespace
+
+CrossEntropyTotals softmax_cross_entropy(const Stream& /*stream*/, const float* logits,
+                                         const std::int32_t* labels, std::int64_t outer,
+                                         std::int64_t classes, std::int64_t inner,
+                                         float label_smoothing, int ignore_index, float seed_scale,
+                                         CrossEntropyGradScale grad_scale, float* grad_logits) {
+  const std::int64_t valid = count_valid_labels(labels, outer * inner, classes, ignore_index);
+  float scale = seed_scale;
+  if (grad_scale == CrossEntropyGradScale::Mean) {
+    scale = valid > 0 ? seed_scale / static_cast<float>(valid) : 0.0f;
+  }
+  return fused_pass(logits, labels, outer, classes, inner, label_smoothing, ignore_index, scale,
+                    grad_logits);
 }
 
 }  // namespace mb::cpu

@@ -3,8 +3,9 @@
 
 namespace mb::cpu {
 
-void upsample_nearest2d_forward(const float* input, float* output, std::int64_t planes,
-                                std::int64_t height, std::int64_t width, int scale) {
+void upsample_nearest2d_forward(const Stream& /*stream*/, const float* input, float* output,
+                                std::int64_t planes, std::int64_t height, std::int64_t width,
+                                int scale) {
   const std::int64_t out_h = height * scale, out_w = width * scale;
   for (std::int64_t p = 0; p < planes; ++p) {
     const float* in = input + p * height * width;
@@ -19,8 +20,9 @@ void upsample_nearest2d_forward(const float* input, float* output, std::int64_t 
   }
 }
 
-void upsample_nearest2d_backward(const float* grad_output, float* grad_input, std::int64_t planes,
-                                 std::int64_t height, std::int64_t width, int scale) {
+void upsample_nearest2d_backward(const Stream& /*stream*/, const float* grad_output,
+                                 float* grad_input, std::int64_t planes, std::int64_t height,
+                                 std::int64_t width, int scale) {
   const std::int64_t out_h = height * scale, out_w = width * scale;
   for (std::int64_t p = 0; p < planes; ++p) {
     const float* go = grad_output + p * out_h * out_w;

@@ -1,4 +1,4 @@
-// Gradient accumulation, scaling and norms over tables of device buffers (CUDA twins of
+// Gradient accumulation and norms over tables of device buffers (CUDA twins of
 // kernels/cpu/accumulate_grads.cpp). Elementwise ops are one multi_tensor_apply launch
 // (kernels/multi_tensor.h); norms are a per-chunk pass writing double partials, then one
 // block per slot reducing its chunks in a fixed order, so results are deterministic.
@@ -10,7 +10,7 @@
 namespace mb::cuda {
 namespace {
 
-using detail::aligned16;
+using detail::aligned16_on_device;
 using detail::kChunkElements;
 using detail::kMultiTensorThreads;
 
@@ -19,7 +19,7 @@ struct AccumulateOp {
   float factor;
   __device__ int context(const GradSlot&, int) const { return 0; }
   __device__ bool aligned(const GradSlot& slot) const {
-    return aligned16(slot.grad) && aligned16(slot.accum);
+    return aligned16_on_device(slot.grad) && aligned16_on_device(slot.accum);
   }
   __device__ void vec4(const GradSlot& slot, int, std::int64_t i) const {
     const float4 grad = *reinterpret_cast<const float4*>(slot.grad + i);
@@ -42,24 +42,6 @@ struct AccumulateOp {
     } else {
       slot.accum[i] += factor * slot.grad[i];
     }
-  }
-};
-
-struct ScaleOp {
-  float factor;
-  __device__ int context(const BufferSlot&, int) const { return 0; }
-  __device__ bool aligned(const BufferSlot& slot) const { return aligned16(slot.data); }
-  __device__ void vec4(const BufferSlot& slot, int, std::int64_t i) const {
-    float4* data = reinterpret_cast<float4*>(slot.data + i);
-    float4 value = *data;
-    value.x *= factor;
-    value.y *= factor;
-    value.z *= factor;
-    value.w *= factor;
-    *data = value;
-  }
-  __device__ void scalar(const BufferSlot& slot, int, std::int64_t i) const {
-    slot.data[i] *= factor;
   }
 };
 
@@ -91,7 +73,7 @@ __global__ void __launch_bounds__(kMultiTensorThreads)
   const std::int64_t end = begin + kChunkElements < slot.size ? begin + kChunkElements : slot.size;
   double sum = 0.0;
   std::int64_t scalar_begin = begin;
-  if (aligned16(slot.data)) {
+  if (aligned16_on_device(slot.data)) {
     const std::int64_t vector_end = begin + ((end - begin) & ~std::int64_t{3});
     for (std::int64_t i = begin + 4 * threadIdx.x; i < vector_end; i += 4 * blockDim.x) {
       const float4 v = *reinterpret_cast<const float4*>(slot.data + i);
@@ -121,22 +103,21 @@ __global__ void __launch_bounds__(kMultiTensorThreads)
 
 // Copies per-slot sums of squares to the host (synchronizing `stream`).
 std::vector<double> slot_sums_on_host(const ConstBufferSlot* slots, int count,
-                                      cudaStream_t stream) {
+                                      const Stream& stream) {
   std::vector<double> host(static_cast<std::size_t>(count), 0.0);
   if (count == 0) return host;
-  DeviceBuffer sums(detail::current_device_allocator(), sizeof(double) * count,
-                    MemoryTag::Workspace, stream);
-  per_slot_sum_of_squares(slots, count, static_cast<double*>(sums.get()), stream);
-  MB_CUDA_CHECK(cudaMemcpyAsync(host.data(), sums.get(), sizeof(double) * count,
-                                cudaMemcpyDeviceToHost, stream));
-  MB_CUDA_CHECK(cudaStreamSynchronize(stream));
+  DeviceBuffer sums(allocator_for(stream.device()), sizeof(double) * count, MemoryTag::Workspace,
+                    stream.handle());
+  per_slot_sum_of_squares(stream, slots, count, static_cast<double*>(sums.get()));
+  copy_bytes(host.data(), sums.get(), sizeof(double) * count, stream);
+  stream.synchronize();
   return host;
 }
 
 }  // namespace
 
-void accumulate_grads(const GradSlot* slots, int count, float factor, GradientMode mode,
-                      cudaStream_t stream) {
+void accumulate_grads(const Stream& stream, const GradSlot* slots, int count, float factor,
+                      GradientMode mode) {
   mb::detail::check_grad_slots(slots, count, factor);
   if (mode == GradientMode::Overwrite) {
     detail::multi_tensor_apply(slots, count, AccumulateOp<true>{factor}, stream);
@@ -145,13 +126,8 @@ void accumulate_grads(const GradSlot* slots, int count, float factor, GradientMo
   }
 }
 
-void scale_buffers(const BufferSlot* slots, int count, float factor, cudaStream_t stream) {
-  mb::detail::check_buffer_slots(slots, count, "scale_buffers");
-  detail::multi_tensor_apply(slots, count, ScaleOp{factor}, stream);
-}
-
-void per_slot_sum_of_squares(const ConstBufferSlot* slots, int count, double* sums_device,
-                             cudaStream_t stream) {
+void per_slot_sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count,
+                             double* sums_device) {
   mb::detail::check_buffer_slots(slots, count, "per_slot_sum_of_squares");
   MB_CHECK(count == 0 || sums_device != nullptr,
            "per_slot_sum_of_squares: sums_device is null; pass a device array of `count` "
@@ -162,31 +138,23 @@ void per_slot_sum_of_squares(const ConstBufferSlot* slots, int count, double* su
       detail::upload_slot_table(slots, count, stream, storage);
   DeviceBuffer partials;
   if (table.total_chunks > 0) {
-    partials = DeviceBuffer(detail::current_device_allocator(), sizeof(double) * table.total_chunks,
-                            MemoryTag::Workspace, stream);
+    partials = DeviceBuffer(allocator_for(stream.device()), sizeof(double) * table.total_chunks,
+                            MemoryTag::Workspace, stream.handle());
     chunk_sum_of_squares_kernel<<<static_cast<unsigned>(table.total_chunks), kMultiTensorThreads, 0,
-                                  stream>>>(table, static_cast<double*>(partials.get()));
+                                  cuda_stream(stream)>>>(table,
+                                                         static_cast<double*>(partials.get()));
     MB_CUDA_LAUNCH_CHECK();
   }
-  slot_sums_kernel<<<static_cast<unsigned>(count), kMultiTensorThreads, 0, stream>>>(
+  slot_sums_kernel<<<static_cast<unsigned>(count), kMultiTensorThreads, 0, cuda_stream(stream)>>>(
       table.chunk_begin, static_cast<const double*>(partials.get()), sums_device);
   MB_CUDA_LAUNCH_CHECK();
 }
 
-double sum_of_squares(const ConstBufferSlot* slots, int count, cudaStream_t stream) {
+double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count) {
   mb::detail::check_buffer_slots(slots, count, "sum_of_squares");
   double total = 0.0;
   for (double sum : slot_sums_on_host(slots, count, stream)) total += sum;
   return total;
-}
-
-void per_slot_norms(const ConstBufferSlot* slots, int count, float* norms_host,
-                    cudaStream_t stream) {
-  mb::detail::check_buffer_slots(slots, count, "per_slot_norms");
-  MB_CHECK(count == 0 || norms_host != nullptr,
-           "per_slot_norms: norms_host is null; pass a host array of `count` floats");
-  const std::vector<double> sums = slot_sums_on_host(slots, count, stream);
-  for (int s = 0; s < count; ++s) norms_host[s] = static_cast<float>(std::sqrt(sums[s]));
 }
 
 }  // namespace mb::cuda

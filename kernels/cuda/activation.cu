@@ -6,22 +6,10 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace mb::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 65535LL * 8;
-
-unsigned grid_for(std::int64_t work_items) {
-  return static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::min(kMaxBlocks, (work_items + kThreads - 1) / kThreads)));
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
 
 struct Relu {
   __device__ float forward(float x) const { return x > 0.0f ? x : 0.0f; }
@@ -113,21 +101,25 @@ void launch_backward(const char* name, const float* output, const float* grad_ou
 
 }  // namespace
 
-void relu_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream) {
+void relu_forward(const Stream& where, const float* input, float* output, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   launch_forward<Relu>("relu_forward", input, output, count, stream);
 }
 
-void relu_backward(const float* output, const float* grad_output, float* grad_input,
-                   std::int64_t count, cudaStream_t stream) {
+void relu_backward(const Stream& where, const float* output, const float* grad_output,
+                   float* grad_input, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   launch_backward<Relu>("relu_backward", output, grad_output, grad_input, count, stream);
 }
 
-void relu6_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream) {
+void relu6_forward(const Stream& where, const float* input, float* output, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   launch_forward<Relu6>("relu6_forward", input, output, count, stream);
 }
 
-void relu6_backward(const float* output, const float* grad_output, float* grad_input,
-                    std::int64_t count, cudaStream_t stream) {
+void relu6_backward(const Stream& where, const float* output, const float* grad_output,
+                    float* grad_input, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   launch_backward<Relu6>("relu6_backward", output, grad_output, grad_input, count, stream);
 }
 

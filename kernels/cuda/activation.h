@@ -3,17 +3,17 @@
 // forward output, gradient 0 at the kinks).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
-void relu_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream);
-void relu_backward(const float* output, const float* grad_output, float* grad_input,
-                   std::int64_t count, cudaStream_t stream);
-void relu6_forward(const float* input, float* output, std::int64_t count, cudaStream_t stream);
-void relu6_backward(const float* output, const float* grad_output, float* grad_input,
-                    std::int64_t count, cudaStream_t stream);
+void relu_forward(const Stream& stream, const float* input, float* output, std::int64_t count);
+void relu_backward(const Stream& stream, const float* output, const float* grad_output,
+                   float* grad_input, std::int64_t count);
+void relu6_forward(const Stream& stream, const float* input, float* output, std::int64_t count);
+void relu6_backward(const Stream& stream, const float* output, const float* grad_output,
+                    float* grad_input, std::int64_t count);
 
 }  // namespace mb::cuda

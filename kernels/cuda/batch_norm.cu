@@ -3,14 +3,14 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace mb::cuda {
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kBlockThreads = 512;
 
-// Sums `value` over the block; every thread gets the total. `shared` holds kThreads / 32.
+// Sums `value` over the block; every thread gets the total. `shared` holds kBlockThreads / 32.
 __device__ double block_sum(double value, double* shared) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     value += __shfl_down_sync(0xffffffffu, value, offset);
@@ -21,7 +21,7 @@ __device__ double block_sum(double value, double* shared) {
   if (lane == 0) shared[warp] = value;
   __syncthreads();
   double total = 0.0;
-  for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  for (int w = 0; w < kBlockThreads / 32; ++w) total += shared[w];
   return total;
 }
 
@@ -34,19 +34,19 @@ __device__ __forceinline__ Index element(Index j, Index ch, Index c, Index hw) {
 }
 
 template <typename Index>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     forward_training_kernel(const float* __restrict__ x, const float* __restrict__ weight,
                             const float* __restrict__ bias, std::int64_t n, std::int64_t c,
                             std::int64_t hw, float eps, float* __restrict__ y,
                             float* __restrict__ save_mean, float* __restrict__ save_invstd,
                             double* __restrict__ statistics) {
-  __shared__ double shared[kThreads / 32];
+  __shared__ double shared[kBlockThreads / 32];
   const Index ch = blockIdx.x;
   const Index count = static_cast<Index>(n * hw);
   const Index channels = static_cast<Index>(c), plane = static_cast<Index>(hw);
   double sum = 0.0;
   double sum_sq = 0.0;
-  for (Index j = threadIdx.x; j < count; j += kThreads) {
+  for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const double v = x[element<Index>(j, ch, channels, plane)];
     sum += v;
     sum_sq += v * v;
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float scale = invstd * weight[ch];
   const float shift = bias[ch];
-  for (Index j = threadIdx.x; j < count; j += kThreads) {
+  for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
     y[e] = (x[e] - mean_f) * scale + shift;
   }
@@ -96,14 +96,14 @@ __global__ void normalize_kernel(const float* __restrict__ x, const float* __res
 }
 
 template <typename Index>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kBlockThreads)
     backward_kernel(const float* __restrict__ grad_y, const float* __restrict__ x,
                     const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
                     const float* __restrict__ weight, std::int64_t n, std::int64_t c,
                     std::int64_t hw, bool batch_statistics, float* __restrict__ grad_x,
                     float* __restrict__ grad_weight, float* __restrict__ grad_bias,
                     bool accumulate) {
-  __shared__ double shared[kThreads / 32];
+  __shared__ double shared[kBlockThreads / 32];
   const Index ch = blockIdx.x;
   const Index count = static_cast<Index>(n * hw);
   const Index channels = static_cast<Index>(c), plane = static_cast<Index>(hw);
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
   const double invstd = save_invstd[ch];
   double sum_g = 0.0;
   double sum_g_xhat = 0.0;
-  for (Index j = threadIdx.x; j < count; j += kThreads) {
+  for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
     const double g = grad_y[e];
     sum_g += g;
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(kThreads)
   const double scale = invstd * weight[ch];
   const double mean_g = batch_statistics ? sum_g / static_cast<double>(count) : 0.0;
   const double mean_g_xhat = batch_statistics ? sum_g_xhat / static_cast<double>(count) : 0.0;
-  for (Index j = threadIdx.x; j < count; j += kThreads) {
+  for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
     const double xhat = (x[e] - mean) * invstd;
     grad_x[e] = static_cast<float>(scale * (grad_y[e] - mean_g - xhat * mean_g_xhat));
@@ -152,9 +152,9 @@ void check_sizes(const char* what, std::int64_t n, std::int64_t c, std::int64_t 
   MB_CHECK(c <= 0x7fffffff, what, ": ", c, " channels exceed the grid limit");
 }
 
-// Whether every element index (and j + kThreads past the end) fits 32 bits.
+// Whether every element index (and j + kBlockThreads past the end) fits 32 bits.
 bool fits_uint32(std::int64_t n, std::int64_t c, std::int64_t hw) {
-  return n * c * hw + kThreads < (std::int64_t{1} << 32);
+  return n * c * hw + kBlockThreads < (std::int64_t{1} << 32);
 }
 
 unsigned elementwise_blocks(std::int64_t total, int threads) {
@@ -164,28 +164,29 @@ unsigned elementwise_blocks(std::int64_t total, int threads) {
 
 }  // namespace
 
-void batch_norm_forward_training(const float* x, const float* weight, const float* bias,
-                                 std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                 float* y, float* save_mean, float* save_invstd, double* statistics,
-                                 cudaStream_t stream) {
+void batch_norm_forward_training(const Stream& where, const float* x, const float* weight,
+                                 const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
+                                 float eps, float* y, float* save_mean, float* save_invstd,
+                                 double* statistics) {
+  const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_forward_training", n, c, hw);
   MB_CHECK(x && weight && bias && y && save_mean && save_invstd,
            "cuda::batch_norm_forward_training: null pointer argument");
   if (fits_uint32(n, c, hw)) {
-    forward_training_kernel<std::uint32_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+    forward_training_kernel<std::uint32_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
         x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
   } else {
-    forward_training_kernel<std::int64_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+    forward_training_kernel<std::int64_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
         x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
   }
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void batch_norm_forward_inference(const float* x, const float* running_mean,
+void batch_norm_forward_inference(const Stream& where, const float* x, const float* running_mean,
                                   const float* running_var, const float* weight, const float* bias,
                                   std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                  float* y, float* save_mean, float* save_invstd,
-                                  cudaStream_t stream) {
+                                  float* y, float* save_mean, float* save_invstd) {
+  const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_forward_inference", n, c, hw);
   MB_CHECK(x && running_mean && running_var && weight && bias && y && save_mean && save_invstd,
            "cuda::batch_norm_forward_inference: null pointer argument");
@@ -200,29 +201,30 @@ void batch_norm_forward_inference(const float* x, const float* running_mean,
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void batch_norm_backward(const float* grad_y, const float* x, const float* save_mean,
-                         const float* save_invstd, const float* weight, std::int64_t n,
-                         std::int64_t c, std::int64_t hw, bool batch_statistics, float* grad_x,
-                         float* grad_weight, float* grad_bias, GradientMode mode,
-                         cudaStream_t stream) {
+void batch_norm_backward(const Stream& where, const float* grad_y, const float* x,
+                         const float* save_mean, const float* save_invstd, const float* weight,
+                         std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
+                         float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode) {
+  const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_backward", n, c, hw);
   MB_CHECK(grad_y && x && save_mean && save_invstd && weight && grad_weight && grad_bias,
            "cuda::batch_norm_backward: null pointer argument");
   const bool accumulate = mode == GradientMode::Accumulate;
   if (fits_uint32(n, c, hw)) {
-    backward_kernel<std::uint32_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+    backward_kernel<std::uint32_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
         grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
         grad_bias, accumulate);
   } else {
-    backward_kernel<std::int64_t><<<static_cast<unsigned>(c), kThreads, 0, stream>>>(
+    backward_kernel<std::int64_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
         grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
         grad_bias, accumulate);
   }
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void batch_norm_fold_statistics(double* committed, double* pending, std::int64_t count,
-                                cudaStream_t stream) {
+void batch_norm_fold_statistics(const Stream& where, double* committed, double* pending,
+                                std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   if (count == 0) return;
   MB_CHECK(committed && pending, "cuda::batch_norm_fold_statistics: null pointer argument");
   constexpr int kSmallThreads = 256;

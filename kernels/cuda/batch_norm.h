@@ -8,34 +8,31 @@
 // micro-batches; the batch variance is Σx²/M − mean² in fp64, clamped at zero.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
 #include "runtime/gradient_mode.h"
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
 // statistics: device [2c] fp64, += Σx (first c) and Σx² (last c); may be null.
-void batch_norm_forward_training(const float* x, const float* weight, const float* bias,
-                                 std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                 float* y, float* save_mean, float* save_invstd, double* statistics,
-                                 cudaStream_t stream);
+void batch_norm_forward_training(const Stream& stream, const float* x, const float* weight,
+                                 const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
+                                 float eps, float* y, float* save_mean, float* save_invstd,
+                                 double* statistics);
 
-void batch_norm_forward_inference(const float* x, const float* running_mean,
+void batch_norm_forward_inference(const Stream& stream, const float* x, const float* running_mean,
                                   const float* running_var, const float* weight, const float* bias,
                                   std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                  float* y, float* save_mean, float* save_invstd,
-                                  cudaStream_t stream);
+                                  float* y, float* save_mean, float* save_invstd);
 
-void batch_norm_backward(const float* grad_y, const float* x, const float* save_mean,
-                         const float* save_invstd, const float* weight, std::int64_t n,
-                         std::int64_t c, std::int64_t hw, bool batch_statistics, float* grad_x,
-                         float* grad_weight, float* grad_bias, GradientMode mode,
-                         cudaStream_t stream);
+void batch_norm_backward(const Stream& stream, const float* grad_y, const float* x,
+                         const float* save_mean, const float* save_invstd, const float* weight,
+                         std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
+                         float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode);
 
 // committed[i] += pending[i]; pending[i] = 0 (device fp64 arrays of `count`).
-void batch_norm_fold_statistics(double* committed, double* pending, std::int64_t count,
-                                cudaStream_t stream);
+void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
+                                std::int64_t count);
 
 }  // namespace mb::cuda

@@ -5,16 +5,11 @@
 // thread handles one such group and calls the generator once instead of four times.
 #include "kernels/cuda/dropout.h"
 
-#include <algorithm>
-
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "runtime/philox.h"
 
 namespace mb::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 65535LL * 8;
 
 __global__ void dropout_kernel(const float* input, float* output, std::int64_t samples,
                                std::int64_t elements_per_sample, float p, float scale,
@@ -43,9 +38,8 @@ __global__ void dropout_kernel(const float* input, float* output, std::int64_t s
 
 }  // namespace
 
-void dropout_apply(const float* input, float* output, std::int64_t samples,
-                   std::int64_t elements_per_sample, const cpu::DropoutKey& key,
-                   cudaStream_t stream) {
+void dropout_apply(const Stream& stream, const float* input, float* output, std::int64_t samples,
+                   std::int64_t elements_per_sample, const DropoutKey& key) {
   MB_CHECK(key.p >= 0.0f && key.p <= 1.0f, "dropout: p = ", key.p,
            " is outside [0, 1]. Fix: pass a drop probability in [0, 1]");
   MB_CHECK(samples >= 0 && elements_per_sample >= 0, "dropout: negative sizes (", samples, ", ",
@@ -53,11 +47,9 @@ void dropout_apply(const float* input, float* output, std::int64_t samples,
   if (samples == 0 || elements_per_sample == 0) return;
   MB_CHECK(input != nullptr && output != nullptr, "dropout: null pointer");
   const std::int64_t groups = samples * ((elements_per_sample + 3) / 4);
-  const auto blocks = static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::min(kMaxBlocks, (groups + kThreads - 1) / kThreads)));
-  dropout_kernel<<<blocks, kThreads, 0, stream>>>(input, output, samples, elements_per_sample,
-                                                  key.p, cpu::dropout_scale(key.p), key.seed,
-                                                  key.stream_id, key.step, key.sample_offset);
+  dropout_kernel<<<grid_for(groups), kThreads, 0, cuda_stream(stream)>>>(
+      input, output, samples, elements_per_sample, key.p, dropout_scale(key.p), key.seed,
+      key.stream_id, key.step, key.sample_offset);
   MB_CUDA_LAUNCH_CHECK();
 }
 

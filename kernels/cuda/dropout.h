@@ -4,16 +4,14 @@
 // backward (the mask and the 1 / (1 - p) scale are recomputed, never stored).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
-#include "kernels/cpu/dropout.h"
+#include "kernels/dropout.h"
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
-void dropout_apply(const float* input, float* output, std::int64_t samples,
-                   std::int64_t elements_per_sample, const cpu::DropoutKey& key,
-                   cudaStream_t stream);
+void dropout_apply(const Stream& stream, const float* input, float* output, std::int64_t samples,
+                   std::int64_t elements_per_sample, const DropoutKey& key);
 
 }  // namespace mb::cuda

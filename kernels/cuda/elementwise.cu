@@ -7,22 +7,10 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace mb::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 65535LL * 8;
-
-unsigned grid_for(std::int64_t work_items) {
-  return static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::min(kMaxBlocks, (work_items + kThreads - 1) / kThreads)));
-}
-
-bool aligned16(const void* p) {
-  return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
 
 // out[i] = op(a[i], b[i]); `a` or `b` may be unused (null) for unary/nullary ops.
 struct AddOp {
@@ -30,12 +18,6 @@ struct AddOp {
 };
 struct AddIntoOp {  // out == dst
   __device__ float operator()(float dst, float src, float) const { return dst + src; }
-};
-struct ScaleOp {
-  __device__ float operator()(float x, float, float factor) const { return x * factor; }
-};
-struct FillOp {
-  __device__ float operator()(float, float, float value) const { return value; }
 };
 
 __device__ float4 load4(const float* p, std::int64_t i) {
@@ -111,37 +93,26 @@ __global__ void split_kernel(const float* in, float* a, float* b, std::int64_t o
 
 }  // namespace
 
-void add(const float* a, const float* b, float* out, std::int64_t count, cudaStream_t stream) {
+void add(const Stream& where, const float* a, const float* b, float* out, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   check_count("add", count);
   if (count == 0) return;
   MB_CHECK(a != nullptr && b != nullptr && out != nullptr, "add: null pointer");
   launch_binary<AddOp>(a, b, out, 0.0f, count, stream);
 }
 
-void add_into(float* dst, const float* src, std::int64_t count, cudaStream_t stream) {
+void add_into(const Stream& where, float* dst, const float* src, std::int64_t count) {
+  const cudaStream_t stream = cuda_stream(where);
   check_count("add_into", count);
   if (count == 0) return;
   MB_CHECK(dst != nullptr && src != nullptr, "add_into: null pointer");
   launch_binary<AddIntoOp>(dst, src, dst, 0.0f, count, stream);
 }
 
-void scale(float* data, float factor, std::int64_t count, cudaStream_t stream) {
-  check_count("scale", count);
-  if (count == 0) return;
-  MB_CHECK(data != nullptr, "scale: null pointer");
-  launch_binary<ScaleOp>(data, nullptr, data, factor, count, stream);
-}
-
-void fill(float* data, float value, std::int64_t count, cudaStream_t stream) {
-  check_count("fill", count);
-  if (count == 0) return;
-  MB_CHECK(data != nullptr, "fill: null pointer");
-  launch_binary<FillOp>(nullptr, nullptr, data, value, count, stream);
-}
-
-void concat_channels(const float* a, const float* b, float* out, std::int64_t outer,
-                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner,
-                     cudaStream_t stream) {
+void concat_channels(const Stream& where, const float* a, const float* b, float* out,
+                     std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
+                     std::int64_t inner) {
+  const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(outer >= 0 && channels_a >= 0 && channels_b >= 0 && inner >= 0,
            "concat_channels: negative sizes");
   const std::int64_t total = outer * (channels_a + channels_b) * inner;
@@ -153,9 +124,9 @@ void concat_channels(const float* a, const float* b, float* out, std::int64_t ou
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void split_channels(const float* in, float* a, float* b, std::int64_t outer,
-                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner,
-                    cudaStream_t stream) {
+void split_channels(const Stream& where, const float* in, float* a, float* b, std::int64_t outer,
+                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner) {
+  const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(outer >= 0 && channels_a >= 0 && channels_b >= 0 && inner >= 0,
            "split_channels: negative sizes");
   const std::int64_t total = outer * (channels_a + channels_b) * inner;

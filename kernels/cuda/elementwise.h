@@ -3,23 +3,20 @@
 // plus the stream here).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
-void add(const float* a, const float* b, float* out, std::int64_t count, cudaStream_t stream);
-void add_into(float* dst, const float* src, std::int64_t count, cudaStream_t stream);
-void scale(float* data, float factor, std::int64_t count, cudaStream_t stream);
-void fill(float* data, float value, std::int64_t count, cudaStream_t stream);
+void add(const Stream& stream, const float* a, const float* b, float* out, std::int64_t count);
+void add_into(const Stream& stream, float* dst, const float* src, std::int64_t count);
 
 // Tensors viewed as [outer, channels, inner]: out = [a's channels, b's channels] per outer.
-void concat_channels(const float* a, const float* b, float* out, std::int64_t outer,
-                     std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner,
-                     cudaStream_t stream);
-void split_channels(const float* in, float* a, float* b, std::int64_t outer,
-                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner,
-                    cudaStream_t stream);
+void concat_channels(const Stream& stream, const float* a, const float* b, float* out,
+                     std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
+                     std::int64_t inner);
+void split_channels(const Stream& stream, const float* in, float* a, float* b, std::int64_t outer,
+                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
 
 }  // namespace mb::cuda

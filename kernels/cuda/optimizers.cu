@@ -13,7 +13,7 @@
 namespace mb::cuda {
 namespace {
 
-using detail::aligned16;
+using detail::aligned16_on_device;
 
 // Applies `update(param, grad, state0, state1, context)` to four consecutive elements of
 // every stream an optimizer touches (unused state pointers are not dereferenced).
@@ -49,8 +49,9 @@ __device__ inline void update_scalar(const ParamSlot& slot, Context context, std
 
 template <bool kUsesState0, bool kUsesState1>
 __device__ inline bool params_aligned(const ParamSlot& slot) {
-  return aligned16(slot.param) && aligned16(slot.grad) &&
-         (!kUsesState0 || aligned16(slot.state0)) && (!kUsesState1 || aligned16(slot.state1));
+  return aligned16_on_device(slot.param) && aligned16_on_device(slot.grad) &&
+         (!kUsesState0 || aligned16_on_device(slot.state0)) &&
+         (!kUsesState1 || aligned16_on_device(slot.state1));
 }
 
 struct SgdElement {
@@ -151,7 +152,7 @@ struct LarsOp {
 
 }  // namespace
 
-void sgd_update(const ParamSlot* slots, int count, const SgdOptions& o, cudaStream_t stream) {
+void sgd_update(const Stream& stream, const ParamSlot* slots, int count, const SgdOptions& o) {
   mb::detail::check_sgd_options(o);
   const bool use_momentum = o.momentum != 0.0f;
   mb::detail::check_param_slots(slots, count, use_momentum, false, "sgd_update");
@@ -162,7 +163,7 @@ void sgd_update(const ParamSlot* slots, int count, const SgdOptions& o, cudaStre
   }
 }
 
-void adamw_update(const ParamSlot* slots, int count, const AdamWOptions& o, cudaStream_t stream) {
+void adamw_update(const Stream& stream, const ParamSlot* slots, int count, const AdamWOptions& o) {
   mb::detail::check_adamw_options(o);
   mb::detail::check_param_slots(slots, count, true, true, "adamw_update");
   const double bias_correction1 = 1.0 - std::pow(static_cast<double>(o.beta1), o.step);
@@ -177,7 +178,7 @@ void adamw_update(const ParamSlot* slots, int count, const AdamWOptions& o, cuda
   detail::multi_tensor_apply(slots, count, AdamWOp{element}, stream);
 }
 
-void lars_update(const ParamSlot* slots, int count, const LarsOptions& o, cudaStream_t stream) {
+void lars_update(const Stream& stream, const ParamSlot* slots, int count, const LarsOptions& o) {
   mb::detail::check_lars_options(o);
   const bool use_momentum = o.momentum != 0.0f;
   mb::detail::check_param_slots(slots, count, use_momentum, false, "lars_update");
@@ -189,9 +190,9 @@ void lars_update(const ParamSlot* slots, int count, const LarsOptions& o, cudaSt
     norm_slots[s] = ConstBufferSlot{slots[s].param, size};
     norm_slots[count + s] = ConstBufferSlot{slots[s].grad, size};
   }
-  DeviceBuffer sums(detail::current_device_allocator(), sizeof(double) * 2 * count,
-                    MemoryTag::Workspace, stream);
-  per_slot_sum_of_squares(norm_slots.data(), 2 * count, static_cast<double*>(sums.get()), stream);
+  DeviceBuffer sums(allocator_for(stream.device()), sizeof(double) * 2 * count,
+                    MemoryTag::Workspace, stream.handle());
+  per_slot_sum_of_squares(stream, norm_slots.data(), 2 * count, static_cast<double*>(sums.get()));
   const LarsElement element{o.lr, o.momentum, o.grad_scale};
   const auto* sums_device = static_cast<const double*>(sums.get());
   if (use_momentum) {

@@ -4,17 +4,15 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace mb::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr std::int64_t kPoolMaxBlocks = 65535LL * 32;
 
-unsigned grid_for(std::int64_t total) {
-  const std::int64_t blocks = (total + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::min<std::int64_t>(blocks, 65535LL * 32)));
+unsigned pool_grid(std::int64_t total) {
+  return grid_for(total, kThreads, kPoolMaxBlocks);
 }
 
 // First output row/column whose window covers input position `i` (and one past the last).
@@ -170,44 +168,49 @@ void check_geometry(const char* what, const Pool2dGeometry& g) {
 
 }  // namespace
 
-void max_pool2d_forward(const float* x, const Pool2dGeometry& geometry, float* y,
-                        std::int32_t* argmax, cudaStream_t stream) {
+void max_pool2d_forward(const Stream& where, const float* x, const Pool2dGeometry& geometry,
+                        float* y, std::int32_t* argmax) {
+  const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::max_pool2d_forward", geometry);
   MB_CHECK(x && y && argmax, "cuda::max_pool2d_forward: null pointer argument");
   const std::int64_t total = geometry.batch * geometry.channels * geometry.out_h * geometry.out_w;
-  max_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, geometry, y, argmax);
+  max_forward_kernel<<<pool_grid(total), kThreads, 0, stream>>>(x, geometry, y, argmax);
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void max_pool2d_backward(const float* grad_y, const std::int32_t* argmax,
-                         const Pool2dGeometry& geometry, float* grad_x, cudaStream_t stream) {
+void max_pool2d_backward(const Stream& where, const float* grad_y, const std::int32_t* argmax,
+                         const Pool2dGeometry& geometry, float* grad_x) {
+  const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::max_pool2d_backward", geometry);
   MB_CHECK(grad_y && argmax && grad_x, "cuda::max_pool2d_backward: null pointer argument");
   const std::int64_t total = geometry.batch * geometry.channels * geometry.in_h * geometry.in_w;
-  max_backward_kernel<<<grid_for(total), kThreads, 0, stream>>>(grad_y, argmax, geometry, grad_x);
+  max_backward_kernel<<<pool_grid(total), kThreads, 0, stream>>>(grad_y, argmax, geometry, grad_x);
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void avg_pool2d_forward(const float* x, const Pool2dGeometry& geometry, float* y,
-                        cudaStream_t stream) {
+void avg_pool2d_forward(const Stream& where, const float* x, const Pool2dGeometry& geometry,
+                        float* y) {
+  const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::avg_pool2d_forward", geometry);
   MB_CHECK(x && y, "cuda::avg_pool2d_forward: null pointer argument");
   const std::int64_t total = geometry.batch * geometry.channels * geometry.out_h * geometry.out_w;
-  avg_forward_kernel<<<grid_for(total), kThreads, 0, stream>>>(x, geometry, y);
+  avg_forward_kernel<<<pool_grid(total), kThreads, 0, stream>>>(x, geometry, y);
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void avg_pool2d_backward(const float* grad_y, const Pool2dGeometry& geometry, float* grad_x,
-                         cudaStream_t stream) {
+void avg_pool2d_backward(const Stream& where, const float* grad_y, const Pool2dGeometry& geometry,
+                         float* grad_x) {
+  const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::avg_pool2d_backward", geometry);
   MB_CHECK(grad_y && grad_x, "cuda::avg_pool2d_backward: null pointer argument");
   const std::int64_t total = geometry.batch * geometry.channels * geometry.in_h * geometry.in_w;
-  avg_backward_kernel<<<grid_for(total), kThreads, 0, stream>>>(grad_y, geometry, grad_x);
+  avg_backward_kernel<<<pool_grid(total), kThreads, 0, stream>>>(grad_y, geometry, grad_x);
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void global_avg_pool2d_forward(const float* x, std::int64_t planes, std::int64_t plane_size,
-                               float* y, cudaStream_t stream) {
+void global_avg_pool2d_forward(const Stream& where, const float* x, std::int64_t planes,
+                               std::int64_t plane_size, float* y) {
+  const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(planes > 0 && plane_size > 0, "cuda::global_avg_pool2d_forward: empty input");
   MB_CHECK(x && y, "cuda::global_avg_pool2d_forward: null pointer argument");
   constexpr std::int64_t kWarpsPerBlock = kThreads / 32;
@@ -219,11 +222,12 @@ void global_avg_pool2d_forward(const float* x, std::int64_t planes, std::int64_t
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void global_avg_pool2d_backward(const float* grad_y, std::int64_t planes, std::int64_t plane_size,
-                                float* grad_x, cudaStream_t stream) {
+void global_avg_pool2d_backward(const Stream& where, const float* grad_y, std::int64_t planes,
+                                std::int64_t plane_size, float* grad_x) {
+  const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(planes > 0 && plane_size > 0, "cuda::global_avg_pool2d_backward: empty input");
   MB_CHECK(grad_y && grad_x, "cuda::global_avg_pool2d_backward: null pointer argument");
-  global_avg_backward_kernel<<<grid_for(planes * plane_size), kThreads, 0, stream>>>(
+  global_avg_backward_kernel<<<pool_grid(planes * plane_size), kThreads, 0, stream>>>(
       grad_y, planes, plane_size, grad_x);
   MB_CUDA_LAUNCH_CHECK();
 }

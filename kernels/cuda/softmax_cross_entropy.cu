@@ -10,18 +10,19 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
+#include "runtime/allocator.h"
+#include "runtime/allocator_registry.h"
 
 namespace mb::cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr std::int64_t kMaxBlocks = 4096;
+// Each block adds its totals with one atomic: a few thousand blocks keep that cheap.
+constexpr std::int64_t kLossMaxBlocks = 4096;
 
-unsigned grid_for(std::int64_t work_items, std::int64_t items_per_block) {
-  return static_cast<unsigned>(std::max<std::int64_t>(
-      1, std::min(kMaxBlocks, (work_items + items_per_block - 1) / items_per_block)));
+unsigned loss_grid(std::int64_t work_items, std::int64_t items_per_block) {
+  return grid_for(work_items, items_per_block, kLossMaxBlocks);
 }
 
 template <typename T>
@@ -211,11 +212,13 @@ __global__ void cross_entropy_pixels_kernel(const float* logits, const std::int3
 
 }  // namespace
 
-void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t outer,
-                           std::int64_t classes, std::int64_t inner, float label_smoothing,
-                           int ignore_index, float seed_scale, CrossEntropyGradScale grad_scale,
-                           float* grad_logits, CrossEntropyDeviceTotals* totals,
-                           cudaStream_t stream) {
+void softmax_cross_entropy_launch(const Stream& where, const float* logits,
+                                  const std::int32_t* labels, std::int64_t outer,
+                                  std::int64_t classes, std::int64_t inner, float label_smoothing,
+                                  int ignore_index, float seed_scale,
+                                  CrossEntropyGradScale grad_scale, float* grad_logits,
+                                  CrossEntropyDeviceTotals* totals) {
+  const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(outer >= 0 && inner >= 1 && classes >= 1, "softmax_cross_entropy: bad sizes (outer ",
            outer, ", classes ", classes, ", inner ", inner, ")");
   MB_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
@@ -225,22 +228,48 @@ void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std:
   const std::int64_t positions = outer * inner;
   if (positions == 0) return;
   MB_CHECK(logits != nullptr && labels != nullptr, "softmax_cross_entropy: null pointer");
-  count_labels_kernel<<<grid_for(positions, kThreads), kThreads, 0, stream>>>(
+  count_labels_kernel<<<loss_grid(positions, kThreads), kThreads, 0, stream>>>(
       labels, positions, classes, ignore_index, totals);
   MB_CUDA_LAUNCH_CHECK();
   const float smooth_per_class = label_smoothing / static_cast<float>(classes);
   const float on_target = 1.0f - label_smoothing;
   const bool mean = grad_scale == CrossEntropyGradScale::Mean;
   if (inner == 1) {
-    cross_entropy_rows_kernel<<<grid_for(outer, kWarps), kThreads, 0, stream>>>(
+    cross_entropy_rows_kernel<<<loss_grid(outer, kWarps), kThreads, 0, stream>>>(
         logits, labels, outer, classes, smooth_per_class, on_target, ignore_index, seed_scale, mean,
         grad_logits, totals);
   } else {
-    cross_entropy_pixels_kernel<<<grid_for(positions, kThreads), kThreads, 0, stream>>>(
+    cross_entropy_pixels_kernel<<<loss_grid(positions, kThreads), kThreads, 0, stream>>>(
         logits, labels, outer, classes, inner, smooth_per_class, on_target, ignore_index,
         seed_scale, mean, grad_logits, totals);
   }
   MB_CUDA_LAUNCH_CHECK();
+}
+
+CrossEntropyTotals softmax_cross_entropy(const Stream& stream, const float* logits,
+                                         const std::int32_t* labels, std::int64_t outer,
+                                         std::int64_t classes, std::int64_t inner,
+                                         float label_smoothing, int ignore_index, float seed_scale,
+                                         CrossEntropyGradScale grad_scale, float* grad_logits) {
+  DeviceBuffer totals_buffer(allocator_for(stream.device()), sizeof(CrossEntropyDeviceTotals),
+                             MemoryTag::Workspace, stream.handle());
+  auto* device_totals = static_cast<CrossEntropyDeviceTotals*>(totals_buffer.get());
+  softmax_cross_entropy_launch(stream, logits, labels, outer, classes, inner, label_smoothing,
+                               ignore_index, seed_scale, grad_scale, grad_logits, device_totals);
+  CrossEntropyDeviceTotals totals{};
+  copy_bytes(&totals, device_totals, sizeof(totals), stream);
+  stream.synchronize();
+  if (totals.bad_label_count > 0) {
+    MB_THROW(InvalidArgument, "SoftmaxCrossEntropy: label ", totals.bad_label, " is outside [0, ",
+             classes, ") and is not ignore_index (", ignore_index, "); ", totals.bad_label_count,
+             " such labels. Fix: labels must be class indices in [0, C) with C = ", classes,
+             ", or ignore_index");
+  }
+  CrossEntropyTotals result;
+  result.loss_sum = totals.loss_sum;
+  result.valid_count = static_cast<std::int64_t>(totals.valid_count);
+  result.correct = static_cast<std::int64_t>(totals.correct);
+  return result;
 }
 
 }  // namespace mb::cuda

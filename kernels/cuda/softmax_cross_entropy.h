@@ -2,16 +2,17 @@
 // kernels/cpu/softmax_cross_entropy.h, which defines the math and the [outer, classes,
 // inner] layout.
 //
-// Two launches on `stream`: a label pass (valid count, and any label outside [0, classes)
+// Two launches on the stream: a label pass (valid count, and any label outside [0, classes)
 // that is not ignore_index), then the fused pass, which reads the valid count from device
 // memory to scale the gradient for mean reduction, so nothing waits for the host. Totals are
 // reduced on the device (per block, then one atomic per block) into `totals`; the caller
 // copies that struct to the host once.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "kernels/softmax_cross_entropy.h"
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
@@ -24,16 +25,21 @@ struct CrossEntropyDeviceTotals {
   int padding;
 };
 
-enum class CrossEntropyGradScale {
-  Sum,   // gradient scale = seed_scale
-  Mean,  // gradient scale = seed_scale / valid_count (0 when no element is valid)
-};
+// The twin of cpu::softmax_cross_entropy: the two launches into a workspace block of
+// device totals, one copy of them to the host, and the bad-label check.
+CrossEntropyTotals softmax_cross_entropy(const Stream& stream, const float* logits,
+                                         const std::int32_t* labels, std::int64_t outer,
+                                         std::int64_t classes, std::int64_t inner,
+                                         float label_smoothing, int ignore_index, float seed_scale,
+                                         CrossEntropyGradScale grad_scale, float* grad_logits);
 
-// `totals` is device memory; the launcher zeroes it. grad_logits may be null (loss only).
-void softmax_cross_entropy(const float* logits, const std::int32_t* labels, std::int64_t outer,
-                           std::int64_t classes, std::int64_t inner, float label_smoothing,
-                           int ignore_index, float seed_scale, CrossEntropyGradScale grad_scale,
-                           float* grad_logits, CrossEntropyDeviceTotals* totals,
-                           cudaStream_t stream);
+// The two launches alone, asynchronous (benchmarks time this): `totals` is device memory,
+// zeroed here. grad_logits may be null (loss only).
+void softmax_cross_entropy_launch(const Stream& stream, const float* logits,
+                                  const std::int32_t* labels, std::int64_t outer,
+                                  std::int64_t classes, std::int64_t inner, float label_smoothing,
+                                  int ignore_index, float seed_scale,
+                                  CrossEntropyGradScale grad_scale, float* grad_logits,
+                                  CrossEntropyDeviceTotals* totals);
 
 }  // namespace mb::cuda

@@ -6,18 +6,10 @@
 
 #include <algorithm>
 
-#include "runtime/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace mb::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 65535LL * 8;
-
-unsigned grid_for(std::int64_t work_items) {
-  return static_cast<unsigned>(
-      std::max<std::int64_t>(1, std::min(kMaxBlocks, (work_items + kThreads - 1) / kThreads)));
-}
 
 __global__ void upsample_forward_kernel(const float* input, float* output, std::int64_t planes,
                                         std::int64_t height, std::int64_t width, int scale) {
@@ -60,9 +52,10 @@ void check_sizes(const char* name, std::int64_t planes, std::int64_t height, std
 
 }  // namespace
 
-void upsample_nearest2d_forward(const float* input, float* output, std::int64_t planes,
-                                std::int64_t height, std::int64_t width, int scale,
-                                cudaStream_t stream) {
+void upsample_nearest2d_forward(const Stream& where, const float* input, float* output,
+                                std::int64_t planes, std::int64_t height, std::int64_t width,
+                                int scale) {
+  const cudaStream_t stream = cuda_stream(where);
   check_sizes("upsample_nearest2d_forward", planes, height, width, scale);
   const std::int64_t total = planes * height * width * scale * scale;
   if (total == 0) return;
@@ -72,9 +65,10 @@ void upsample_nearest2d_forward(const float* input, float* output, std::int64_t 
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void upsample_nearest2d_backward(const float* grad_output, float* grad_input, std::int64_t planes,
-                                 std::int64_t height, std::int64_t width, int scale,
-                                 cudaStream_t stream) {
+void upsample_nearest2d_backward(const Stream& where, const float* grad_output, float* grad_input,
+                                 std::int64_t planes, std::int64_t height, std::int64_t width,
+                                 int scale) {
+  const cudaStream_t stream = cuda_stream(where);
   check_sizes("upsample_nearest2d_backward", planes, height, width, scale);
   const std::int64_t total = planes * height * width;
   if (total == 0) return;

@@ -2,17 +2,17 @@
 // kernels/cpu/upsample.h (same arguments, plus the stream here).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "runtime/stream.h"
 
 namespace mb::cuda {
 
-void upsample_nearest2d_forward(const float* input, float* output, std::int64_t planes,
-                                std::int64_t height, std::int64_t width, int scale,
-                                cudaStream_t stream);
-void upsample_nearest2d_backward(const float* grad_output, float* grad_input, std::int64_t planes,
-                                 std::int64_t height, std::int64_t width, int scale,
-                                 cudaStream_t stream);
+void upsample_nearest2d_forward(const Stream& stream, const float* input, float* output,
+                                std::int64_t planes, std::int64_t height, std::int64_t width,
+                                int scale);
+void upsample_nearest2d_backward(const Stream& stream, const float* grad_output, float* grad_input,
+                                 std::int64_t planes, std::int64_t height, std::int64_t width,
+                                 int scale);
 
 }  // namespace mb::cuda

@@ -1,4 +1,4 @@
-// cpu::accumulate_grads, scale_buffers, sum_of_squares and per_slot_norms against naive
+// cpu::accumulate_grads and sum_of_squares against naive
 // double-precision loops written here, over slot tables with odd sizes (0, 1, 3, not
 // multiples of 4), plus the micro-batch identity sum_k (n_k / B) g_k and argument checks.
 #include "kernels/cpu/accumulate_grads.h"
@@ -47,7 +47,7 @@ TEST(AccumulateGrads, MicroBatchesGiveTheWeightedSum) {
     }
     for (std::size_t s = 0; s < kSizes.size(); ++s)
       slots.push_back({grads[s].data(), accum[s].data(), kSizes[s]});
-    accumulate_grads(slots.data(), static_cast<int>(slots.size()), factor,
+    accumulate_grads(Stream(), slots.data(), static_cast<int>(slots.size()), factor,
                      k == 0 ? GradientMode::Overwrite : GradientMode::Accumulate);
   }
   for (std::size_t s = 0; s < kSizes.size(); ++s)
@@ -59,9 +59,9 @@ TEST(AccumulateGrads, AccumulateAddsToExistingContents) {
   std::vector<float> grad = {1.0f, -2.0f, 3.0f, 0.5f, 4.0f};
   std::vector<float> accum = {10.0f, 20.0f, 30.0f, 40.0f, 50.0f};
   GradSlot slot{grad.data(), accum.data(), 5};
-  accumulate_grads(&slot, 1, 0.25f, GradientMode::Accumulate);
+  accumulate_grads(Stream(), &slot, 1, 0.25f, GradientMode::Accumulate);
   EXPECT_EQ(accum, (std::vector<float>{10.25f, 19.5f, 30.75f, 40.125f, 51.0f}));
-  accumulate_grads(&slot, 1, 2.0f, GradientMode::Overwrite);
+  accumulate_grads(Stream(), &slot, 1, 2.0f, GradientMode::Overwrite);
   EXPECT_EQ(accum, (std::vector<float>{2.0f, -4.0f, 6.0f, 1.0f, 8.0f}));
 }
 
@@ -70,89 +70,66 @@ TEST(AccumulateGrads, NanAndInfPropagate) {
                              std::numeric_limits<float>::infinity()};
   std::vector<float> accum(3, 0.0f);
   GradSlot slot{grad.data(), accum.data(), 3};
-  accumulate_grads(&slot, 1, 0.5f, GradientMode::Accumulate);
+  accumulate_grads(Stream(), &slot, 1, 0.5f, GradientMode::Accumulate);
   EXPECT_EQ(accum[0], 0.5f);
   EXPECT_TRUE(std::isnan(accum[1]));
   EXPECT_TRUE(std::isinf(accum[2]));
 }
 
-TEST(ScaleBuffers, MatchesDoubleLoop) {
-  std::mt19937 rng(3);
-  std::vector<std::vector<float>> data;
-  std::vector<BufferSlot> slots;
-  for (std::int64_t size : kSizes) data.push_back(random_vector(size, rng, 5.0f));
-  const std::vector<std::vector<float>> original = data;
-  for (std::size_t s = 0; s < kSizes.size(); ++s) slots.push_back({data[s].data(), kSizes[s]});
-  scale_buffers(slots.data(), static_cast<int>(slots.size()), 0.3f);
-  for (std::size_t s = 0; s < kSizes.size(); ++s)
-    for (std::int64_t i = 0; i < kSizes[s]; ++i)
-      ASSERT_NEAR(data[s][i], 0.3 * static_cast<double>(original[s][i]), 1e-6);
-}
-
-TEST(SumOfSquares, MatchesDoubleLoopAndNorms) {
+TEST(SumOfSquares, MatchesDoubleLoop) {
   std::mt19937 rng(5);
   std::vector<std::vector<float>> data;
   std::vector<ConstBufferSlot> slots;
   for (std::int64_t size : kSizes) data.push_back(random_vector(size, rng, 3.0f));
   for (std::size_t s = 0; s < kSizes.size(); ++s) slots.push_back({data[s].data(), kSizes[s]});
   double total = 0.0;
-  std::vector<double> expected_norms;
   for (const auto& buffer : data) {
-    double sum = 0.0;
-    for (float v : buffer) sum += static_cast<double>(v) * v;
-    total += sum;
-    expected_norms.push_back(std::sqrt(sum));
+    for (float v : buffer) total += static_cast<double>(v) * v;
   }
   const int count = static_cast<int>(slots.size());
-  EXPECT_NEAR(sum_of_squares(slots.data(), count), total, 1e-12 * total);
-  std::vector<float> norms(slots.size(), -1.0f);
-  per_slot_norms(slots.data(), count, norms.data());
-  for (std::size_t s = 0; s < slots.size(); ++s)
-    EXPECT_NEAR(norms[s], expected_norms[s], 1e-6 * (1.0 + expected_norms[s])) << "slot " << s;
-  EXPECT_EQ(norms[0], 0.0f);  // the empty slot
+  EXPECT_NEAR(sum_of_squares(Stream(), slots.data(), count), total, 1e-12 * total);
+  ConstBufferSlot empty{nullptr, 0};
+  EXPECT_EQ(sum_of_squares(Stream(), &empty, 1), 0.0);
   // A known value: ||(3, 4)|| = 5.
   std::vector<float> three_four = {3.0f, 4.0f};
   ConstBufferSlot pair{three_four.data(), 2};
-  EXPECT_EQ(sum_of_squares(&pair, 1), 25.0);
-  EXPECT_EQ(sum_of_squares(nullptr, 0), 0.0);
+  EXPECT_EQ(sum_of_squares(Stream(), &pair, 1), 25.0);
+  EXPECT_EQ(sum_of_squares(Stream(), nullptr, 0), 0.0);
 }
 
 TEST(SumOfSquares, ReportsNanAndInf) {
   std::vector<float> values = {1.0f, 2.0f, std::numeric_limits<float>::infinity()};
   ConstBufferSlot slot{values.data(), 3};
-  EXPECT_TRUE(std::isinf(sum_of_squares(&slot, 1)));
+  EXPECT_TRUE(std::isinf(sum_of_squares(Stream(), &slot, 1)));
   values[1] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_TRUE(std::isnan(sum_of_squares(&slot, 1)));
-  float norm = 0.0f;
-  per_slot_norms(&slot, 1, &norm);
-  EXPECT_TRUE(std::isnan(norm));
+  EXPECT_TRUE(std::isnan(sum_of_squares(Stream(), &slot, 1)));
 }
 
 TEST(AccumulateGrads, RejectsBadArguments) {
   std::vector<float> grad(4, 1.0f), accum(4, 0.0f);
   GradSlot good{grad.data(), accum.data(), 4};
-  EXPECT_THROW(accumulate_grads(&good, -1, 1.0f, GradientMode::Overwrite), InvalidArgument);
-  EXPECT_THROW(accumulate_grads(nullptr, 1, 1.0f, GradientMode::Overwrite), InvalidArgument);
-  EXPECT_THROW(
-      accumulate_grads(&good, 1, std::numeric_limits<float>::quiet_NaN(), GradientMode::Overwrite),
-      InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), &good, -1, 1.0f, GradientMode::Overwrite),
+               InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), nullptr, 1, 1.0f, GradientMode::Overwrite),
+               InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), &good, 1, std::numeric_limits<float>::quiet_NaN(),
+                                GradientMode::Overwrite),
+               InvalidArgument);
   GradSlot null_grad{nullptr, accum.data(), 4};
-  EXPECT_THROW(accumulate_grads(&null_grad, 1, 1.0f, GradientMode::Overwrite), InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), &null_grad, 1, 1.0f, GradientMode::Overwrite),
+               InvalidArgument);
   GradSlot null_accum{grad.data(), nullptr, 4};
-  EXPECT_THROW(accumulate_grads(&null_accum, 1, 1.0f, GradientMode::Accumulate), InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), &null_accum, 1, 1.0f, GradientMode::Accumulate),
+               InvalidArgument);
   GradSlot negative{grad.data(), accum.data(), -1};
-  EXPECT_THROW(accumulate_grads(&negative, 1, 1.0f, GradientMode::Overwrite), InvalidArgument);
+  EXPECT_THROW(accumulate_grads(Stream(), &negative, 1, 1.0f, GradientMode::Overwrite),
+               InvalidArgument);
   GradSlot empty{nullptr, nullptr, 0};  // null pointers are fine for empty slots
-  EXPECT_NO_THROW(accumulate_grads(&empty, 1, 1.0f, GradientMode::Overwrite));
-  EXPECT_NO_THROW(accumulate_grads(nullptr, 0, 1.0f, GradientMode::Overwrite));
+  EXPECT_NO_THROW(accumulate_grads(Stream(), &empty, 1, 1.0f, GradientMode::Overwrite));
+  EXPECT_NO_THROW(accumulate_grads(Stream(), nullptr, 0, 1.0f, GradientMode::Overwrite));
 
-  BufferSlot null_data{nullptr, 3};
-  EXPECT_THROW(scale_buffers(&null_data, 1, 2.0f), InvalidArgument);
   ConstBufferSlot null_const{nullptr, 3};
-  EXPECT_THROW(sum_of_squares(&null_const, 1), InvalidArgument);
-  ConstBufferSlot fine{grad.data(), 4};
-  EXPECT_THROW(per_slot_norms(&fine, 1, nullptr), InvalidArgument);
-  EXPECT_THROW(per_slot_norms(&null_const, 1, accum.data()), InvalidArgument);
+  EXPECT_THROW(sum_of_squares(Stream(), &null_const, 1), InvalidArgument);
 }
 
 }  // namespace

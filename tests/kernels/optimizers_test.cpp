@@ -85,7 +85,7 @@ void run_sgd_case(SgdOptions options) {
   for (int step = 0; step < kSteps; ++step) {
     options.first_step = step == 0;
     std::vector<ParamSlot> table = problem.slots(step, momentum, false);
-    sgd_update(table.data(), static_cast<int>(table.size()), options);
+    sgd_update(Stream(), table.data(), static_cast<int>(table.size()), options);
     // Reference: torch.optim.SGD's documented loop, in double.
     for (std::size_t s = 0; s < kSizes.size(); ++s) {
       for (std::int64_t i = 0; i < kSizes[s]; ++i) {
@@ -135,11 +135,11 @@ TEST(SgdUpdate, HandComputedTwoSteps) {
   SgdOptions options{0.1f};
   options.momentum = 0.9f;
   options.first_step = true;
-  sgd_update(&slot, 1, options);
+  sgd_update(Stream(), &slot, 1, options);
   EXPECT_NEAR(w, 0.949f, 1e-6);
   EXPECT_NEAR(buf, 0.51f, 1e-6);
   options.first_step = false;
-  sgd_update(&slot, 1, options);
+  sgd_update(Stream(), &slot, 1, options);
   EXPECT_NEAR(w, 0.852151f, 1e-6);
   EXPECT_NEAR(buf, 0.96849f, 1e-6);
 }
@@ -147,7 +147,7 @@ TEST(SgdUpdate, HandComputedTwoSteps) {
 TEST(SgdUpdate, NanGradientPropagates) {
   float w = 1.0f, grad = std::numeric_limits<float>::quiet_NaN();
   ParamSlot slot{&w, &grad, nullptr, nullptr, 1, 0.0f, false};
-  sgd_update(&slot, 1, SgdOptions{0.1f});
+  sgd_update(Stream(), &slot, 1, SgdOptions{0.1f});
   EXPECT_TRUE(std::isnan(w));
 }
 
@@ -158,7 +158,7 @@ TEST(AdamWUpdate, ThreeStepsMatchReference) {
   for (int step = 0; step < kSteps; ++step) {
     options.step = step + 1;
     std::vector<ParamSlot> table = problem.slots(step, true, true);
-    adamw_update(table.data(), static_cast<int>(table.size()), options);
+    adamw_update(Stream(), table.data(), static_cast<int>(table.size()), options);
     // Reference: torch.optim.AdamW's documented algorithm, in double.
     const double b1 = options.beta1, b2 = options.beta2, lr = options.lr;
     for (std::size_t s = 0; s < kSizes.size(); ++s) {
@@ -184,7 +184,7 @@ TEST(AdamWUpdate, HandComputedFirstStep) {
   // w = 1 * (1 - 0.1 * 0.01) - 0.1 = 0.899.
   float w = 1.0f, grad = 0.5f, m = 0.0f, v = 0.0f;
   ParamSlot slot{&w, &grad, &m, &v, 1, 0.01f, false};
-  adamw_update(&slot, 1, AdamWOptions{0.1f});
+  adamw_update(Stream(), &slot, 1, AdamWOptions{0.1f});
   EXPECT_NEAR(w, 0.899f, 1e-6);
   EXPECT_NEAR(m, 0.05f, 1e-7);
   // beta2 = 0.999f is 0.99900001 in float, so 1 - beta2 = 0.00099998713: v = 0.000249997.
@@ -205,7 +205,7 @@ void run_lars_case(LarsOptions options, bool zero_first_weights) {
       for (float& v : problem.grads[step][4]) v = 0.0f;
     }
     std::vector<ParamSlot> table = problem.slots(step, momentum, false);
-    lars_update(table.data(), static_cast<int>(table.size()), options);
+    lars_update(Stream(), table.data(), static_cast<int>(table.size()), options);
     for (std::size_t s = 0; s < kSizes.size(); ++s) {
       const double wd = problem.weight_decay[s];
       const double scale = options.grad_scale;
@@ -257,14 +257,14 @@ TEST(LarsUpdate, HandComputedTrustRatio) {
   ParamSlot slot{w.data(), grad.data(), buf.data(), nullptr, 2, 0.0f, true};
   LarsOptions options{1.0f};
   options.eps = 0.0f;
-  lars_update(&slot, 1, options);
+  lars_update(Stream(), &slot, 1, options);
   EXPECT_NEAR(w[0], 2.997f, 1e-6);
   EXPECT_NEAR(w[1], 3.996f, 1e-6);
   EXPECT_NEAR(buf[1], 0.004f, 1e-8);
   // Without the trust ratio the same slot is plain momentum SGD: w -= lr * g.
   slot.use_trust_ratio = false;
   buf = {0.0f, 0.0f};
-  lars_update(&slot, 1, options);
+  lars_update(Stream(), &slot, 1, options);
   EXPECT_NEAR(w[0], 2.697f, 1e-6);
   EXPECT_NEAR(w[1], 3.596f, 1e-6);
 }
@@ -275,39 +275,40 @@ TEST(Optimizers, RejectBadArguments) {
   ParamSlot full{&w, &grad, &state, &state, 1, 0.0f, true};
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  EXPECT_THROW(sgd_update(&full, 1, SgdOptions{nan}), InvalidArgument);
-  EXPECT_THROW(sgd_update(&full, 1, SgdOptions{-0.1f}), InvalidArgument);
-  EXPECT_THROW(sgd_update(&full, -1, SgdOptions{0.1f}), InvalidArgument);
-  EXPECT_THROW(sgd_update(nullptr, 2, SgdOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &full, 1, SgdOptions{nan}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &full, 1, SgdOptions{-0.1f}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &full, -1, SgdOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), nullptr, 2, SgdOptions{0.1f}), InvalidArgument);
   SgdOptions momentum{0.1f};
   momentum.momentum = 0.9f;
-  EXPECT_THROW(sgd_update(&no_state, 1, momentum), InvalidArgument);
-  EXPECT_NO_THROW(sgd_update(&no_state, 1, SgdOptions{0.1f}));  // no momentum: no state
+  EXPECT_THROW(sgd_update(Stream(), &no_state, 1, momentum), InvalidArgument);
+  EXPECT_NO_THROW(sgd_update(Stream(), &no_state, 1, SgdOptions{0.1f}));  // no momentum: no state
   EXPECT_FLOAT_EQ(w, 0.9f);
   w = 1.0f;
   SgdOptions nesterov{0.1f};
   nesterov.nesterov = true;
-  EXPECT_THROW(sgd_update(&full, 1, nesterov), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &full, 1, nesterov), InvalidArgument);
   ParamSlot null_param{nullptr, &grad, &state, &state, 1, 0.0f, true};
-  EXPECT_THROW(sgd_update(&null_param, 1, SgdOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &null_param, 1, SgdOptions{0.1f}), InvalidArgument);
   ParamSlot negative_decay{&w, &grad, &state, &state, 1, -0.1f, true};
-  EXPECT_THROW(sgd_update(&negative_decay, 1, SgdOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(sgd_update(Stream(), &negative_decay, 1, SgdOptions{0.1f}), InvalidArgument);
 
   AdamWOptions step_zero{0.1f};
   step_zero.step = 0;
-  EXPECT_THROW(adamw_update(&full, 1, step_zero), InvalidArgument);
-  EXPECT_THROW(adamw_update(&no_state, 1, AdamWOptions{0.1f}), InvalidArgument);
-  EXPECT_THROW(adamw_update(&full, 1, AdamWOptions{std::numeric_limits<float>::infinity()}),
-               InvalidArgument);
+  EXPECT_THROW(adamw_update(Stream(), &full, 1, step_zero), InvalidArgument);
+  EXPECT_THROW(adamw_update(Stream(), &no_state, 1, AdamWOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(
+      adamw_update(Stream(), &full, 1, AdamWOptions{std::numeric_limits<float>::infinity()}),
+      InvalidArgument);
   AdamWOptions bad_beta{0.1f};
   bad_beta.beta2 = 1.0f;
-  EXPECT_THROW(adamw_update(&full, 1, bad_beta), InvalidArgument);
+  EXPECT_THROW(adamw_update(Stream(), &full, 1, bad_beta), InvalidArgument);
 
-  EXPECT_THROW(lars_update(&full, 1, LarsOptions{nan}), InvalidArgument);
-  EXPECT_THROW(lars_update(&no_state, 1, LarsOptions{0.1f}), InvalidArgument);
+  EXPECT_THROW(lars_update(Stream(), &full, 1, LarsOptions{nan}), InvalidArgument);
+  EXPECT_THROW(lars_update(Stream(), &no_state, 1, LarsOptions{0.1f}), InvalidArgument);
   LarsOptions zero_trust{0.1f};
   zero_trust.trust_coefficient = 0.0f;
-  EXPECT_THROW(lars_update(&full, 1, zero_trust), InvalidArgument);
+  EXPECT_THROW(lars_update(Stream(), &full, 1, zero_trust), InvalidArgument);
   EXPECT_EQ(w, 1.0f);  // nothing above touched the parameter before throwing
 }
 

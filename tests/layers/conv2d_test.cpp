@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv.h"
 #include "kernels/cpu/im2col.h"
 #include "runtime/error.h"
 #include "tests/layers/gradcheck.h"
@@ -314,8 +315,8 @@ TEST(Conv2d, TensorsCarryTheirMemoryTags) {
 TEST(Conv2d, Im2colAndCol2imAreAdjoint) {
   const cpu::ConvWindow window{3, 2, 2, 1, 1, 0, 2, 1};
   const std::int64_t channels = 2, height = 7, width = 6;
-  const std::int64_t out_h = cpu::conv_output_size(height, 3, 2, 1, 2);
-  const std::int64_t out_w = cpu::conv_output_size(width, 2, 1, 0, 1);
+  const std::int64_t out_h = conv_output_size(height, 3, 2, 1, 2);
+  const std::int64_t out_w = conv_output_size(width, 2, 1, 0, 1);
   ASSERT_EQ(out_h, 3);
   ASSERT_EQ(out_w, 5);
   const std::vector<float> x = random_tensor({channels, height, width}, 1).to_vector();

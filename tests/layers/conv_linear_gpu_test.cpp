@@ -15,7 +15,7 @@
 #include "tests/test_util.h"
 
 #if MB_WITH_CUDA
-#include "layers/cuda/cudnn_conv.h"
+#include "kernels/cuda/conv.h"
 #endif
 
 namespace mb {

@@ -7,19 +7,16 @@
 
 #include <cmath>
 
+#include "kernels/elementwise.h"
 #include "layers/activation.h"
 #include "layers/dropout.h"
 #include "layers/elementwise.h"
 #include "layers/softmax_cross_entropy.h"
 #include "layers/upsample.h"
 #include "runtime/error.h"
+#include "runtime/stream.h"
 #include "tests/layers/gradcheck.h"
 #include "tests/test_util.h"
-
-#if MB_WITH_CUDA
-#include "kernels/cuda/elementwise.h"
-#include "runtime/cuda_context.h"
-#endif
 
 namespace mb {
 namespace {
@@ -91,9 +88,6 @@ TEST(ElementwiseGpu, FunctionalOpsMatchCpu) {
   add_into(acc_gpu, on_gpu(b));
   add_into(acc_cpu, b);
   EXPECT_EQ(acc_gpu.to_vector(), acc_cpu.to_vector());
-  scale_inplace(acc_gpu, -0.75f);
-  scale_inplace(acc_cpu, -0.75f);
-  EXPECT_EQ(acc_gpu.to_vector(), acc_cpu.to_vector());
   const Tensor cat_gpu = concat_channels(on_gpu(a), on_gpu(c));
   EXPECT_EQ(cat_gpu.to_vector(), concat_channels(a, c).to_vector());
   const auto [first, second] = split_channels(cat_gpu, 4);
@@ -107,18 +101,17 @@ TEST(ElementwiseGpu, FunctionalOpsMatchCpu) {
 
 TEST(ElementwiseGpu, MisalignedPointersUseTheScalarPath) {
   MB_SKIP_WITHOUT_CUDA();
-#if MB_WITH_CUDA
   const Tensor x = testing::random_tensor(Shape{1031}, 8);
-  Tensor buffer = on_gpu(x);
+  Tensor buffer = on_gpu(x), source = on_gpu(x);
   // Rows 1.. of a [1031, 1] view start one float past a 16-byte boundary.
   Tensor shifted = buffer.view({1031, 1}).slice(1, 1031);
-  cudaStream_t stream = compute_stream(kGpu);
-  cuda::scale(shifted.data<float>(), 2.0f, shifted.numel(), stream);
-  cuda::fill(buffer.data<float>(), 5.0f, 1, stream);
+  const Tensor shifted_source = source.view({1031, 1}).slice(1, 1031);
+  // x + x == 2 * x exactly, so the result is known bit for bit; element 0 must stay as is.
+  add_into(Stream::compute(kGpu), shifted.data<float>(), shifted_source.data<float>(),
+           shifted.numel());
   const std::vector<float> xv = x.to_vector(), result = buffer.to_vector();
-  EXPECT_EQ(result[0], 5.0f);
+  EXPECT_EQ(result[0], xv[0]);
   for (std::size_t i = 1; i < xv.size(); ++i) ASSERT_EQ(result[i], 2.0f * xv[i]) << i;
-#endif
 }
 
 TEST(ElementwiseGpu, SoftmaxCrossEntropyMatchesCpu) {

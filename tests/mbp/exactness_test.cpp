@@ -156,12 +156,12 @@ TEST(Planner, AutomaticPlanUsesTheReportAndExplainsIt) {
   PlannerOptions options;
   options.margin_fraction = 0.1;
   // available 60 MiB, margin 6 MiB, fixed 4 MiB: 50 samples fit.
-  Plan plan = plan_automatic(128, report, profile, options);
+  Plan plan = plan_from_report(128, report, profile, options);
   EXPECT_EQ(plan.micro_batch, 50);
-  EXPECT_EQ(plan.sizes, (std::vector<std::int64_t>{50, 50, 28}));
+  EXPECT_EQ(plan.sizes(), (std::vector<std::int64_t>{50, 50, 28}));
   EXPECT_NE(plan.explanation.find("bytes/sample 1.00 MiB"), std::string::npos) << plan.explanation;
   profile.bytes_per_sample = 100 << 20;
-  EXPECT_THROW(plan_automatic(128, report, profile, options), OutOfMemory);
+  EXPECT_THROW(plan_from_report(128, report, profile, options), OutOfMemory);
 }
 
 }  // namespace

@@ -1,41 +1,19 @@
-// cuDNN convolutions with a per-shape algorithm cache, cuDNN bias ops and a row-major
-// cuBLAS GEMM, all on the device's compute stream. See cudnn_conv.h.
-#include "layers/cuda/cudnn_conv.h"
-
+// cuDNN convolutions with a per-shape algorithm cache and the cuDNN bias ops, on the op's
+// stream. See conv.h and channel_bias.h.
 #include <map>
 #include <mutex>
 #include <tuple>
 
-#include "kernels/cpu/im2col.h"
+#include "kernels/cuda/channel_bias.h"
+#include "kernels/cuda/conv.h"
+#include "kernels/cuda/library_handles.h"
 #include "runtime/allocator.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/context.h"
-#include "runtime/cuda_check.h"
-#include "runtime/cuda_context.h"
 #include "runtime/error.h"
 
 namespace mb::cuda {
-
-std::int64_t ConvGeometry::out_h() const {
-  return cpu::conv_output_size(in_h, kernel_h, stride, padding, dilation);
-}
-std::int64_t ConvGeometry::out_w() const {
-  return cpu::conv_output_size(in_w, kernel_w, stride, padding, dilation);
-}
-std::string ConvGeometry::to_string() const {
-  return detail::concat("x [", batch, ", ", in_channels, ", ", in_h, ", ", in_w, "], w [",
-                        out_channels, ", ", in_channels / groups, ", ", kernel_h, ", ", kernel_w,
-                        "], stride ", stride, ", padding ", padding, ", dilation ", dilation,
-                        ", groups ", groups);
-}
-
 namespace {
-
-int to_int(std::int64_t value, const char* what) {
-  MB_CHECK(value >= 0 && value <= 0x7fffffff, "cuDNN: ", what, " = ", value,
-           " does not fit in int. Fix: use a smaller micro-batch");
-  return static_cast<int>(value);
-}
 
 // Owns one cuDNN descriptor: created in the constructor, destroyed (without throwing) in
 // the destructor, also when a constructor of the classes below throws after creation.
@@ -167,8 +145,9 @@ AlgorithmChoice pick(const Perf* perf, int count, std::size_t limit, bool tf32,
                     __FILE__, __LINE__);
 }
 
-AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeometry& g,
+AlgorithmChoice choose(const Stream& stream, Direction direction, const ConvGeometry& g,
                        ConvDescriptors& d) {
+  const Device device = stream.device();
   const bool tf32 = Context::get(device).allow_tf32();
   const AlgorithmKey key = make_key(device, direction, tf32, g);
   {
@@ -180,7 +159,7 @@ AlgorithmChoice choose(const Device& device, Direction direction, const ConvGeom
   d.conv.set_math(tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
   std::shared_ptr<Allocator> allocator = allocator_for(device);
   const std::size_t limit = allocator->report().available();
-  cudnnHandle_t handle = cudnn_handle(device);
+  cudnnHandle_t handle = cudnn_handle(stream);
   int returned = 0;
   AlgorithmChoice choice;
   switch (direction) {
@@ -222,10 +201,9 @@ void check_geometry(const ConvGeometry& g) {
            "cuDNN convolution: invalid geometry ", g.to_string());
 }
 
-DeviceBuffer workspace(const Device& device, std::size_t bytes) {
+DeviceBuffer workspace(const Stream& stream, std::size_t bytes) {
   if (bytes == 0) return DeviceBuffer();
-  return DeviceBuffer(allocator_for(device), bytes, MemoryTag::Workspace,
-                      static_cast<StreamHandle>(compute_stream(device)));
+  return DeviceBuffer(allocator_for(stream.device()), bytes, MemoryTag::Workspace, stream.handle());
 }
 
 float beta_for(GradientMode mode) {
@@ -234,91 +212,77 @@ float beta_for(GradientMode mode) {
 
 }  // namespace
 
-void conv_forward(const Device& device, const ConvGeometry& g, const float* x, const float* w,
-                  float* y, GradientMode mode) {
+void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x, const float* w,
+                    float* y, GradientMode mode) {
   check_geometry(g);
   ConvDescriptors d(g);
-  const AlgorithmChoice choice = choose(device, Direction::Forward, g, d);
+  const AlgorithmChoice choice = choose(stream, Direction::Forward, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm);
-  cudnnHandle_t handle = cudnn_handle(device);
+  cudnnHandle_t handle = cudnn_handle(stream);
   std::size_t bytes = 0;
   MB_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x.get(), d.w.get(), d.conv.get(),
                                                          d.y.get(), algorithm, &bytes));
-  DeviceBuffer space = workspace(device, bytes);
+  DeviceBuffer space = workspace(stream, bytes);
   const float alpha = 1.0f, beta = beta_for(mode);
   MB_CUDNN_CHECK(cudnnConvolutionForward(handle, &alpha, d.x.get(), x, d.w.get(), w, d.conv.get(),
                                          algorithm, space.get(), bytes, &beta, d.y.get(), y));
 }
 
-void conv_backward_data(const Device& device, const ConvGeometry& g, const float* w,
-                        const float* dy, float* dx, GradientMode mode) {
+void conv2d_backward_data(const Stream& stream, const ConvGeometry& g, const float* w,
+                          const float* dy, float* dx, GradientMode mode) {
   check_geometry(g);
   ConvDescriptors d(g);
-  const AlgorithmChoice choice = choose(device, Direction::BackwardData, g, d);
+  const AlgorithmChoice choice = choose(stream, Direction::BackwardData, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm);
-  cudnnHandle_t handle = cudnn_handle(device);
+  cudnnHandle_t handle = cudnn_handle(stream);
   std::size_t bytes = 0;
   MB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
       handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(), algorithm, &bytes));
-  DeviceBuffer space = workspace(device, bytes);
+  DeviceBuffer space = workspace(stream, bytes);
   const float alpha = 1.0f, beta = beta_for(mode);
   MB_CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &alpha, d.w.get(), w, d.y.get(), dy,
                                               d.conv.get(), algorithm, space.get(), bytes, &beta,
                                               d.x.get(), dx));
 }
 
-void conv_backward_filter(const Device& device, const ConvGeometry& g, const float* x,
-                          const float* dy, float* dw, GradientMode mode) {
+void conv2d_backward_filter(const Stream& stream, const ConvGeometry& g, const float* x,
+                            const float* dy, float* dw, GradientMode mode) {
   check_geometry(g);
   ConvDescriptors d(g);
-  const AlgorithmChoice choice = choose(device, Direction::BackwardFilter, g, d);
+  const AlgorithmChoice choice = choose(stream, Direction::BackwardFilter, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm);
-  cudnnHandle_t handle = cudnn_handle(device);
+  cudnnHandle_t handle = cudnn_handle(stream);
   std::size_t bytes = 0;
   MB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
       handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(), algorithm, &bytes));
-  DeviceBuffer space = workspace(device, bytes);
+  DeviceBuffer space = workspace(stream, bytes);
   const float alpha = 1.0f, beta = beta_for(mode);
   MB_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &alpha, d.x.get(), x, d.y.get(), dy,
                                                 d.conv.get(), algorithm, space.get(), bytes, &beta,
                                                 d.w.get(), dw));
 }
 
-void add_channel_bias(const Device& device, const float* bias, float* data, std::int64_t batch,
+void add_channel_bias(const Stream& stream, float* data, const float* bias, std::int64_t batch,
                       std::int64_t channels, std::int64_t spatial) {
   if (batch == 0 || spatial == 0) return;
   TensorDescriptor bias_desc(1, channels, 1, 1);
   TensorDescriptor data_desc(batch, channels, spatial, 1);
   const float alpha = 1.0f, beta = 1.0f;
-  MB_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(device), &alpha, bias_desc.get(), bias, &beta,
+  MB_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(stream), &alpha, bias_desc.get(), bias, &beta,
                                 data_desc.get(), data));
 }
 
-void channel_bias_grad(const Device& device, const float* grad, float* bias_grad,
-                       std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+void channel_bias_grad(const Stream& stream, const float* grad, std::int64_t batch,
+                       std::int64_t channels, std::int64_t spatial, float* bias_grad,
                        GradientMode mode) {
   TensorDescriptor grad_desc(batch, channels, spatial, 1);
   TensorDescriptor bias_desc(1, channels, 1, 1);
   const float alpha = 1.0f, beta = beta_for(mode);
-  MB_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(device), &alpha, grad_desc.get(), grad,
+  MB_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(stream), &alpha, grad_desc.get(), grad,
                                               &beta, bias_desc.get(), bias_grad));
-}
-
-void gemm(const Device& device, bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
-          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
-          float* c, std::int64_t ldc, GradientMode mode) {
-  MB_CHECK(m >= 0 && n >= 0 && k >= 0, "cuda::gemm: negative size m=", m, " n=", n, " k=", k);
-  if (m == 0 || n == 0) return;
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix
-  // read column-major is its transpose: so swap the operands and keep the op flags.
-  const float alpha = 1.0f, beta = beta_for(mode);
-  MB_CUBLAS_CHECK(cublasSgemm(cublas_handle(device), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(n, "n"),
-                              to_int(m, "m"), to_int(k, "k"), &alpha, b, to_int(ldb, "ldb"), a,
-                              to_int(lda, "lda"), &beta, c, to_int(ldc, "ldc")));
 }
 
 std::size_t conv_algorithm_cache_size() {

@@ -1,0 +1,40 @@
+// Evaluation in chunks.
+#include "engine/evaluate.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace mb {
+
+EvalResult evaluate(Module& model, const Device& device, const Tensor& images,
+                    const Tensor& labels, std::int64_t chunk, const LossOptions& loss) {
+  MB_CHECK(images.device().is_cpu() && labels.device().is_cpu(),
+           "evaluate: the data must be in host memory");
+  MB_CHECK(images.dim(0) == labels.dim(0), "evaluate: ", images.dim(0), " images but ",
+           labels.dim(0), " labels");
+  MB_CHECK(chunk > 0, "evaluate: chunk must be positive, got ", chunk);
+  LossOptions sum_options = loss;
+  sum_options.reduction = Reduction::Sum;
+  sum_options.label_smoothing = 0.0f;
+  const SoftmaxCrossEntropy criterion(sum_options);
+  RunState state;
+  state.training = false;
+  EvalResult result;
+  double loss_sum = 0.0;
+  for (std::int64_t begin = 0; begin < images.dim(0); begin += chunk) {
+    const std::int64_t end = std::min(images.dim(0), begin + chunk);
+    Tensor input = images.slice(begin, end);
+    if (!device.is_cpu()) input = input.to(device);
+    Tensor logits = model.forward(input, state);
+    model.clear_cache();
+    const LossResult chunk_loss = criterion.forward(logits, labels.slice(begin, end));
+    loss_sum += chunk_loss.loss_sum;
+    result.correct += chunk_loss.correct;
+    result.valid += chunk_loss.valid_count;
+  }
+  result.loss = result.valid > 0 ? loss_sum / static_cast<double>(result.valid) : 0.0;
+  return result;
+}
+
+}  // namespace mb

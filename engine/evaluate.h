@@ -1,0 +1,25 @@
+// Evaluation: loss and accuracy of a model in inference mode over host tensors, in chunks.
+#pragma once
+
+#include <cstdint>
+
+#include "layers/module.h"
+#include "layers/softmax_cross_entropy.h"
+#include "runtime/device.h"
+#include "runtime/tensor.h"
+
+namespace mb {
+
+struct EvalResult {
+  double loss = 0.0;  // mean over valid elements (label smoothing off)
+  std::int64_t correct = 0;
+  std::int64_t valid = 0;
+  double accuracy() const { return valid > 0 ? static_cast<double>(correct) / valid : 0.0; }
+};
+
+// images [N, C, H, W] (float32) and labels [N] or [N, H, W] (int32) in host memory; `model`
+// on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations.
+EvalResult evaluate(Module& model, const Device& device, const Tensor& images,
+                    const Tensor& labels, std::int64_t chunk, const LossOptions& loss);
+
+}  // namespace mb

@@ -1,0 +1,30 @@
+// Convolution on CUDA through cuDNN: the twins of kernels/cpu/conv.h; contract:
+// kernels/conv.h.
+//
+// Note: the algorithm is chosen once per shape key (geometry, direction, TF32 flag) from
+// cuDNN's heuristics (cudnnGet*Algorithm_v7), taking the fastest candidate whose workspace
+// fits what the allocator can still give (report().available()), and cached. The heuristic
+// query runs nothing on the device, so it cannot clobber an output that is being
+// accumulated into (cudnnFind*AlgorithmEx writes its output buffers). Workspaces come from
+// our allocator, tagged Workspace, never from cudaMalloc.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/conv.h"
+#include "runtime/gradient_mode.h"
+#include "runtime/stream.h"
+
+namespace mb::cuda {
+
+void conv2d_forward(const Stream& stream, const ConvGeometry& geometry, const float* x,
+                    const float* w, float* y, GradientMode mode);
+void conv2d_backward_data(const Stream& stream, const ConvGeometry& geometry, const float* w,
+                          const float* dy, float* dx, GradientMode mode);
+void conv2d_backward_filter(const Stream& stream, const ConvGeometry& geometry, const float* x,
+                            const float* dy, float* dw, GradientMode mode);
+
+// Number of algorithm choices cached so far (for tests and logs).
+std::size_t conv_algorithm_cache_size();
+
+}  // namespace mb::cuda
