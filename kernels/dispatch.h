@@ -13,13 +13,12 @@
 #include "runtime/stream.h"
 
 #if MB_WITH_CUDA
-#define MB_DISPATCH(stream, op, ...)                                 \
+#define MB_DISPATCH(stream, op, ...)                            \
   ((stream).is_cuda() ? ::mb::cuda::op((stream), ##__VA_ARGS__) \
                       : ::mb::cpu::op((stream), ##__VA_ARGS__))
 #else
-#define MB_DISPATCH(stream, op, ...)                                                      \
-  ((stream).is_cuda()                                                                     \
-       ? (::mb::throw_cuda_not_built(#op " on " + (stream).device().str()),               \
-          ::mb::cpu::op((stream), ##__VA_ARGS__))                                         \
-       : ::mb::cpu::op((stream), ##__VA_ARGS__))
+#define MB_DISPATCH(stream, op, ...)                                                       \
+  ((stream).is_cuda() ? (::mb::throw_cuda_not_built(#op " on " + (stream).device().str()), \
+                         ::mb::cpu::op((stream), ##__VA_ARGS__))                           \
+                      : ::mb::cpu::op((stream), ##__VA_ARGS__))
 #endif

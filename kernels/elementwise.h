@@ -18,8 +18,7 @@ void add_into(const Stream& stream, float* dst, const float* src, std::int64_t c
 void concat_channels(const Stream& stream, const float* a, const float* b, float* out,
                      std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
                      std::int64_t inner);
-void split_channels(const Stream& stream, const float* in, float* a, float* b,
-                    std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
-                    std::int64_t inner);
+void split_channels(const Stream& stream, const float* in, float* a, float* b, std::int64_t outer,
+                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner);
 
 }  // namespace mb

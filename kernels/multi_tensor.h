@@ -72,7 +72,7 @@ struct AdamWOptions {
 };
 
 // LARS (You, Gitman & Ginsburg 2017), in the form of NVIDIA's and MLPerf's implementations;
-// the formula is documented in kernels/cpu/optimizers.h.
+// the formula is documented in kernels/optimizers.h.
 struct LarsOptions {
   float lr;
   float momentum = 0.9f;

@@ -33,7 +33,9 @@
 namespace mb {
 
 void sgd_update(const Stream& stream, const ParamSlot* slots, int count, const SgdOptions& options);
-void adamw_update(const Stream& stream, const ParamSlot* slots, int count, const AdamWOptions& options);
-void lars_update(const Stream& stream, const ParamSlot* slots, int count, const LarsOptions& options);
+void adamw_update(const Stream& stream, const ParamSlot* slots, int count,
+                  const AdamWOptions& options);
+void lars_update(const Stream& stream, const ParamSlot* slots, int count,
+                 const LarsOptions& options);
 
 }  // namespace mb

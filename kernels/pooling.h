@@ -46,8 +46,8 @@ void avg_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeomet
                         float* y);
 // grad_x (overwritten): each input gets grad_y / (kernel_h * kernel_w) from every window
 // that covers it.
-void avg_pool2d_backward(const Stream& stream, const float* grad_y,
-                         const Pool2dGeometry& geometry, float* grad_x);
+void avg_pool2d_backward(const Stream& stream, const float* grad_y, const Pool2dGeometry& geometry,
+                         float* grad_x);
 
 // y[p] = mean of plane p (planes = batch * channels, each of `plane_size` elements).
 void global_avg_pool2d_forward(const Stream& stream, const float* x, std::int64_t planes,

@@ -1,5 +1,5 @@
 // BatchNorm2d on CUDA: the same operations and arguments as kernels/cpu/batch_norm.h (the
-// reference they are tested against) plus a stream. Tensors are NCHW float32 on the device.
+// reference they are tested against). Tensors are NCHW float32 on the device.
 //
 // Note: one thread block per channel does the channel's reduction and then its elementwise
 // pass, so no grid-wide synchronization or scratch memory is needed. Per-thread sums are

@@ -1,6 +1,6 @@
 // Elementwise and channel-routing ops on CUDA: grid-stride kernels, float4-vectorized where
-// every pointer is 16-byte aligned. CPU twins: kernels/cpu/elementwise.h (same arguments,
-// plus the stream here).
+// every pointer is 16-byte aligned. CPU twins: kernels/cpu/elementwise.h (the same
+// signatures).
 #pragma once
 
 #include <cstdint>

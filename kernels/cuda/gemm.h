@@ -10,8 +10,8 @@
 
 namespace mb::cuda {
 
-void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m,
-          std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
-          std::int64_t ldb, float* c, std::int64_t ldc, GradientMode mode);
+void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, GradientMode mode);
 
 }  // namespace mb::cuda

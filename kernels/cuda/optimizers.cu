@@ -1,5 +1,5 @@
 // Optimizer updates over tables of device parameters (CUDA twins of
-// kernels/cpu/optimizers.cpp; formulas in kernels/cpu/optimizers.h). Each update is one
+// kernels/cpu/optimizers.cpp; formulas in kernels/optimizers.h). Each update is one
 // multi_tensor_apply launch (kernels/multi_tensor.h); LARS first computes ||w||^2 and ||g||^2
 // of every tensor on the device with per_slot_sum_of_squares, and each block of the update
 // derives its tensor's trust ratio from them.

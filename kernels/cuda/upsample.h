@@ -1,5 +1,5 @@
 // Nearest-neighbour 2-D upsampling by an integer factor on CUDA. CPU twin:
-// kernels/cpu/upsample.h (same arguments, plus the stream here).
+// kernels/cpu/upsample.h (the same signatures).
 #pragma once
 
 #include <cstdint>

@@ -767,5 +767,30 @@ TEST(PinnedHostMemoryResource, FallsBackToHostMemoryWithoutADevice) {
   pool.deallocate(pool.allocate(4096, MemoryTag::Data));
 }
 
+// Freeing a pointer the allocator never handed out is a caller's bug: debug builds stop at
+// it, release builds count it and leave the books untouched.
+TEST(PoolAllocator, UnknownFreesAreCountedNotApplied) {
+  PoolAllocator pool(make_host_memory_resource());
+  PassThroughAllocator passthrough(make_host_memory_resource());
+  void* block = pool.allocate(4096, MemoryTag::Other);
+  const FreeArenaReport before = pool.report();
+  int not_ours = 0;
+#ifdef NDEBUG
+  pool.deallocate(&not_ours);
+  passthrough.deallocate(&not_ours);
+  EXPECT_EQ(pool.unknown_frees(), 1u);
+  EXPECT_EQ(pool.stats().unknown_frees, 1u);
+  EXPECT_EQ(passthrough.unknown_frees(), 1u);
+  EXPECT_EQ(pool.report().allocated, before.allocated);
+  EXPECT_EQ(pool.report().free_in_arena, before.free_in_arena);
+#else
+  EXPECT_DEATH(pool.deallocate(&not_ours), "not allocated by this pool");
+  EXPECT_DEATH(passthrough.deallocate(&not_ours), "not allocated here");
+#endif
+  pool.deallocate(block);
+  EXPECT_EQ(pool.unknown_frees(), pool.stats().unknown_frees);
+  EXPECT_EQ(pool.report().allocated, 0u);
+}
+
 }  // namespace
 }  // namespace mb

@@ -1,5 +1,5 @@
 // BatchNorm2d on the CPU: forward against naive double loops, finite-difference gradients,
-// the micro-batch running-statistics contract (ARCHITECTURE.md "BatchNorm") against a
+// the micro-batch running-statistics contract (docs/architecture.md, "Contracts") against a
 // full-batch run and the closed form PyTorch would record, and argument checking.
 #include "layers/batch_norm2d.h"
 

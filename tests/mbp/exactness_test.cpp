@@ -1,5 +1,5 @@
-// The exactness contract (ARCHITECTURE.md): with no BatchNorm and split-invariant dropout,
-// parameters after steps with any split equal those of full-batch steps to fp32 round-off,
+// The exactness contract (docs/architecture.md, "Contracts"): with no BatchNorm and split-invariant
+// dropout, parameters after steps with any split equal those of full-batch steps to fp32 round-off,
 // the reported loss is the exact full-batch mean, and BatchNorm's running statistics after
 // a micro-batched step equal full-batch BN's.
 //
@@ -134,34 +134,6 @@ TEST(BatchNormContract, RunningStatisticsEqualFullBatch) {
   ASSERT_EQ(full.size(), 2u);  // running_mean, running_var
   testing::expect_parameters_close(running_stats(7), full, 1e-5, 1e-6, "BN running stats [7,7,2]");
   testing::expect_parameters_close(running_stats(4), full, 1e-5, 1e-6, "BN running stats 4x4");
-}
-
-TEST(Planner, SplitsAreExactAndRefuseSingleSamplesForBatchNorm) {
-  EXPECT_EQ(split_batch(16, 7, false), (std::vector<std::int64_t>{7, 7, 2}));
-  EXPECT_EQ(split_batch(15, 7, false), (std::vector<std::int64_t>{7, 7, 1}));
-  EXPECT_EQ(split_batch(15, 7, true), (std::vector<std::int64_t>{7, 6, 2}));
-  EXPECT_EQ(split_batch(5, 2, true), (std::vector<std::int64_t>{2, 3}));
-  EXPECT_EQ(split_batch(4, 16, false), (std::vector<std::int64_t>{4}));
-  EXPECT_THROW(split_batch(4, 0, false), InvalidArgument);
-}
-
-TEST(Planner, AutomaticPlanUsesTheReportAndExplainsIt) {
-  FreeArenaReport report;
-  report.capacity = 100 << 20;
-  report.free_in_arena = 10 << 20;
-  report.headroom = 50 << 20;
-  MemoryProfile profile;
-  profile.bytes_per_sample = 1 << 20;
-  profile.fixed_bytes = 4 << 20;
-  PlannerOptions options;
-  options.margin_fraction = 0.1;
-  // available 60 MiB, margin 6 MiB, fixed 4 MiB: 50 samples fit.
-  Plan plan = plan_from_report(128, report, profile, options);
-  EXPECT_EQ(plan.micro_batch, 50);
-  EXPECT_EQ(plan.sizes(), (std::vector<std::int64_t>{50, 50, 28}));
-  EXPECT_NE(plan.explanation.find("bytes/sample 1.00 MiB"), std::string::npos) << plan.explanation;
-  profile.bytes_per_sample = 100 << 20;
-  EXPECT_THROW(plan_from_report(128, report, profile, options), OutOfMemory);
 }
 
 }  // namespace
