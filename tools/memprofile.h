@@ -46,23 +46,17 @@ void add_memprofile_flags(CLI::App& cmd, MemprofileArgs& args);
 
 // What the pictures and the summary say about the run besides the trace itself.
 struct MemoryProfileInfo {
-  std::string title;                 // e.g. "lenet5, batch 16, micro-batch 8 x 2, cpu"
+  std::string title;  // e.g. "lenet5 [1, 28, 28], batch 16 = 2 x 6 + 1 x 4 (fixed), cpu, ..."
   std::vector<std::string> planner;  // the planner's numbers, one line each
   // The peak (and its segment map) is sought in the events after the last mark with this
   // name; empty or absent: the whole trace.
   std::string window_mark;
 };
 
-// The segment map after events[0 .. count) of a trace that starts at the allocator's
-// construction (its ring never wrapped): Reserve/Release create and remove segments,
-// Alloc/Free mark blocks; the gaps between allocated blocks are the free blocks (the pool
-// coalesces free neighbours, so each gap is one block). Blocks in address order.
-std::vector<SegmentSnapshot> replay_segments(const std::vector<PoolEvent>& events,
-                                             std::size_t count);
-
-// Writes the six files from `pool`'s trace into the existing folder `dir`. Throws mb::Error
-// when the ring has wrapped (the replay would be wrong) and mb::IoError on write failures
-// or when gnuplot is missing or fails (naming `apt-get install gnuplot-nox`).
+// Writes the six files from `pool`'s trace into the existing folder `dir` (the segment map at
+// the peak is replayed from the trace: allocator/trace_analysis.h). Throws mb::Error when the
+// ring has wrapped (the replay would be wrong) and mb::IoError on write failures or when
+// gnuplot is missing or fails (naming `apt-get install gnuplot-nox`).
 void write_memory_profile(const PoolAllocator& pool, const MemoryProfileInfo& info,
                           const std::string& dir);
 

@@ -1,7 +1,7 @@
-// `microbatch memprofile`: the segment-map replay equals the allocator's own snapshot(), the
-// Chrome-trace counters equal the allocator's stats at the same events, events.csv replays to
-// the allocator's own peak, the pictures are real PNG/SVG files, and bad input leaves no
-// folder behind.
+// `microbatch memprofile`: the Chrome-trace counters equal the allocator's stats at the same
+// events, events.csv replays to the allocator's own peak, the pictures are real PNG/SVG files,
+// and bad input leaves no folder behind. The segment-map replay and the peak analysis are
+// tested in tests/allocator/trace_analysis_test.cpp.
 #include "tools/memprofile.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 
 #include "runtime/error.h"
 #include "runtime/memory_resource.h"
+#include "tests/allocator/pool_exercise.h"
 
 namespace mb {
 namespace {
@@ -63,77 +64,17 @@ void expect_png(const fs::path& path) {
   EXPECT_GT(be32(20), 100u) << "height of " << path;
 }
 
-// A sequence of allocations and frees over several pools, tags, sizes and segment kinds
-// (small, large, own), with a release of cached segments; calls `after` after each
-// operation.
-void exercise(PoolAllocator& pool, const std::function<void()>& after) {
-  std::vector<void*> live;
-  const std::size_t sizes[] = {1000, 300000, 5u << 20, 700, 12u << 20, 64, 900000, 3u << 20};
-  for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < 8; ++i) {
-      const MemoryTag tag = static_cast<MemoryTag>((i + round) % kNumMemoryTags);
-      live.push_back(pool.allocate(sizes[i] + 512 * round, tag));
-      after();
-    }
-    pool.mark("round " + std::to_string(round));
-    after();
-    // Free every other block: leaves holes, so the segment map has free gaps.
-    for (std::size_t i = 0; i < live.size(); i += 2) {
-      if (live[i] == nullptr) continue;
-      pool.deallocate(live[i]);
-      live[i] = nullptr;
-      after();
-    }
-  }
-  pool.empty_cache();
-  after();
-  for (void* ptr : live) {
-    if (ptr == nullptr) continue;
-    pool.deallocate(ptr);
-    after();
-  }
-}
-
-TEST(Memprofile, ReplayedSegmentMapEqualsSnapshotAfterEveryOperation) {
-  PoolOptions options;
-  options.capacity = std::size_t{256} << 20;
-  PoolAllocator pool(make_host_memory_resource(), options);
-  std::vector<std::pair<std::size_t, std::vector<SegmentSnapshot>>> checkpoints;
-  exercise(pool, [&] { checkpoints.emplace_back(pool.events().size(), pool.snapshot()); });
-  const std::vector<PoolEvent> events = pool.events();
-  ASSERT_GT(checkpoints.size(), 30u);
-  int with_holes = 0;
-  for (const auto& [count, truth] : checkpoints) {
-    const std::vector<SegmentSnapshot> replayed = replay_segments(events, count);
-    ASSERT_EQ(replayed.size(), truth.size()) << "after " << count << " events";
-    for (std::size_t s = 0; s < truth.size(); ++s) {
-      EXPECT_EQ(replayed[s].id, truth[s].id);
-      EXPECT_EQ(replayed[s].size, truth[s].size);
-      EXPECT_EQ(replayed[s].small_pool, truth[s].small_pool);
-      ASSERT_EQ(replayed[s].blocks.size(), truth[s].blocks.size())
-          << "segment #" << truth[s].id << " after " << count << " events";
-      for (std::size_t b = 0; b < truth[s].blocks.size(); ++b) {
-        EXPECT_EQ(replayed[s].blocks[b].offset, truth[s].blocks[b].offset);
-        EXPECT_EQ(replayed[s].blocks[b].size, truth[s].blocks[b].size);
-        EXPECT_EQ(replayed[s].blocks[b].allocated, truth[s].blocks[b].allocated);
-        if (truth[s].blocks[b].allocated) {
-          EXPECT_EQ(replayed[s].blocks[b].tag, truth[s].blocks[b].tag);
-        }
-        with_holes += truth[s].blocks[b].allocated ? 0 : 1;
-      }
-    }
-  }
-  EXPECT_GT(with_holes, 10) << "the sequence should leave free blocks to map";
-}
-
-TEST(Memprofile, ReplayRefusesAWrappedTrace) {
+TEST(Memprofile, WrappedTraceIsRefusedBeforeAnyFileIsWritten) {
   PoolOptions options;
   options.trace_events = 8;  // far fewer than the sequence makes
   PoolAllocator pool(make_host_memory_resource(), options);
-  exercise(pool, [] {});
-  const std::vector<PoolEvent> events = pool.events();
-  ASSERT_EQ(events.size(), 8u);
-  EXPECT_THROW(replay_segments(events, events.size()), Error);
+  testing::exercise(pool, [] {});
+  const fs::path dir = scratch("wrapped");
+  MemoryProfileInfo info;
+  info.title = "wrapped ring";
+  EXPECT_THROW(write_memory_profile(pool, info, dir.string()), Error);
+  EXPECT_TRUE(entries(dir).empty()) << "wrote " << entries(dir).front();
+  fs::remove_all(dir);
 }
 
 // Counter values of one Chrome-trace counter event, by counter name.
@@ -151,7 +92,7 @@ TEST(Memprofile, TraceCountersMatchAllocatorStatsAtTheSameEvents) {
     FreeArenaReport report;
   };
   std::vector<Truth> truths;
-  exercise(pool, [&] { truths.push_back({pool.events().size(), pool.report()}); });
+  testing::exercise(pool, [&] { truths.push_back({pool.events().size(), pool.report()}); });
 
   const fs::path dir = scratch("counters");
   MemoryProfileInfo info;
