@@ -1,7 +1,7 @@
 // The CUDA memory resources of a build without the CUDA backend: device memory is an error
 // naming the fix, and "pinned" host memory is ordinary aligned host memory.
-#include "runtime/memory_resource.h"
 #include "runtime/device.h"
+#include "runtime/memory_resource.h"
 
 namespace mb {
 

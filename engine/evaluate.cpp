@@ -7,8 +7,8 @@
 
 namespace mb {
 
-EvalResult evaluate(Module& model, const Device& device, const Tensor& images,
-                    const Tensor& labels, std::int64_t chunk, const LossOptions& loss) {
+EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
+                    std::int64_t chunk, const LossOptions& loss) {
   MB_CHECK(images.device().is_cpu() && labels.device().is_cpu(),
            "evaluate: the data must be in host memory");
   MB_CHECK(images.dim(0) == labels.dim(0), "evaluate: ", images.dim(0), " images but ",

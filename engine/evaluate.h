@@ -19,7 +19,7 @@ struct EvalResult {
 
 // images [N, C, H, W] (float32) and labels [N] or [N, H, W] (int32) in host memory; `model`
 // on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations.
-EvalResult evaluate(Module& model, const Device& device, const Tensor& images,
-                    const Tensor& labels, std::int64_t chunk, const LossOptions& loss);
+EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
+                    std::int64_t chunk, const LossOptions& loss);
 
 }  // namespace mb

@@ -4,7 +4,9 @@
 namespace mb {
 
 Feeder::Feeder(const Device& device)
-    : device_(device), copied_{Event(device), Event(device)}, consumed_{Event(device), Event(device)} {}
+    : device_(device),
+      copied_{Event(device), Event(device)},
+      consumed_{Event(device), Event(device)} {}
 
 void Feeder::stage(const Tensor& images, std::int64_t offset, std::int64_t count, int index) {
   Tensor slice = images.slice(offset, offset + count);

@@ -19,13 +19,13 @@ namespace mb {
 struct FitOptions {
   std::int64_t batch_size = 256;
   int epochs = 1;
-  int start_epoch = 0;      // epochs already done (after --resume)
+  int start_epoch = 0;         // epochs already done (after --resume)
   std::int64_t max_steps = 0;  // stop after this many steps of this run (0: no limit)
-  double lr = 0.01;         // peak learning rate
+  double lr = 0.01;            // peak learning rate
   double warmup_epochs = 0.0;  // linear warmup
-  bool cosine = true;       // cosine decay to 0 over all epochs; false: constant after warmup
-  std::uint64_t seed = 0;   // shuffling and augmentation
-  bool augment = false;     // random crop with padding and horizontal flip
+  bool cosine = true;          // cosine decay to 0 over all epochs; false: constant after warmup
+  std::uint64_t seed = 0;      // shuffling and augmentation
+  bool augment = false;        // random crop with padding and horizontal flip
   // Evaluation chunk (0: the plan's micro-batch, or 256 without one).
   std::int64_t eval_chunk = 0;
   // Checkpoint written after every epoch (empty: none), under this model name.
@@ -35,7 +35,7 @@ struct FitOptions {
 };
 
 struct StepReport {
-  int epoch = 0;  // 0-based
+  int epoch = 0;                   // 0-based
   std::int64_t step_in_epoch = 0;  // 1-based
   std::int64_t steps_per_epoch = 0;
   float lr = 0.0f;

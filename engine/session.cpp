@@ -10,9 +10,8 @@ Session::Session(const SessionOptions& options, const ModelBuilder& build_model)
     : device_(options.device) {
   install_default_allocators();
   require_device(device_);
-  allocator_ = options.allocator != nullptr
-                   ? options.allocator
-                   : make_default_allocator(device_, options.memory_limit);
+  allocator_ = options.allocator != nullptr ? options.allocator
+                                            : make_default_allocator(device_, options.memory_limit);
   installed_ = std::make_unique<ScopedAllocator>(device_, allocator_);
   MB_CHECK(build_model != nullptr, "Session needs a model builder");
   model_ = build_model();

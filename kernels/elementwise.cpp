@@ -21,9 +21,8 @@ void concat_channels(const Stream& stream, const float* a, const float* b, float
   MB_DISPATCH(stream, concat_channels, a, b, out, outer, channels_a, channels_b, inner);
 }
 
-void split_channels(const Stream& stream, const float* in, float* a, float* b,
-                    std::int64_t outer, std::int64_t channels_a, std::int64_t channels_b,
-                    std::int64_t inner) {
+void split_channels(const Stream& stream, const float* in, float* a, float* b, std::int64_t outer,
+                    std::int64_t channels_a, std::int64_t channels_b, std::int64_t inner) {
   MB_DISPATCH(stream, split_channels, in, a, b, outer, channels_a, channels_b, inner);
 }
 

@@ -7,9 +7,9 @@
 
 namespace mb {
 
-void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m,
-          std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
-          std::int64_t ldb, float* c, std::int64_t ldc, GradientMode mode) {
+void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, GradientMode mode) {
   MB_DISPATCH(stream, gemm, transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc, mode);
 }
 

@@ -22,8 +22,8 @@ void avg_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeomet
   MB_DISPATCH(stream, avg_pool2d_forward, x, geometry, y);
 }
 
-void avg_pool2d_backward(const Stream& stream, const float* grad_y,
-                         const Pool2dGeometry& geometry, float* grad_x) {
+void avg_pool2d_backward(const Stream& stream, const float* grad_y, const Pool2dGeometry& geometry,
+                         float* grad_x) {
   MB_DISPATCH(stream, avg_pool2d_backward, grad_y, geometry, grad_x);
 }
 

@@ -13,9 +13,9 @@ void upsample_nearest2d_forward(const Stream& stream, const float* input, float*
   MB_DISPATCH(stream, upsample_nearest2d_forward, input, output, planes, height, width, scale);
 }
 
-void upsample_nearest2d_backward(const Stream& stream, const float* grad_output,
-                                 float* grad_input, std::int64_t planes, std::int64_t height,
-                                 std::int64_t width, int scale) {
+void upsample_nearest2d_backward(const Stream& stream, const float* grad_output, float* grad_input,
+                                 std::int64_t planes, std::int64_t height, std::int64_t width,
+                                 int scale) {
   MB_DISPATCH(stream, upsample_nearest2d_backward, grad_output, grad_input, planes, height, width,
               scale);
 }

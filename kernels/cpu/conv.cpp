@@ -24,8 +24,8 @@ struct Lowering {
         out_area(g.out_h() * g.out_w()),
         pointwise(g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0) {
     MB_CHECK(g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 &&
-                 g.in_channels % g.groups == 0 && g.out_channels % g.groups == 0 &&
-                 g.out_h() > 0 && g.out_w() > 0,
+                 g.in_channels % g.groups == 0 && g.out_channels % g.groups == 0 && g.out_h() > 0 &&
+                 g.out_w() > 0,
              "convolution: invalid geometry ", g.to_string());
   }
   ConvWindow window;
@@ -61,9 +61,9 @@ void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x,
         cols = columns;
       }
       // y_g [group_out, out_area] (+)= W_g [group_out, patch] x cols [patch, out_area]
-      gemm(stream, false, false, l.group_out, l.out_area, l.patch, w + group * l.group_out * l.patch,
-           l.patch, cols, l.out_area, y + (n * g.out_channels + group * l.group_out) * l.out_area,
-           l.out_area, mode);
+      gemm(stream, false, false, l.group_out, l.out_area, l.patch,
+           w + group * l.group_out * l.patch, l.patch, cols, l.out_area,
+           y + (n * g.out_channels + group * l.group_out) * l.out_area, l.out_area, mode);
     }
   }
 }
@@ -74,7 +74,8 @@ void conv2d_backward_data(const Stream& stream, const ConvGeometry& g, const flo
   DeviceBuffer workspace = column_workspace(stream, l);
   auto* columns = static_cast<float*>(workspace.get());
   // col2im adds onto the image, so overwriting starts from zero.
-  if (!l.pointwise && mode == GradientMode::Overwrite) zero(dx, g.batch * g.in_channels * l.in_area);
+  if (!l.pointwise && mode == GradientMode::Overwrite)
+    zero(dx, g.batch * g.in_channels * l.in_area);
   for (std::int64_t n = 0; n < g.batch; ++n) {
     for (int group = 0; group < g.groups; ++group) {
       const float* dy_group = dy + (n * g.out_channels + group * l.group_out) * l.out_area;

@@ -6,9 +6,9 @@
 
 namespace mb::cuda {
 
-void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m,
-          std::int64_t n, std::int64_t k, const float* a, std::int64_t lda, const float* b,
-          std::int64_t ldb, float* c, std::int64_t ldc, GradientMode mode) {
+void gemm(const Stream& stream, bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
+          std::int64_t k, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+          float* c, std::int64_t ldc, GradientMode mode) {
   MB_CHECK(m >= 0 && n >= 0 && k >= 0, "cuda::gemm: negative size m=", m, " n=", n, " k=", k);
   if (m == 0 || n == 0) return;
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major matrix
