@@ -9,21 +9,16 @@
 
 namespace mb::cpu {
 
-// y: [batch, channels, out_h, out_w]; argmax: same count, indices within the input plane.
 void max_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,
                         float* y, std::int32_t* argmax);
-// grad_x (overwritten) receives each grad_y at its recorded argmax.
 void max_pool2d_backward(const Stream& stream, const float* grad_y, const std::int32_t* argmax,
                          const Pool2dGeometry& geometry, float* grad_x);
 
 void avg_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,
                         float* y);
-// grad_x (overwritten): each input gets grad_y / (kernel_h * kernel_w) from every window
-// that covers it.
 void avg_pool2d_backward(const Stream& stream, const float* grad_y, const Pool2dGeometry& geometry,
                          float* grad_x);
 
-// y[p] = mean of plane p (planes = batch * channels, each of `plane_size` elements).
 void global_avg_pool2d_forward(const Stream& stream, const float* x, std::int64_t planes,
                                std::int64_t plane_size, float* y);
 void global_avg_pool2d_backward(const Stream& stream, const float* grad_y, std::int64_t planes,

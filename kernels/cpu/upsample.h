@@ -9,11 +9,9 @@
 
 namespace mb::cpu {
 
-// input: planes x height x width; output: planes x (height*scale) x (width*scale).
 void upsample_nearest2d_forward(const Stream& stream, const float* input, float* output,
                                 std::int64_t planes, std::int64_t height, std::int64_t width,
                                 int scale);
-// grad_output: planes x (height*scale) x (width*scale); grad_input: planes x height x width.
 void upsample_nearest2d_backward(const Stream& stream, const float* grad_output, float* grad_input,
                                  std::int64_t planes, std::int64_t height, std::int64_t width,
                                  int scale);

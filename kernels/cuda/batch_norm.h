@@ -15,7 +15,6 @@
 
 namespace mb::cuda {
 
-// statistics: device [2c] fp64, += Σx (first c) and Σx² (last c); may be null.
 void batch_norm_forward_training(const Stream& stream, const float* x, const float* weight,
                                  const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
                                  float eps, float* y, float* save_mean, float* save_invstd,
@@ -31,7 +30,6 @@ void batch_norm_backward(const Stream& stream, const float* grad_y, const float*
                          std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
                          float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode);
 
-// committed[i] += pending[i]; pending[i] = 0 (device fp64 arrays of `count`).
 void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
                                 std::int64_t count);
 
