@@ -93,15 +93,10 @@ std::vector<Tensor> Trainer::gradients() {
   return grads;
 }
 
-std::size_t Trainer::analytic_bytes_per_sample(const Shape& sample_shape) const {
-  return model_->saved_bytes(batch_shape(1, sample_shape)) +
-         static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
-}
-
 MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_shape) {
   return planner_.probe(
       [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },
-      analytic_bytes_per_sample(sample_shape));
+      training_bytes_per_sample(*model_, sample_shape));
 }
 
 const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
@@ -109,7 +104,7 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
   plan_ = planner_.plan(
       batch_size, options_.micro_batch,
       [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },
-      analytic_bytes_per_sample(sample_shape));
+      training_bytes_per_sample(*model_, sample_shape));
   return plan_;
 }
 

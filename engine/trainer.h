@@ -104,7 +104,6 @@ class Trainer {
   // Drops what a failed micro-batch left behind.
   void abandon_micro_batch();
   std::vector<Tensor> gradients();
-  std::size_t analytic_bytes_per_sample(const Shape& sample_shape) const;
   void log(const std::string& message) const;
 
   std::shared_ptr<Module> model_;

@@ -53,8 +53,8 @@ Tensor activation_backward(Kind kind, const Tensor& output, const Tensor& grad_o
 
 }  // namespace
 
-std::size_t ReLU::saved_bytes(const Shape& input) const {
-  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+MemoryTrace::Id ReLU::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  return trace.layer(input, trace.shape(input), Keep::Output);
 }
 
 Tensor ReLU::forward_impl(const Tensor& input, const RunState& /*state*/) {
@@ -72,8 +72,8 @@ Tensor ReLU::backward_impl(const Tensor& grad_output, const BackwardState& state
   return grad_input;
 }
 
-std::size_t ReLU6::saved_bytes(const Shape& input) const {
-  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+MemoryTrace::Id ReLU6::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  return trace.layer(input, trace.shape(input), Keep::Output);
 }
 
 Tensor ReLU6::forward_impl(const Tensor& input, const RunState& /*state*/) {

@@ -1,5 +1,5 @@
 // ReLU and ReLU6 modules. Each keeps its forward output for backward (the output says
-// where the input was in the linear range), so the saved bytes equal the output's.
+// where the input was in the linear range), not its input.
 #pragma once
 
 #include "layers/module.h"
@@ -11,7 +11,7 @@ class ReLU : public Module {
   ReLU() : Module("ReLU") {}
   Shape output_shape(const Shape& input) const override { return input; }
   std::int64_t forward_flops(const Shape& input) const override { return input.numel(); }
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override { output_ = Tensor(); }
 
  protected:
@@ -28,7 +28,7 @@ class ReLU6 : public Module {
   ReLU6() : Module("ReLU6") {}
   Shape output_shape(const Shape& input) const override { return input; }
   std::int64_t forward_flops(const Shape& input) const override { return 2 * input.numel(); }
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override { output_ = Tensor(); }
 
  protected:

@@ -59,10 +59,10 @@ std::int64_t BatchNorm2d::forward_flops(const Shape& input) const {
   return 4 * input.numel();
 }
 
-std::size_t BatchNorm2d::saved_bytes(const Shape& input) const {
-  check_input(input);
+MemoryTrace::Id BatchNorm2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
   // The input (kept for backward) and the per-channel mean and invstd.
-  return static_cast<std::size_t>(input.numel() + 2 * channels_) * sizeof(float);
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Input,
+                     static_cast<std::size_t>(2 * channels_) * sizeof(float));
 }
 
 Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {

@@ -43,7 +43,7 @@ class BatchNorm2d : public Module {
 
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
 
   bool uses_batch_statistics() const override { return true; }
 

@@ -112,9 +112,9 @@ std::int64_t Conv2d::forward_flops(const Shape& input) const {
   return 2 * out.numel() * macs_per_output;
 }
 
-std::size_t Conv2d::saved_bytes(const Shape& input) const {
-  output_shape(input);  // validates
-  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+MemoryTrace::Id Conv2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // The input, for the filter gradient.
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Input);
 }
 
 void Conv2d::clear_cache() {

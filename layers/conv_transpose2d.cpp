@@ -97,9 +97,9 @@ std::int64_t ConvTranspose2d::forward_flops(const Shape& input) const {
   return 2 * input.numel() * out_channels_ * kernel_size_ * kernel_size_;
 }
 
-std::size_t ConvTranspose2d::saved_bytes(const Shape& input) const {
-  output_shape(input);
-  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+MemoryTrace::Id ConvTranspose2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // The input, for the filter gradient.
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Input);
 }
 
 void ConvTranspose2d::clear_cache() {

@@ -41,7 +41,7 @@ class ConvTranspose2d : public Module {
 
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override;
   WeightInit weight_init() const override { return WeightInit::Convolution; }
   std::string describe() const;

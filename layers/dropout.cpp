@@ -33,6 +33,13 @@ Dropout::Dropout(float p, std::uint32_t stream_id)
            " is not a probability. Fix: pass a drop probability in [0, 1]");
 }
 
+MemoryTrace::Id Dropout::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // Note: with p == 0 forward returns its input (a view in the trace); the copy of the
+  // gradient its backward makes is a transient the trace does not count.
+  if (p_ == 0.0f) return trace.view(input, trace.shape(input));
+  return trace.layer(input, trace.shape(input), Keep::Nothing);
+}
+
 Tensor Dropout::forward_impl(const Tensor& input, const RunState& state) {
   MB_CHECK(input.dtype() == DType::Float32, "Dropout.forward: expected float32, got ",
            dtype_name(input.dtype()));

@@ -25,7 +25,7 @@ class Dropout : public Module {
   Shape output_shape(const Shape& input) const override { return input; }
   std::int64_t forward_flops(const Shape& input) const override { return input.numel(); }
   // The mask is recomputed in backward: nothing per element is kept.
-  std::size_t saved_bytes(const Shape& /*input*/) const override { return 0; }
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override { has_forward_ = false; }
 
  protected:

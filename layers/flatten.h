@@ -13,7 +13,9 @@ class Flatten : public Module {
   Shape output_shape(const Shape& input) const override;
   // A view: no arithmetic, nothing kept (the input shape only).
   std::int64_t forward_flops(const Shape& /*input*/) const override { return 0; }
-  std::size_t saved_bytes(const Shape& /*input*/) const override { return 0; }
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override {
+    return trace.view(input, output_shape(trace.shape(input)));
+  }
   void clear_cache() override { input_shape_ = Shape(); }
 
  protected:

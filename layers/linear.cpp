@@ -62,9 +62,9 @@ std::int64_t Linear::forward_flops(const Shape& input) const {
   return 2 * input[0] * in_features_ * out_features_;
 }
 
-std::size_t Linear::saved_bytes(const Shape& input) const {
-  output_shape(input);
-  return static_cast<std::size_t>(input.numel()) * sizeof(float);
+MemoryTrace::Id Linear::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // The input, for the weight gradient.
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Input);
 }
 
 void Linear::clear_cache() {

@@ -30,7 +30,7 @@ class Linear : public Module {
 
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override;
   WeightInit weight_init() const override { return WeightInit::Linear; }
   std::string describe() const;

@@ -117,6 +117,28 @@ void Module::ensure_grad(Parameter& p) {
   p.grad = Tensor::zeros(p.value.shape(), options);
 }
 
+std::size_t Module::saved_bytes(const Shape& input) const {
+  MemoryTrace trace;
+  trace_forward(trace, trace.input(input));
+  return trace.saved_bytes();
+}
+
+std::size_t Module::training_bytes(const Shape& input) const {
+  MemoryTrace trace;
+  const MemoryTrace::Id output = trace_forward(trace, trace.input(input));
+  return trace.backward_peak_bytes(output);
+}
+
+std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape) {
+  std::vector<std::int64_t> one{1}, two{2};
+  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
+  two.insert(two.end(), sample_shape.dims().begin(), sample_shape.dims().end());
+  const std::size_t at_one = model.training_bytes(Shape(one));
+  const std::size_t at_two = model.training_bytes(Shape(two));
+  return (at_two > at_one ? at_two - at_one : 0) +
+         static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
+}
+
 bool needs_batch_statistics(const Module& module) {
   if (module.uses_batch_statistics()) return true;
   for (const auto& [name, child] : module.children()) {
@@ -141,14 +163,10 @@ std::int64_t Sequential::forward_flops(const Shape& input) const {
   return flops;
 }
 
-std::size_t Sequential::saved_bytes(const Shape& input) const {
-  std::size_t bytes = 0;
-  Shape shape = input;
-  for (const auto& [name, m] : children()) {
-    bytes += m->saved_bytes(shape);
-    shape = m->output_shape(shape);
-  }
-  return bytes;
+MemoryTrace::Id Sequential::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  MemoryTrace::Id x = input;
+  for (const auto& [name, m] : children()) x = m->trace_forward(trace, x);
+  return x;
 }
 
 Tensor Sequential::forward_impl(const Tensor& input, const RunState& state) {

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "layers/memory_trace.h"
 #include "runtime/device.h"
 #include "runtime/gradient_mode.h"
 #include "runtime/stream.h"
@@ -70,9 +71,26 @@ class Module {
   virtual Shape output_shape(const Shape& input) const = 0;
   // Multiply-adds * 2 for one forward pass at `input` (whole batch). Every layer states it.
   virtual std::int64_t forward_flops(const Shape& input) const = 0;
-  // Bytes this module keeps between forward and backward for `input` (whole batch),
-  // workspaces excluded: the planner's analytic estimate. Every layer states it.
-  virtual std::size_t saved_bytes(const Shape& input) const = 0;
+
+  // Memory, the planner's analytic estimate (layers/memory_trace.h). Every module states
+  // what its training forward creates and keeps for backward by recording it on `trace`
+  // and returning its output's id:
+  //  - a layer calls trace.layer() once, saying whether it keeps its input, its output or
+  //    neither (a handle: shared with every other module keeping that tensor) and the bytes
+  //    of tensors only it keeps (argmax, statistics), or trace.view() when its output
+  //    shares its input's storage;
+  //  - a composite routes ids through its children and trace.add() / trace.concat()
+  //    exactly as forward_impl() routes tensors, its branches recorded in the reverse of
+  //    the order its backward_impl() visits them.
+  // So each buffer is counted once however many modules keep it.
+  virtual MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const = 0;
+  // Bytes this module keeps between forward and backward for `input` (whole batch), each
+  // buffer once, its input included when kept; workspaces excluded.
+  std::size_t saved_bytes(const Shape& input) const;
+  // The peak of one training forward + backward for `input` (whole batch): what forward
+  // keeps plus the gradients alive at backward's worst moment; the input itself (its
+  // owner's) and workspaces excluded.
+  std::size_t training_bytes(const Shape& input) const;
 
   // True when training this module needs more than one value per channel in a micro-batch
   // (batch statistics: BatchNorm). The planner then never runs a 1-sample micro-batch.
@@ -132,6 +150,13 @@ class Module {
   std::vector<std::pair<std::string, std::unique_ptr<Tensor>>> buffers_;
 };
 
+// The planner's analytic bytes per training sample of `model` for one sample of
+// `sample_shape` ([C, H, W]): the growth of training_bytes() from one sample to two (a
+// slope, as the probe measures one, so per-batch tensors such as BatchNorm's mean and
+// invstd do not count per sample), plus the sample itself, which the engine's input holds
+// until backward ends.
+std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape);
+
 // True when `module` or any module below it uses batch statistics.
 bool needs_batch_statistics(const Module& module);
 
@@ -149,7 +174,7 @@ class Sequential : public Module {
   }
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;

@@ -65,9 +65,8 @@ std::int64_t WindowPool2d::forward_flops(const Shape& input) const {
   return g.batch * g.channels * g.out_h * g.out_w * kernel_size_ * kernel_size_;
 }
 
-std::size_t WindowPool2d::saved_bytes(const Shape& input) const {
-  geometry(input);
-  return 0;
+MemoryTrace::Id WindowPool2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Nothing);
 }
 
 // ---- MaxPool2d ----
@@ -75,8 +74,11 @@ std::size_t WindowPool2d::saved_bytes(const Shape& input) const {
 MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding)
     : WindowPool2d("MaxPool2d", kernel_size, stride, padding) {}
 
-std::size_t MaxPool2d::saved_bytes(const Shape& input) const {
-  return static_cast<std::size_t>(output_shape(input).numel()) * sizeof(std::int32_t);
+MemoryTrace::Id MaxPool2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // The int32 argmax of each window, output-shaped; not the input.
+  const Shape output = output_shape(trace.shape(input));
+  return trace.layer(input, output, Keep::Nothing,
+                     static_cast<std::size_t>(output.numel()) * sizeof(std::int32_t));
 }
 
 void MaxPool2d::clear_cache() {
@@ -166,9 +168,8 @@ std::int64_t GlobalAvgPool2d::forward_flops(const Shape& input) const {
   return input.numel();
 }
 
-std::size_t GlobalAvgPool2d::saved_bytes(const Shape& input) const {
-  output_shape(input);
-  return 0;
+MemoryTrace::Id GlobalAvgPool2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  return trace.layer(input, output_shape(trace.shape(input)), Keep::Nothing);
 }
 
 void GlobalAvgPool2d::clear_cache() {

@@ -21,7 +21,7 @@ class WindowPool2d : public Module {
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
   // Nothing but the input shape is kept (MaxPool2d overrides: it keeps the argmax).
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
 
   int kernel_size() const { return kernel_size_; }
   int stride() const { return stride_; }
@@ -43,7 +43,7 @@ class WindowPool2d : public Module {
 class MaxPool2d : public WindowPool2d {
  public:
   explicit MaxPool2d(int kernel_size, int stride = -1 /* -1: = kernel_size */, int padding = 0);
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override;
 
  protected:
@@ -75,7 +75,8 @@ class GlobalAvgPool2d : public Module {
   GlobalAvgPool2d() : Module("GlobalAvgPool2d") {}
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;  // 0: only the shape is kept
+  // Nothing but the input shape is kept.
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override;
 
  protected:

@@ -19,7 +19,9 @@ class UpsampleNearest2d : public Module {
   std::int64_t forward_flops(const Shape& input) const override {
     return output_shape(input).numel();
   }
-  std::size_t saved_bytes(const Shape& /*input*/) const override { return 0; }
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override {
+    return trace.layer(input, output_shape(trace.shape(input)), Keep::Nothing);
+  }
   void clear_cache() override { input_shape_ = Shape(); }
 
  protected:

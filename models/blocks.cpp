@@ -66,10 +66,13 @@ std::int64_t ResidualBlock::forward_flops(const Shape& input) const {
          out.numel() * 2;
 }
 
-std::size_t ResidualBlock::saved_bytes(const Shape& input) const {
-  const Shape out = output_shape(input);
-  return main_->saved_bytes(input) + (downsample_ ? downsample_->saved_bytes(input) : 0) +
-         relu_out_->saved_bytes(out);
+MemoryTrace::Id ResidualBlock::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  // The shortcut is recorded before the main path: backward_impl() visits the main path
+  // first, and the trace is replayed last first.
+  const MemoryTrace::Id shortcut = downsample_ ? downsample_->trace_forward(trace, input) : input;
+  MemoryTrace::Id main = input;
+  for (const auto& [name, child] : main_->children()) main = child->trace_forward(trace, main);
+  return relu_out_->trace_forward(trace, trace.add(main, shortcut));
 }
 
 Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
@@ -122,8 +125,9 @@ std::int64_t InvertedResidual::forward_flops(const Shape& input) const {
   return conv_->forward_flops(input) + (use_residual_ ? output_shape(input).numel() : 0);
 }
 
-std::size_t InvertedResidual::saved_bytes(const Shape& input) const {
-  return conv_->saved_bytes(input);
+MemoryTrace::Id InvertedResidual::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  const MemoryTrace::Id out = conv_->trace_forward(trace, input);
+  return use_residual_ ? trace.add(out, input) : out;
 }
 
 Tensor InvertedResidual::forward_impl(const Tensor& input, const RunState& state) {

@@ -23,7 +23,7 @@ class ResidualBlock : public Module {
   ResidualBlock(std::int64_t in_channels, std::int64_t planes, int stride, bool bottleneck);
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
@@ -43,7 +43,7 @@ class InvertedResidual : public Module {
                    int expand_ratio);
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
-  std::size_t saved_bytes(const Shape& input) const override;
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;

@@ -53,8 +53,16 @@ class UpStage : public Module {
   std::int64_t forward_flops(const Shape& input) const override {
     return up_->forward_flops(input) + conv_->forward_flops(concat_shape(input));
   }
-  std::size_t saved_bytes(const Shape& input) const override {
-    return up_->saved_bytes(input) + conv_->saved_bytes(concat_shape(input));
+  MemoryTrace::Id trace_forward2(MemoryTrace& trace, MemoryTrace::Id x,
+                                 MemoryTrace::Id skip) const {
+    const MemoryTrace::Id upsampled = up_->trace_forward(trace, x);
+    return conv_->trace_forward(trace, trace.concat(skip, upsampled));
+  }
+  // Alone (as in output_shape()), the skip is taken to come from outside, in the shape the
+  // concat needs.
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override {
+    const Shape up = up_->output_shape(trace.shape(input));
+    return trace_forward2(trace, input, trace.input(Shape{up[0], skip_channels_, up[2], up[3]}));
   }
 
  protected:
@@ -112,18 +120,19 @@ class UNet : public Module {
     }
     return flops + outc_->forward_flops(x);
   }
-  std::size_t saved_bytes(const Shape& input) const override {
-    std::size_t bytes = inc_->saved_bytes(input);
-    Shape x = inc_->output_shape(input);
-    for (const auto& down : downs_) {
-      bytes += down->saved_bytes(x);
-      x = down->output_shape(x);
-    }
+  // Routes ids as forward_impl() routes tensors; backward_impl() visits the stages in the
+  // reverse order, as the trace is replayed.
+  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override {
+    output_shape(trace.shape(input));
+    std::vector<MemoryTrace::Id> skips{inc_->trace_forward(trace, input)};
+    for (const auto& down : downs_) skips.push_back(down->trace_forward(trace, skips.back()));
+    MemoryTrace::Id x = skips.back();
+    skips.pop_back();
     for (const auto& up : ups_) {
-      bytes += up->saved_bytes(x);
-      x = up->output_shape(x);
+      x = up->trace_forward2(trace, x, skips.back());
+      skips.pop_back();
     }
-    return bytes + outc_->saved_bytes(x);
+    return outc_->trace_forward(trace, x);
   }
 
  protected:

@@ -347,7 +347,7 @@ int command_models(bool json, bool measure, std::ostream& out) {
     const Shape sample{1, info.in_channels, info.image_size, info.image_size};
     const double gflops = static_cast<double>(model.forward_flops(sample)) / 1e9;
     std::size_t bytes_per_sample =
-        model.saved_bytes(sample) + static_cast<std::size_t>(sample.numel()) * sizeof(float);
+        training_bytes_per_sample(model, Shape{info.in_channels, info.image_size, info.image_size});
     if (measure) {
       const Shape label = info.segmentation ? Shape{info.image_size, info.image_size} : Shape{};
       bytes_per_sample =
@@ -374,7 +374,9 @@ int command_models(bool json, bool measure, std::ostream& out) {
     }
   }
   if (!json && !measure) {
-    out << "* analytic (activations kept for backward + input); --measure probes on the CPU\n";
+    out << "* analytic (kept for backward, each buffer once, + gradients at backward's peak + "
+           "input);"
+           " --measure probes on the CPU\n";
   }
   return 0;
 }
