@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/batch_norm.h"
 #include "runtime/allocator_registry.h"
