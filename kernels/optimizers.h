@@ -15,7 +15,10 @@
 //   w -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
 //
 // lars_update (You, Gitman & Ginsburg 2017, "Large Batch Training of Convolutional
-// Networks", in the form of NVIDIA's and MLPerf's ResNet-50 LARS; state0 = buf):
+// Networks"; state0 = buf). Note: the learning rate stays outside the momentum buffer, as
+// in torch's SGD and NVIDIA apex's LARC; the paper (Algorithm 1) puts it inside,
+// v = m*v + lr*local_lr*(g + wd*w). The two agree while lr is constant and differ during
+// warmup, where this form applies the new lr to the whole momentum history. eps = 1e-9.
 //   use_trust_ratio:  local_lr = trust_coefficient*||w|| / (||g|| + weight_decay*||w|| + eps)
 //                     (local_lr = 1 when ||w|| == 0 or ||g|| == 0; norms over the whole
 //                     tensor, taken before the update)
