@@ -101,7 +101,9 @@ class FailingAllocator final : public Allocator {
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
     if (armed && pool_->report().allocated + bytes > limit_) {
       ++failures;
-      throw OutOfMemory(bytes, pool_->report(), "FailingAllocator(test)");
+      last_request = bytes;
+      last_report = pool_->report();
+      throw OutOfMemory(bytes, last_report, "FailingAllocator(test)");
     }
     return pool_->allocate(bytes, tag, stream);
   }
@@ -113,6 +115,8 @@ class FailingAllocator final : public Allocator {
   void reset_peak() override { pool_->reset_peak(); }
   bool armed = false;
   int failures = 0;
+  std::size_t last_request = 0;  // the request and the report of the latest refusal
+  FreeArenaReport last_report;
 
  private:
   std::shared_ptr<PoolAllocator> pool_;
@@ -163,11 +167,49 @@ TEST(OomInjection, OneSampleThatDoesNotFitIsAClearError) {
   auto model = build_model("lenet5");
   TrainerOptions options;
   options.micro_batch = 4;
+  std::vector<std::string> log;
+  options.log = [&log](const std::string& line) { log.push_back(line); };
   Trainer trainer(model, options);
   testing::Batch batch = mnist_like_batch(1);
+  const std::size_t allocated_before = pool->report().allocated;
   failing->armed = true;
-  EXPECT_THROW(trainer.step(batch.images.slice(0, 8), batch.labels.slice(0, 8), 0.1f), OutOfMemory);
+  try {
+    trainer.step(batch.images.slice(0, 8), batch.labels.slice(0, 8), 0.1f);
+    ADD_FAILURE() << "a step where not one sample fits did not throw";
+  } catch (const OutOfMemory& error) {
+    const std::string what = error.what();
+    // The problem: the re-planning floor, one sample per micro-batch (LeNet has no BatchNorm).
+    EXPECT_NE(what.find("cannot go below 1 sample(s) per micro-batch"), std::string::npos) << what;
+    // The fix, in the CLI's words.
+    EXPECT_NE(what.find("Fix: lower --micro-batch"), std::string::npos) << what;
+    EXPECT_NE(what.find("raise --memory-limit"), std::string::npos) << what;
+    // The allocator's numbers: the refused request and the report it gave at the refusal.
+    ASSERT_GT(failing->last_request, 0u);
+    EXPECT_EQ(error.requested_bytes(), failing->last_request);
+    EXPECT_EQ(error.report().allocated, failing->last_report.allocated);
+    EXPECT_EQ(error.report().free_in_arena, failing->last_report.free_in_arena);
+    EXPECT_NE(what.find("requested " + format_bytes(failing->last_request)), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("allocated " + format_bytes(failing->last_report.allocated)),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("free in arena " + format_bytes(failing->last_report.free_in_arena)),
+              std::string::npos)
+        << what;
+  }
   failing->armed = false;
+  // The engine halved 4 -> 2 -> 1 before giving up, each step logged.
+  std::vector<std::string> replans;
+  for (const auto& line : log) {
+    if (line.rfind("re-plan: OutOfMemory", 0) == 0) replans.push_back(line);
+  }
+  ASSERT_EQ(replans.size(), 2u);
+  EXPECT_NE(replans[0].find("of 4 samples"), std::string::npos) << replans[0];
+  EXPECT_NE(replans[0].find("-> micro-batch 2"), std::string::npos) << replans[0];
+  EXPECT_NE(replans[1].find("of 2 samples"), std::string::npos) << replans[1];
+  EXPECT_NE(replans[1].find("-> micro-batch 1"), std::string::npos) << replans[1];
+  // Nothing of the failed step is left allocated.
+  EXPECT_EQ(pool->report().allocated, allocated_before);
 }
 
 }  // namespace

@@ -77,14 +77,58 @@ TEST(Zoo, NamesFollowTorchvisionStateDict) {
   EXPECT_TRUE(names_of(*build_model("vgg16_bn")).count("features.40.weight"));
 }
 
+// Shapes from torchvision's state_dict (torchvision.models.<name>(); [] is a scalar).
 TEST(Zoo, ShapesOfKeyParameters) {
-  auto model = build_model("mobilenet_v2");
-  for (auto& [name, p] : model->named_parameters()) {
-    if (name == "features.2.conv.1.0.weight") {
-      EXPECT_EQ(p->value.shape(), (Shape{96, 1, 3, 3}));
-    }
-    if (name == "classifier.1.weight") {
-      EXPECT_EQ(p->value.shape(), (Shape{1000, 1280}));
+  const std::map<std::string, std::map<std::string, Shape>> expected = {
+      {"resnet18",
+       {{"conv1.weight", Shape{64, 3, 7, 7}},
+        {"bn1.weight", Shape{64}},
+        {"bn1.running_mean", Shape{64}},
+        {"layer1.0.conv1.weight", Shape{64, 64, 3, 3}},
+        {"layer2.0.conv1.weight", Shape{128, 64, 3, 3}},
+        {"layer2.0.downsample.0.weight", Shape{128, 64, 1, 1}},
+        {"layer2.0.downsample.1.running_var", Shape{128}},
+        {"layer4.1.conv2.weight", Shape{512, 512, 3, 3}},
+        {"layer4.1.bn2.num_batches_tracked", Shape{}},
+        {"fc.weight", Shape{1000, 512}},
+        {"fc.bias", Shape{1000}}}},
+      {"resnet50",
+       {{"conv1.weight", Shape{64, 3, 7, 7}},
+        {"layer1.0.conv1.weight", Shape{64, 64, 1, 1}},
+        {"layer1.0.conv2.weight", Shape{64, 64, 3, 3}},
+        {"layer1.0.conv3.weight", Shape{256, 64, 1, 1}},
+        {"layer1.0.downsample.0.weight", Shape{256, 64, 1, 1}},
+        {"layer3.5.conv3.weight", Shape{1024, 256, 1, 1}},
+        {"layer4.2.conv2.weight", Shape{512, 512, 3, 3}},
+        {"fc.weight", Shape{1000, 2048}}}},
+      {"mobilenet_v2",
+       {{"features.0.0.weight", Shape{32, 3, 3, 3}},
+        {"features.1.conv.0.0.weight", Shape{32, 1, 3, 3}},
+        {"features.1.conv.1.weight", Shape{16, 32, 1, 1}},
+        {"features.2.conv.0.0.weight", Shape{96, 16, 1, 1}},
+        {"features.2.conv.1.0.weight", Shape{96, 1, 3, 3}},
+        {"features.2.conv.2.weight", Shape{24, 96, 1, 1}},
+        {"features.2.conv.3.bias", Shape{24}},
+        {"features.18.0.weight", Shape{1280, 320, 1, 1}},
+        {"classifier.1.weight", Shape{1000, 1280}}}},
+      {"vgg16",
+       {{"features.0.weight", Shape{64, 3, 3, 3}},
+        {"features.28.weight", Shape{512, 512, 3, 3}},
+        {"classifier.0.weight", Shape{4096, 25088}},
+        {"classifier.6.weight", Shape{1000, 4096}}}}};
+  for (const auto& [model_name, shapes] : expected) {
+    auto model = build_model(model_name);
+    std::map<std::string, Shape> actual;
+    for (auto& [name, p] : model->named_parameters()) actual.emplace(name, p->value.shape());
+    for (auto& [name, b] : model->named_buffers()) actual.emplace(name, b->shape());
+    for (const auto& [name, shape] : shapes) {
+      const auto found = actual.find(name);
+      if (found == actual.end()) {
+        ADD_FAILURE() << model_name << " has no " << name;
+        continue;
+      }
+      EXPECT_EQ(found->second, shape)
+          << model_name << " " << name << " is " << found->second.to_string();
     }
   }
 }

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "runtime/context.h"
 #include "runtime/error.h"
 #include "runtime/version.h"
@@ -44,12 +47,22 @@ TEST(Context, CpuTimerMeasuresElapsedTime) {
   Context& context = Context::get(Device::cpu());
   EXPECT_EQ(context.compute_stream(), nullptr);
   EXPECT_THROW(context.cublas_handle(), InvalidArgument);
+  // A known interval: sleep_for blocks for at least its duration on the steady clock, so
+  // the timer must report at least 50 ms. The upper bound only catches a wrong unit (seconds
+  // read as ms gives 0.05, microseconds 50000) or a stale start: it is 40x the sleep because
+  // the test machines are shared and a sleeping thread may be woken late.
+  constexpr double kSleepMs = 50.0;
   Timer timer(Device::cpu());
   timer.start();
-  volatile double sink = 0;
-  for (int i = 0; i < 100000; ++i) sink = sink + i;
+  std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(kSleepMs));
   timer.stop();
-  EXPECT_GE(timer.elapsed_ms(), 0.0);
+  const double elapsed = timer.elapsed_ms();
+  EXPECT_GE(elapsed, kSleepMs);
+  EXPECT_LT(elapsed, 40 * kSleepMs);
+  // Stopping again later measures from the same start: the interval only grows.
+  std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(kSleepMs));
+  timer.stop();
+  EXPECT_GE(timer.elapsed_ms(), elapsed + kSleepMs);
 }
 
 }  // namespace
