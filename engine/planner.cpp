@@ -7,20 +7,6 @@
 namespace mb {
 namespace {
 
-std::string describe_sizes(const std::vector<std::int64_t>& sizes) {
-  std::ostringstream out;
-  out << "[";
-  for (std::size_t i = 0; i < sizes.size(); ++i) {
-    if (i == 6 && sizes.size() > 8) {
-      out << ", ... (" << sizes.size() - 7 << " more), " << sizes.back();
-      break;
-    }
-    out << (i ? ", " : "") << sizes[i];
-  }
-  out << "]";
-  return out.str();
-}
-
 // One line with the numbers behind an automatic plan.
 std::string explain(const Plan& plan, const FreeArenaReport& report) {
   const MemoryProfile& profile = plan.profile;
@@ -30,7 +16,8 @@ std::string explain(const Plan& plan, const FreeArenaReport& report) {
                                : 0;
   std::ostringstream out;
   out << "plan: batch " << plan.batch_size << " -> micro-batch " << plan.micro_batch << " x "
-      << plan.count() << " " << describe_sizes(plan.sizes()) << " (available "
+      << plan.count() << " "
+      << describe_split(plan.batch_size, plan.micro_batch, plan.min_micro_batch) << " (available "
       << format_bytes(plan.available_bytes) << " = free in arena "
       << format_bytes(report.free_in_arena) << " + headroom " << format_bytes(report.headroom)
       << "; margin " << format_bytes(plan.margin_bytes) << "; fixed "
@@ -60,23 +47,79 @@ std::int64_t parse_micro_batch(const std::string& text) {
            "' is not valid. Fix: use auto or a positive integer");
 }
 
-std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_batch,
-                                      bool refuse_single_sample) {
+namespace {
+
+// A split is `full` micro-batches of m, then at most two tail sizes.
+struct SplitForm {
+  std::int64_t micro_batch = 0;
+  std::int64_t full = 0;
+  std::vector<std::int64_t> tail;
+  std::int64_t count() const { return full + static_cast<std::int64_t>(tail.size()); }
+};
+
+SplitForm split_form(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size) {
   MB_CHECK(batch > 0, "split_batch: batch size must be positive, got ", batch);
   MB_CHECK(micro_batch > 0, "split_batch: micro-batch size must be positive, got ", micro_batch);
-  const std::int64_t m = std::min(micro_batch, batch);
-  std::vector<std::int64_t> sizes(static_cast<std::size_t>(batch / m), m);
-  if (batch % m != 0) sizes.push_back(batch % m);
-  if (refuse_single_sample && sizes.size() > 1 && sizes.back() == 1) {
-    if (m > 2) {
-      sizes[sizes.size() - 2] -= 1;
-      sizes.back() = 2;
-    } else {
-      sizes.pop_back();
-      sizes.back() += 1;
-    }
+  MB_CHECK(min_size > 0, "split_batch: minimum size must be positive, got ", min_size);
+  MB_CHECK(micro_batch >= min_size || micro_batch >= batch, "split_batch: micro-batch ",
+           micro_batch, " is below the minimum of ", min_size);
+  SplitForm form;
+  form.micro_batch = std::min(micro_batch, batch);
+  const std::int64_t m = form.micro_batch, remainder = batch % m;
+  form.full = batch / m;
+  if (remainder == 0) return form;
+  if (remainder >= min_size) {
+    form.tail = {remainder};
+    return form;
   }
+  --form.full;  // the last full micro-batch lends to the remainder, or takes it
+  const std::int64_t borrow = min_size - remainder;
+  if (m - borrow >= min_size) {
+    form.tail = {m - borrow, min_size};
+  } else {
+    form.tail = {m + remainder};
+  }
+  return form;
+}
+
+}  // namespace
+
+std::int64_t min_micro_batch_for_statistics(std::int64_t values_per_sample) {
+  MB_CHECK(values_per_sample >= 0, "values per sample must be >= 0, got ", values_per_sample);
+  if (values_per_sample == 0) return 1;
+  return std::max<std::int64_t>(2,
+                                (kMinValuesPerChannel + values_per_sample - 1) / values_per_sample);
+}
+
+std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_batch,
+                                      std::int64_t min_size) {
+  const SplitForm form = split_form(batch, micro_batch, min_size);
+  std::vector<std::int64_t> sizes(static_cast<std::size_t>(form.full), form.micro_batch);
+  sizes.insert(sizes.end(), form.tail.begin(), form.tail.end());
   return sizes;
+}
+
+std::int64_t split_count(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size) {
+  return split_form(batch, micro_batch, min_size).count();
+}
+
+std::string describe_split(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size) {
+  const SplitForm form = split_form(batch, micro_batch, min_size);
+  const auto size_at = [&](std::int64_t i) {
+    return i < form.full ? form.micro_batch : form.tail[static_cast<std::size_t>(i - form.full)];
+  };
+  const std::int64_t count = form.count();
+  std::ostringstream out;
+  out << "[";
+  for (std::int64_t i = 0; i < count; ++i) {
+    if (i == 6 && count > 8) {
+      out << ", ... (" << count - 7 << " more), " << size_at(count - 1);
+      break;
+    }
+    out << (i ? ", " : "") << size_at(i);
+  }
+  out << "]";
+  return out.str();
 }
 
 Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
@@ -98,9 +141,11 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
   if (plan.available_bytes > overhead) {
     m = static_cast<std::int64_t>((plan.available_bytes - overhead) / profile.bytes_per_sample);
   }
-  if (m < options.min_micro_batch) {
-    throw OutOfMemory(overhead + options.min_micro_batch * profile.bytes_per_sample, report,
-                      "planner: not even " + std::to_string(options.min_micro_batch) +
+  const std::int64_t required = std::min(options.min_micro_batch, batch_size);
+  if (m < required) {
+    throw OutOfMemory(overhead + static_cast<std::size_t>(required) * profile.bytes_per_sample,
+                      report,
+                      "planner: not even " + std::to_string(required) +
                           " sample(s) fit (bytes/sample " + format_bytes(profile.bytes_per_sample) +
                           ", fixed " + format_bytes(profile.fixed_bytes) + ", margin " +
                           format_bytes(plan.margin_bytes) + ");",
@@ -165,9 +210,17 @@ Plan Planner::fixed(std::int64_t batch_size, std::int64_t micro_batch) const {
   plan.batch_size = batch_size;
   plan.min_micro_batch = options_.min_micro_batch;
   plan.micro_batch = std::min(micro_batch, batch_size);
+  if (plan.micro_batch < std::min(options_.min_micro_batch, batch_size)) {
+    MB_THROW(InvalidArgument, "--micro-batch ", micro_batch, " is below the minimum of ",
+             options_.min_micro_batch, " samples: BatchNorm needs at least ", kMinValuesPerChannel,
+             " values per channel in every micro-batch (engine/planner.h). Fix: pass "
+             "--micro-batch ",
+             options_.min_micro_batch, " or more, or --micro-batch auto");
+  }
   plan.explanation = "plan: batch " + std::to_string(batch_size) + " -> micro-batch " +
                      std::to_string(plan.micro_batch) + " x " + std::to_string(plan.count()) + " " +
-                     describe_sizes(plan.sizes()) + " (fixed by --micro-batch)";
+                     describe_split(plan.batch_size, plan.micro_batch, plan.min_micro_batch) +
+                     " (fixed by --micro-batch)";
   return plan;
 }
 
@@ -194,13 +247,16 @@ Plan Planner::plan(std::int64_t batch_size, std::int64_t micro_batch, const Meas
 // pool's coarser size classes and segments, workspaces that grow with the batch), so the
 // planned size is run once for real. A run that fits refines bytes per sample from its
 // peak and re-plans (growing or shrinking); an OutOfMemory shrinks by the share of the
-// request that was available. A few rounds at most, each logged.
+// request that was available. A few rounds at most once a size has run, each logged; until
+// then the loop goes on, since every OutOfMemory shrinks by at least 10% and the probes'
+// sizes ran, so the plan returned is always a size that ran.
 Plan Planner::verify(Plan plan, const FreeArenaReport& report, const Measure& measure) const {
   const std::int64_t min_samples = options_.min_micro_batch;
   std::int64_t verified = 0;                  // largest size that ran
   std::int64_t failed = plan.batch_size + 1;  // smallest size that did not
   Plan verified_plan;
-  for (int round = 0; round < 6 && plan.micro_batch > plan.profile.probe_large; ++round) {
+  for (int round = 0; (round < 6 || verified == 0) && plan.micro_batch > plan.profile.probe_large;
+       ++round) {
     const std::int64_t m = plan.micro_batch;
     try {
       const std::size_t peak = measure(m);

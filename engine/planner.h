@@ -30,18 +30,42 @@ struct MemoryProfile {
   std::size_t peak_small = 0, peak_large = 0;  // peak allocated above the baseline
 };
 
-// Splits `batch` into micro-batches of `micro_batch` and a remainder. With
-// `refuse_single_sample` (models with BatchNorm, whose statistics need 2 samples), a last
-// micro-batch of 1 sample is avoided: [.., m, 1] becomes [.., m - 1, 2] when m > 2 and is
-// merged into the previous micro-batch otherwise.
+// The fewest values per channel a BatchNorm layer may normalize over in one micro-batch.
+//
+// Note: with n values per channel BN's input gradient is projected onto n - 1 directions,
+// and at n = 2 the normalized values are +-1 whatever the input: the gradient is zero in
+// exact arithmetic and rounding noise times a huge 1/sigma in float32. Measured with
+// PyTorch 1.13 on ResNet-18 at 32x32 (layer4 is 1x1, so n = micro-batch), gradient norms
+// over 4 micro-batches each: n = 2: 3.9e3-1.7e5; 3: 740-1800; 4: 260-380; 6: 131-148;
+// 8: 98-116; 12: 76-81; 16: 65-67; 32: 43-45. From 8 on the norm follows the 1/sqrt(n)
+// of sampling noise (within 1.3x of 32's scaled); below it the noise of BN itself wins.
+inline constexpr std::int64_t kMinValuesPerChannel = 8;
+
+// The smallest micro-batch that gives a layer seeing `values_per_sample` values per channel
+// and sample (H x W at the deepest BatchNorm; 0: no batch statistics) kMinValuesPerChannel
+// values: ceil(8 / values_per_sample), at least 2 when there are batch statistics, else 1.
+std::int64_t min_micro_batch_for_statistics(std::int64_t values_per_sample);
+
+// Splits `batch` into micro-batches of `micro_batch` and a remainder. A remainder below
+// `min_size` (the planner's minimum: batch statistics) borrows from the micro-batch before
+// it: [.., m, r] becomes [.., m - (min_size - r), min_size], or, when that would leave the
+// one before below min_size, merges into it ([.., m + r], larger than m: only when m is
+// within min_size of the minimum). No micro-batch is ever below min_size unless the whole
+// batch is.
 std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_batch,
-                                      bool refuse_single_sample);
+                                      std::int64_t min_size = 1);
+// How many micro-batches split_batch gives, without building them (batches of 2^62).
+std::int64_t split_count(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size = 1);
+// "[m, m, m, ... (k more), last]" without building the split.
+std::string describe_split(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size);
 
 // A decision of the planner: a value, replaced as a whole when the planner decides again.
 struct Plan {
   std::int64_t batch_size = 0;
-  std::int64_t micro_batch = 0;      // m, the largest micro-batch
-  std::int64_t min_micro_batch = 1;  // 2 for models that need batch statistics
+  std::int64_t micro_batch = 0;  // m, the largest micro-batch
+  // The smallest micro-batch that may run: batch statistics (min_micro_batch_for_statistics)
+  // or the caller's floor.
+  std::int64_t min_micro_batch = 1;
   bool automatic = false;
   std::size_t available_bytes = 0;  // report.available() when planned
   std::size_t margin_bytes = 0;
@@ -50,10 +74,11 @@ struct Plan {
 
   // The micro-batch sizes for a batch of `batch` samples under this plan.
   std::vector<std::int64_t> split(std::int64_t batch) const {
-    return split_batch(batch, micro_batch, min_micro_batch > 1);
+    return split_batch(batch, micro_batch, min_micro_batch);
   }
+  // Every micro-batch of the whole batch: count() entries (build it only when that is small).
   std::vector<std::int64_t> sizes() const { return split(batch_size); }
-  std::int64_t count() const { return static_cast<std::int64_t>(sizes().size()); }
+  std::int64_t count() const { return split_count(batch_size, micro_batch, min_micro_batch); }
 };
 
 // Parses --micro-batch: "auto" gives 0 (plan from the allocator's report), else a positive
@@ -63,14 +88,14 @@ std::int64_t parse_micro_batch(const std::string& text);
 struct PlannerOptions {
   double margin_fraction = 0.05;  // of the available bytes
   std::size_t margin_min_bytes = 1 << 20;
-  // The smallest micro-batch that may run: 2 for models with layers that need batch
-  // statistics (Module::uses_batch_statistics), else 1.
+  // The smallest micro-batch that may run (1: any). The Trainer raises it to
+  // min_micro_batch_for_statistics() of its model at the input's shape.
   std::int64_t min_micro_batch = 1;
 };
 
 // The arithmetic of an automatic plan: m = floor((available - margin - fixed) /
 // bytes_per_sample), at most batch_size. Throws mb::OutOfMemory (with `report`) when not
-// even min_micro_batch samples fit.
+// even min(min_micro_batch, batch_size) samples fit.
 Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
                       const MemoryProfile& profile, const PlannerOptions& options);
 

@@ -35,6 +35,8 @@ Shape row_shape(const Tensor& t) {
 TrainerOptions resolved(const Module& model, TrainerOptions options) {
   MB_CHECK(options.micro_batch >= 0, "micro-batch must be >= 0 (0: auto), got ",
            options.micro_batch);
+  // Until the input's shape is known (configure_planner), at least 2 samples per
+  // micro-batch for a model with batch statistics.
   if (needs_batch_statistics(model)) {
     options.planner.min_micro_batch = std::max<std::int64_t>(options.planner.min_micro_batch, 2);
   }
@@ -93,7 +95,22 @@ std::vector<Tensor> Trainer::gradients() {
   return grads;
 }
 
+void Trainer::configure_planner(const Shape& sample_shape) {
+  const std::int64_t values = batch_statistics_values_per_sample(*model_, sample_shape);
+  PlannerOptions options = options_.planner;
+  options.min_micro_batch =
+      std::max(options.min_micro_batch, min_micro_batch_for_statistics(values));
+  if (options.min_micro_batch != planner_.options().min_micro_batch && values > 0) {
+    log("planner: the deepest BatchNorm layer sees " + std::to_string(values) +
+        " value(s) per channel per sample at input " + sample_shape.to_string() +
+        " -> micro-batches of at least " + std::to_string(options.min_micro_batch) + " samples (" +
+        std::to_string(kMinValuesPerChannel) + " values per channel)");
+  }
+  planner_ = Planner(allocator_, options, options_.log);
+}
+
 MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_shape) {
+  configure_planner(sample_shape);
   return planner_.probe(
       [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },
       training_bytes_per_sample(*model_, sample_shape));
@@ -101,6 +118,7 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
 
 const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
                           const Shape& label_shape) {
+  configure_planner(sample_shape);
   plan_ = planner_.plan(
       batch_size, options_.micro_batch,
       [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },

@@ -42,7 +42,8 @@ struct TrainerOptions {
   double clip_norm = 0.0;  // global-norm clipping of the normalized gradient; 0: off
   LossOptions loss;
   std::uint64_t seed = 0;  // dropout keys
-  // Margins; min_micro_batch is raised to 2 for models that need batch statistics.
+  // Margins and a floor for the micro-batch; plan() raises min_micro_batch so that every
+  // BatchNorm layer sees kMinValuesPerChannel values per channel (engine/planner.h).
   PlannerOptions planner;
   // Receives every planner and re-planning decision, with its numbers.
   std::function<void(const std::string&)> log;
@@ -101,6 +102,9 @@ class Trainer {
   // The planner's measurement: peak allocated bytes above the baseline for one training
   // micro-batch of `samples` zeros.
   std::size_t probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
+  // The planner for inputs of `sample_shape`: its minimum micro-batch gives every
+  // BatchNorm layer kMinValuesPerChannel values per channel (engine/planner.h).
+  void configure_planner(const Shape& sample_shape);
   // Drops what a failed micro-batch left behind.
   void abandon_micro_batch();
   std::vector<Tensor> gradients();

@@ -60,6 +60,7 @@ std::int64_t BatchNorm2d::forward_flops(const Shape& input) const {
 
 MemoryTrace::Id BatchNorm2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
   // The input (kept for backward) and the per-channel mean and invstd.
+  trace.batch_statistics(input);
   return trace.layer(input, output_shape(trace.shape(input)), Keep::Input,
                      static_cast<std::size_t>(2 * channels_) * sizeof(float));
 }

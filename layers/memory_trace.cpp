@@ -82,6 +82,16 @@ int MemoryTrace::kept_buffer(const Step& step) const {
   return -1;
 }
 
+void MemoryTrace::batch_statistics(Id input) {
+  const Shape& shape = value(input).shape;
+  MB_CHECK(shape.ndim() >= 2 && shape[0] > 0 && shape[1] > 0,
+           "MemoryTrace::batch_statistics: needs an [N, C, ...] input, got ", shape.to_string());
+  const std::int64_t per_sample = shape.numel() / (shape[0] * shape[1]);
+  if (min_statistics_values_ == 0 || per_sample < min_statistics_values_) {
+    min_statistics_values_ = per_sample;
+  }
+}
+
 std::size_t MemoryTrace::saved_bytes() const {
   std::vector<bool> kept(buffers_.size(), false);
   std::size_t bytes = 0;

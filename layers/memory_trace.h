@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "runtime/shape.h"
@@ -58,6 +59,14 @@ class MemoryTrace {
   Id add(Id a, Id b);
   // concat_channels: a new tensor; backward splits the gradient into two new tensors.
   Id concat(Id a, Id b);
+
+  // A layer normalizes `input` with statistics over the batch and every spatial position,
+  // per channel (BatchNorm2d in training). Records how many values per channel one sample
+  // of the traced input contributes there (H x W), for the planner's minimum micro-batch.
+  void batch_statistics(Id input);
+  // The fewest values per channel and per sample any batch-statistics layer sees (the
+  // deepest BatchNorm's H x W); 0 when no layer records batch statistics.
+  std::int64_t min_statistics_values_per_sample() const { return min_statistics_values_; }
 
   // Bytes kept for backward when forward has ended, each buffer once (inputs included).
   std::size_t saved_bytes() const;
@@ -92,6 +101,7 @@ class MemoryTrace {
   std::vector<Value> values_;
   std::vector<Buffer> buffers_;
   std::vector<Step> steps_;  // in forward order
+  std::int64_t min_statistics_values_ = 0;
 };
 
 }  // namespace mb

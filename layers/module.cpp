@@ -139,6 +139,14 @@ std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_s
          static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 }
 
+std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape) {
+  std::vector<std::int64_t> one{1};
+  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
+  MemoryTrace trace;
+  model.trace_forward(trace, trace.input(Shape(one)));
+  return trace.min_statistics_values_per_sample();
+}
+
 bool needs_batch_statistics(const Module& module) {
   if (module.uses_batch_statistics()) return true;
   for (const auto& [name, child] : module.children()) {

@@ -160,6 +160,11 @@ std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_s
 // True when `module` or any module below it uses batch statistics.
 bool needs_batch_statistics(const Module& module);
 
+// The fewest values per channel one sample gives any batch-statistics layer of `model`
+// (H x W at the deepest BatchNorm), from a shape-only trace at `sample_shape` [C, H, W];
+// 0 when no layer uses batch statistics.
+std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape);
+
 // Runs children in order; named "0", "1", ... unless given names.
 class Sequential : public Module {
  public:

@@ -6,22 +6,87 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "allocator/pool_allocator.h"
+#include "engine/trainer.h"
+#include "models/zoo.h"
 
 namespace mb {
 namespace {
 
-TEST(Planner, SplitsAreExactAndRefuseSingleSamplesForBatchNorm) {
-  EXPECT_EQ(split_batch(16, 7, false), (std::vector<std::int64_t>{7, 7, 2}));
-  EXPECT_EQ(split_batch(15, 7, false), (std::vector<std::int64_t>{7, 7, 1}));
-  EXPECT_EQ(split_batch(15, 7, true), (std::vector<std::int64_t>{7, 6, 2}));
-  EXPECT_EQ(split_batch(5, 2, true), (std::vector<std::int64_t>{2, 3}));
-  EXPECT_EQ(split_batch(4, 16, false), (std::vector<std::int64_t>{4}));
-  EXPECT_THROW(split_batch(4, 0, false), InvalidArgument);
+TEST(Planner, SplitsAreExactAndKeepEveryMicroBatchAtTheMinimum) {
+  EXPECT_EQ(split_batch(16, 7), (std::vector<std::int64_t>{7, 7, 2}));
+  EXPECT_EQ(split_batch(15, 7), (std::vector<std::int64_t>{7, 7, 1}));
+  EXPECT_EQ(split_batch(15, 7, 2), (std::vector<std::int64_t>{7, 6, 2}));
+  EXPECT_EQ(split_batch(5, 2, 2), (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(split_batch(4, 16), (std::vector<std::int64_t>{4}));
+  // ResNet-18 at 32x32 needs 8 (its layer4 is 1x1): [5, 5, 4, 2] is refused as a split
+  // (micro-batches below the minimum); 18 by 9 is even; 26 by 10 lends 2 of the last full
+  // micro-batch to the remainder of 6; 20 by 9 cannot lend (9 - 6 < 8) and merges.
+  EXPECT_THROW(split_batch(16, 5, 8), InvalidArgument);
+  EXPECT_EQ(split_batch(18, 9, 8), (std::vector<std::int64_t>{9, 9}));
+  EXPECT_EQ(split_batch(26, 10, 8), (std::vector<std::int64_t>{10, 8, 8}));
+  EXPECT_EQ(split_batch(20, 9, 8), (std::vector<std::int64_t>{9, 11}));
+  EXPECT_EQ(split_batch(4, 16, 8), (std::vector<std::int64_t>{4})) << "the whole batch is smaller";
+  for (std::int64_t batch : {1, 7, 16, 17, 100, 1001}) {
+    for (std::int64_t m : {1, 2, 3, 8, 9, 31}) {
+      for (std::int64_t min : {1, 2, 8}) {
+        if (m < min) continue;
+        const std::vector<std::int64_t> sizes = split_batch(batch, m, min);
+        std::int64_t sum = 0;
+        for (std::int64_t s : sizes) {
+          sum += s;
+          if (batch >= min) EXPECT_GE(s, min) << batch << " by " << m << ", min " << min;
+        }
+        EXPECT_EQ(sum, batch);
+        EXPECT_EQ(split_count(batch, m, min), static_cast<std::int64_t>(sizes.size()));
+      }
+    }
+  }
+  EXPECT_THROW(split_batch(4, 0), InvalidArgument);
+  // A plan of 2^62 samples is counted, not built.
+  const std::int64_t huge = std::int64_t{1} << 62;
+  EXPECT_EQ(split_count(huge, 3), huge / 3 + 1);
+  EXPECT_EQ(describe_split(huge, 3, 1).substr(0, 20), "[3, 3, 3, 3, 3, 3, .");
+}
+
+// The minimum micro-batch for batch statistics: ceil(8 / (H x W at the deepest BN)), at
+// least 2 (hand-computed), and what the trace reports for zoo models (their published
+// geometry: ResNet downsamples by 32, so its layer4 is 1x1 at 32x32 and 7x7 at 224x224).
+TEST(Planner, MinimumMicroBatchGivesTheDeepestBatchNormEightValuesPerChannel) {
+  EXPECT_EQ(min_micro_batch_for_statistics(0), 1) << "no batch statistics";
+  EXPECT_EQ(min_micro_batch_for_statistics(1), 8);
+  EXPECT_EQ(min_micro_batch_for_statistics(3), 3);
+  EXPECT_EQ(min_micro_batch_for_statistics(4), 2);
+  EXPECT_EQ(min_micro_batch_for_statistics(49), 2);
+  EXPECT_EQ(batch_statistics_values_per_sample(*build_model("resnet18"), Shape{3, 32, 32}), 1);
+  EXPECT_EQ(batch_statistics_values_per_sample(*build_model("resnet18"), Shape{3, 224, 224}), 49);
+  EXPECT_EQ(batch_statistics_values_per_sample(*build_model("resnet20"), Shape{3, 32, 32}), 64);
+  EXPECT_EQ(batch_statistics_values_per_sample(*build_model("lenet5"), Shape{1, 28, 28}), 0);
+
+  // The Trainer applies it: ResNet-18 at 32x32 cannot be split below 8 samples.
+  TrainerOptions options;
+  options.micro_batch = 4;
+  std::vector<std::string> log;
+  options.log = [&](const std::string& line) { log.push_back(line); };
+  Trainer trainer(build_model("resnet18", ModelConfig{3, 32, 10, 1}), options);
+  try {
+    trainer.plan(16, Shape{3, 32, 32}, Shape{});
+    FAIL() << "--micro-batch 4 was accepted for ResNet-18 at 32x32";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("--micro-batch 8 or more"), std::string::npos) << e.what();
+  }
+  bool logged = false;
+  for (const std::string& line : log) {
+    logged = logged || line.find("at least 8 samples") != std::string::npos;
+  }
+  EXPECT_TRUE(logged) << "the planner decision is logged";
 }
 
 TEST(Planner, AutomaticPlanUsesTheReportAndExplainsIt) {
@@ -130,6 +195,187 @@ TEST(Planner, ReplanHalvesAndStopsAtTheMinimum) {
   EXPECT_NE(log.back().find("re-plan: OutOfMemory in micro-batch 1 of 3 samples"),
             std::string::npos)
       << log.back();
+}
+
+// The refine loop against a fake memory model whose costs the test defines. The arena's
+// report is fixed: 100 MiB available (4 MiB free in the arena + 96 MiB headroom), so with
+// the default options the margin is 5% of it, 5 MiB, and (100 - 5) MiB = 97280 KiB is left
+// for the fixed bytes and the samples.
+constexpr std::size_t kKiB = 1024;
+
+class FixedReportAllocator final : public Allocator {
+ public:
+  FixedReportAllocator() {
+    report_.capacity = 100 << 20;
+    report_.reserved = 4 << 20;
+    report_.free_in_arena = 4 << 20;
+    report_.largest_free_block = 3 << 20;
+    report_.headroom = 96 << 20;
+  }
+  void* allocate(std::size_t bytes, MemoryTag, StreamHandle) override {
+    throw OutOfMemory(bytes, report_, "FixedReportAllocator(test): allocates nothing");
+  }
+  void deallocate(void*) noexcept override {}
+  FreeArenaReport report() const override { return report_; }
+  MemoryKind kind() const override { return MemoryKind::Host; }
+  int device_index() const override { return -1; }
+  std::size_t peak_allocated() const override { return 0; }
+  void reset_peak() override {}
+  void mark(const std::string& name) override { marks.push_back(name); }
+  std::vector<std::string> marks;
+
+ private:
+  FreeArenaReport report_;
+};
+
+// A micro-batch of n samples peaks at peak(n) above the baseline; sizes above `largest_run`
+// run out of memory (a request of peak(n), with the arena's report), as fragmentation or
+// a workspace that grows with the batch would make them, unseen by the 1- and 3-sample
+// probes.
+struct FakeModel {
+  std::function<std::size_t(std::int64_t)> peak;
+  std::int64_t largest_run = std::numeric_limits<std::int64_t>::max();
+  const Allocator* allocator = nullptr;
+  std::vector<std::int64_t> asked;
+  std::vector<std::int64_t> ran;
+  std::size_t operator()(std::int64_t n) {
+    asked.push_back(n);
+    if (n > largest_run) throw OutOfMemory(peak(n), allocator->report(), "fake micro-batch");
+    ran.push_back(n);
+    return peak(n);
+  }
+};
+
+bool logged(const std::vector<std::string>& log, const std::string& text) {
+  for (const auto& line : log) {
+    if (line.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string joined(const std::vector<std::string>& log) {
+  std::string text;
+  for (const auto& line : log) text += line + "\n";
+  return text;
+}
+
+TEST(PlannerRefine, VerificationRunsThePlannedSizeAndRefinesBytesPerSample) {
+  // The probes see 200 KiB per sample over a 2048 KiB fixed part (peak(1) = 2248 KiB,
+  // peak(3) = 2648 KiB), but from then on each sample costs 100 KiB: peak(n) = 2248 KiB +
+  // 100 KiB * (n - 1).
+  auto arena = std::make_shared<FixedReportAllocator>();
+  FakeModel model;
+  model.allocator = arena.get();
+  model.peak = [](std::int64_t n) {
+    const std::size_t per_sample = n <= 3 ? 200 * kKiB : 100 * kKiB;
+    return 2248 * kKiB + per_sample * static_cast<std::size_t>(n - 1);
+  };
+  std::vector<std::string> log;
+  Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
+  const Plan plan = planner.plan(2000, 0, std::ref(model), 0);
+  // Planned from the probe: floor((97280 - 2048) / 200) = 476 samples, which the planner
+  // runs: peak 2248 + 475 * 100 = 49748 KiB (48.58 MiB), so bytes/sample (49748 - 2248) /
+  // (476 - 1) = 100 KiB, and floor((97280 - 2048) / 100) = 952 fit; 952 runs and confirms
+  // 100 KiB, so the plan stays at 952.
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 952}));
+  EXPECT_TRUE(plan.automatic);
+  EXPECT_EQ(plan.micro_batch, 952);
+  EXPECT_EQ(plan.profile.bytes_per_sample, 100 * kKiB);
+  EXPECT_EQ(plan.profile.fixed_bytes, 2048 * kKiB);
+  EXPECT_EQ(plan.sizes(), (std::vector<std::int64_t>{952, 952, 96}));
+  EXPECT_TRUE(logged(log,
+                     "probe: peak above baseline 2.20 MiB at 1 sample(s), 2.59 MiB at 3 -> "
+                     "bytes/sample 200.00 KiB"))
+      << joined(log);
+  EXPECT_TRUE(logged(log,
+                     "plan check: micro-batch 476 ran, peak 48.58 MiB -> bytes/sample "
+                     "100.00 KiB, fits 952"))
+      << joined(log);
+  EXPECT_NE(plan.explanation.find("micro-batch 952 x 3"), std::string::npos) << plan.explanation;
+  EXPECT_NE(plan.explanation.find("margin 5.00 MiB; fixed 2.00 MiB; bytes/sample 100.00 KiB"),
+            std::string::npos)
+      << plan.explanation;
+  EXPECT_NE(plan.explanation.find("micro-batch 952 verified by a run"), std::string::npos)
+      << plan.explanation;
+}
+
+TEST(PlannerRefine, OutOfMemoryShrinksThenBisectsToTheLargestSizeThatRuns) {
+  // Exactly linear, 2048 KiB + 200 KiB * n, so the probes are right; but sizes above 331
+  // run out of memory.
+  auto arena = std::make_shared<FixedReportAllocator>();
+  FakeModel model;
+  model.allocator = arena.get();
+  model.largest_run = 331;
+  model.peak = [](std::int64_t n) {
+    return 2048 * kKiB + 200 * kKiB * static_cast<std::size_t>(n);
+  };
+  std::vector<std::string> log;
+  Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
+  const Plan plan = planner.plan(2000, 0, std::ref(model), 0);
+  // 476 planned (as above) fails, requesting 2048 + 476 * 200 = 97248 KiB with 100 MiB
+  // available: it shrinks by the share that was available, 102400 / (102400 + 97248), to
+  // 244. 244 runs, so from now on it bisects between the largest size that ran and the
+  // smallest that failed: 360 fails, 302 runs, 331 runs, and 345 would grow by less than
+  // the planner's 5% step, so it keeps 331.
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 244, 360, 302, 331}));
+  EXPECT_EQ(plan.micro_batch, model.largest_run);
+  EXPECT_TRUE(logged(log,
+                     "plan check: micro-batch 476 ran out of memory (requested 94.97 MiB, "
+                     "available 100.00 MiB, largest free block 3.00 MiB) -> micro-batch 244"))
+      << joined(log);
+  EXPECT_TRUE(logged(log,
+                     "plan check: micro-batch 244 ran, peak 49.66 MiB -> bytes/sample "
+                     "200.00 KiB, fits 476"))
+      << joined(log);
+  EXPECT_TRUE(logged(log,
+                     "plan check: micro-batch 360 ran out of memory (requested 72.31 MiB, "
+                     "available 100.00 MiB, largest free block 3.00 MiB) -> micro-batch 302"))
+      << joined(log);
+  EXPECT_TRUE(logged(log, "plan check: micro-batch 331 ran")) << joined(log);
+  EXPECT_NE(plan.explanation.find("micro-batch 331 verified by a run"), std::string::npos)
+      << plan.explanation;
+}
+
+TEST(PlannerRefine, RunsOfOutOfMemoryEndAtASizeThatRan) {
+  // Linear as above, but nothing above 40 samples runs: the plan shrinks by the available
+  // share again and again. Whatever the number of rounds, the plan it returns must be a size
+  // that ran (a probe's size counts), and "verified by a run" must be true.
+  auto arena = std::make_shared<FixedReportAllocator>();
+  FakeModel model;
+  model.allocator = arena.get();
+  model.largest_run = 40;
+  model.peak = [](std::int64_t n) {
+    return 2048 * kKiB + 200 * kKiB * static_cast<std::size_t>(n);
+  };
+  std::vector<std::string> log;
+  Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
+  const Plan plan = planner.plan(2000, 0, std::ref(model), 0);
+  EXPECT_LE(plan.micro_batch, model.largest_run);
+  const bool ran =
+      std::find(model.ran.begin(), model.ran.end(), plan.micro_batch) != model.ran.end();
+  EXPECT_TRUE(ran) << "micro-batch " << plan.micro_batch << " never ran\n" << joined(log);
+  if (plan.explanation.find("verified by a run") != std::string::npos) {
+    EXPECT_TRUE(ran) << plan.explanation;
+  }
+  EXPECT_EQ(model.asked.front(), 1);
+  EXPECT_EQ(model.asked[3], 476) << "the first run is the planned size";
+}
+
+TEST(PlannerRefine, ReplanAfterOutOfMemoryLogsTheReportAndMarksTheTrace) {
+  auto arena = std::make_shared<FixedReportAllocator>();
+  std::vector<std::string> log;
+  Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
+  const Plan plan = planner.plan(100, 32, nullptr, 0);
+  const OutOfMemory error(3 << 20, arena->report(), "test");
+  const Plan smaller = planner.after_out_of_memory(plan, error, 32, 2);
+  EXPECT_EQ(smaller.micro_batch, 16);
+  EXPECT_EQ(smaller.sizes(), (std::vector<std::int64_t>{16, 16, 16, 16, 16, 16, 4}));
+  ASSERT_FALSE(log.empty());
+  EXPECT_EQ(log.back(),
+            "re-plan: OutOfMemory in micro-batch 2 of 32 samples (requested 3.00 MiB, free in "
+            "arena 4.00 MiB, largest free block 3.00 MiB, headroom 96.00 MiB) -> micro-batch 16");
+  EXPECT_EQ(smaller.explanation, log.back());
+  EXPECT_EQ(arena->marks, std::vector<std::string>{"re-plan"});
 }
 
 }  // namespace
