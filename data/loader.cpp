@@ -99,12 +99,14 @@ void BatchLoader::stop_worker() {
   error_ = nullptr;
 }
 
-void BatchLoader::start_epoch(int epoch) {
+void BatchLoader::start_epoch(int epoch, std::int64_t first_batch) {
+  MB_CHECK(first_batch >= 0 && first_batch <= batches_per_epoch(), "BatchLoader: epoch ", epoch,
+           " has ", batches_per_epoch(), " batches; cannot start at batch ", first_batch);
   stop_worker();
   std::vector<std::int64_t> order =
       epoch_order(dataset_.size(), options_.seed, epoch, options_.shuffle);
   started_ = true;
-  worker_ = std::thread(&BatchLoader::run_worker, this, epoch, std::move(order));
+  worker_ = std::thread(&BatchLoader::run_worker, this, epoch, std::move(order), first_batch);
 }
 
 bool BatchLoader::next(Batch& out) {
@@ -122,10 +124,10 @@ bool BatchLoader::next(Batch& out) {
   return false;
 }
 
-void BatchLoader::run_worker(int epoch, std::vector<std::int64_t> order) {
+void BatchLoader::run_worker(int epoch, std::vector<std::int64_t> order, std::int64_t first_batch) {
   try {
     const std::int64_t batches = batches_per_epoch();
-    for (std::int64_t b = 0; b < batches; ++b) {
+    for (std::int64_t b = first_batch; b < batches; ++b) {
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stop_) break;

@@ -74,8 +74,11 @@ class BatchLoader {
   std::int64_t batches_per_epoch() const;
   const LoaderOptions& options() const { return options_; }
 
-  // Abandons the current epoch, if any, and starts preparing `epoch`'s batches.
-  void start_epoch(int epoch);
+  // Abandons the current epoch, if any, and starts preparing `epoch`'s batches from batch
+  // `first_batch` on (a resumed run skips the batches it already trained on; the order of
+  // the epoch is the same). Throws mb::InvalidArgument when first_batch is outside
+  // [0, batches_per_epoch()].
+  void start_epoch(int epoch, std::int64_t first_batch = 0);
   // The next batch of the current epoch into `out`; false when the epoch is done.
   // An exception thrown while preparing a batch is rethrown here (after the batches
   // prepared before it), and again on every call until the next start_epoch.
@@ -83,7 +86,7 @@ class BatchLoader {
 
  private:
   void stop_worker();
-  void run_worker(int epoch, std::vector<std::int64_t> order);
+  void run_worker(int epoch, std::vector<std::int64_t> order, std::int64_t first_batch);
   Batch make_batch(int epoch, const std::vector<std::int64_t>& order, std::int64_t batch) const;
 
   Dataset dataset_;

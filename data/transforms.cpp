@@ -89,6 +89,14 @@ Normalization compute_normalization(const Dataset& dataset) {
   return result;
 }
 
+Normalization published_normalization(const std::string& dataset_name) {
+  if (dataset_name == "fashion-mnist") return Normalization{{0.2860f}, {0.3530f}};
+  if (dataset_name == "cifar10") {
+    return Normalization{{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  }
+  return Normalization{};
+}
+
 AugmentDraw draw_augmentation(const AugmentOptions& options, std::uint64_t seed, int epoch,
                               std::int64_t sample_index) {
   MB_CHECK(options.crop_padding >= 0, "augmentation: crop_padding must be >= 0, got ",

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/tensor.h"
@@ -28,6 +29,13 @@ void normalize_inplace(Tensor images, const Normalization& normalization);
 // Per-channel mean and population standard deviation over all samples and pixels
 // (accumulated in double). A constant channel gets std 1 so normalizing stays finite.
 Normalization compute_normalization(const Dataset& dataset);
+// The published constants of a data set's full training split (pixels scaled to [0, 1]),
+// so that training on a subset and evaluating with another normalize alike:
+//   fashion-mnist: mean 0.2860, std 0.3530 (recomputed here from Debian's
+//                  dataset-fashion-mnist: 0.28604, 0.35302);
+//   cifar10:       mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616).
+// Empty for data sets without published constants ("synthetic").
+Normalization published_normalization(const std::string& dataset_name);
 
 struct AugmentOptions {
   std::int64_t crop_padding = 0;  // pad by this many zeros on each side, crop back to H x W

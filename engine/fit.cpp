@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "data/loader.h"
 #include "engine/checkpoint.h"
@@ -18,15 +19,56 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
+std::map<std::string, std::string> sampler_metadata(const FitOptions& options,
+                                                    std::int64_t train_samples) {
+  return {{"batch_size", std::to_string(options.batch_size)},
+          {"seed", std::to_string(options.seed)},
+          {"shuffle", options.shuffle ? "true" : "false"},
+          {"train_samples", std::to_string(train_samples)}};
+}
+
+void check_resume(const CheckpointInfo& checkpoint, const FitOptions& options,
+                  std::int64_t train_samples) {
+  const std::map<std::string, std::string> ours = sampler_metadata(options, train_samples);
+  const std::map<std::string, std::string> flags = {{"batch_size", "--batch-size"},
+                                                    {"seed", "--seed"},
+                                                    {"shuffle", "--no-shuffle"},
+                                                    {"train_samples", "--train-limit"}};
+  for (const auto& [key, value] : ours) {
+    auto saved = checkpoint.metadata.find(key);
+    if (saved == checkpoint.metadata.end() || saved->second == value) continue;
+    const std::string fix =
+        key == "shuffle" ? (saved->second == "false" ? "pass --no-shuffle" : "drop --no-shuffle")
+                         : "pass " + flags.at(key) + " " + saved->second;
+    MB_THROW(InvalidArgument, "the checkpoint was written with ", key, " ", saved->second,
+             ", this run has ", value, "; its position (epoch ", checkpoint.position.epoch,
+             ", step ", checkpoint.position.step_in_epoch,
+             " in it) would name other samples. Fix: ", fix);
+  }
+  if (checkpoint.position.epoch >= options.epochs) {
+    MB_THROW(InvalidArgument, "the checkpoint has ", checkpoint.position.epoch,
+             " epoch(s) done, and --epochs is ", options.epochs,
+             ": nothing left to train. Fix: pass --epochs larger than ", checkpoint.position.epoch);
+  }
+}
+
 FitResult fit(Session& session, const Dataset& train, const Dataset& test,
               const FitOptions& options, const FitCallbacks& callbacks) {
   MB_CHECK(options.batch_size > 0, "fit: batch size must be positive, got ", options.batch_size);
+  MB_CHECK(options.max_steps >= kNoStepLimit, "fit: max_steps must be >= 0 or kNoStepLimit, got ",
+           options.max_steps);
+  MB_CHECK(std::isfinite(options.warmup_epochs) && options.warmup_epochs >= 0.0 &&
+               options.warmup_epochs <= options.epochs,
+           "warmup of ", options.warmup_epochs, " epochs with ", options.epochs,
+           " epochs of training. Fix: pass --warmup-epochs between 0 and --epochs");
+  MB_CHECK(std::isfinite(options.lr) && options.lr >= 0.0, "learning rate ", options.lr,
+           " is not a finite non-negative number. Fix: pass --lr > 0");
   Trainer& trainer = session.trainer();
   const Shape sample = train.sample_shape();
 
   LoaderOptions loader_options;
   loader_options.batch_size = options.batch_size;
-  loader_options.shuffle = true;
+  loader_options.shuffle = options.shuffle;
   loader_options.drop_last = train.size() >= options.batch_size;
   loader_options.seed = options.seed;
   if (options.augment) {
@@ -35,28 +77,42 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   }
   BatchLoader loader(train, loader_options);
   const std::int64_t steps_per_epoch = loader.batches_per_epoch();
+  MB_CHECK(options.start.step_in_epoch >= 0 && options.start.step_in_epoch <= steps_per_epoch,
+           "fit: resuming at step ", options.start.step_in_epoch, " of an epoch of ",
+           steps_per_epoch, " steps");
   LrSchedule schedule;
   schedule.peak_lr = options.lr;
   schedule.warmup_steps = static_cast<std::int64_t>(options.warmup_epochs * steps_per_epoch);
   schedule.total_steps = options.cosine ? steps_per_epoch * options.epochs : 0;
 
+  std::map<std::string, std::string> metadata = options.checkpoint_metadata;
+  for (const auto& [key, value] : sampler_metadata(options, train.size())) metadata[key] = value;
+  const auto save = [&](const std::string& path, const TrainingPosition& position) {
+    save_checkpoint(path, trainer, options.model_name, position, metadata);
+    if (callbacks.on_checkpoint) callbacks.on_checkpoint(path);
+  };
+  if (!options.initial_checkpoint.empty()) save(options.initial_checkpoint, options.start);
+
   const auto started = std::chrono::steady_clock::now();
   std::int64_t steps_this_run = 0;
   const auto out_of_steps = [&] {
-    return options.max_steps > 0 && steps_this_run >= options.max_steps;
+    return options.max_steps != kNoStepLimit && steps_this_run >= options.max_steps;
   };
-  for (int epoch = options.start_epoch; epoch < options.epochs && !out_of_steps(); ++epoch) {
+  for (int epoch = options.start.epoch; epoch < options.epochs && !out_of_steps(); ++epoch) {
     const auto epoch_started = std::chrono::steady_clock::now();
-    loader.start_epoch(epoch);
+    const std::int64_t first_step = epoch == options.start.epoch ? options.start.step_in_epoch : 0;
+    loader.start_epoch(epoch, first_step);
     Batch batch;
     double loss_sum = 0.0;
     std::int64_t samples = 0, correct = 0;
     StepReport report;
     report.epoch = epoch;
     report.steps_per_epoch = steps_per_epoch;
+    report.step_in_epoch = first_step;
     while (!out_of_steps() && loader.next(batch)) {
       report.lr = static_cast<float>(schedule.at(trainer.steps()));
       report.step = trainer.step(batch.images, batch.labels, report.lr);
+      report.sample_indices = batch.sample_indices;
       loss_sum += report.step.loss * static_cast<double>(report.step.samples);
       samples += report.step.samples;
       correct += report.step.correct;
@@ -67,6 +123,8 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     }
     EpochReport done;
     done.epoch = epoch + 1;
+    done.step_in_epoch = report.step_in_epoch;
+    done.complete = report.step_in_epoch >= steps_per_epoch;
     done.seconds = seconds_since(epoch_started);
     const std::int64_t plan_chunk = trainer.current_plan().micro_batch;
     const std::int64_t chunk =
@@ -80,9 +138,8 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     done.memory = session.allocator().report();
     if (callbacks.on_epoch) callbacks.on_epoch(done);
     if (!options.checkpoint.empty()) {
-      save_checkpoint(options.checkpoint, trainer, options.model_name, epoch + 1,
-                      options.checkpoint_metadata);
-      if (callbacks.on_checkpoint) callbacks.on_checkpoint(options.checkpoint);
+      save(options.checkpoint, done.complete ? TrainingPosition{epoch + 1, 0}
+                                             : TrainingPosition{epoch, done.step_in_epoch});
     }
   }
   trainer.model().clear_cache();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "data/dataset.h"
+#include "engine/checkpoint.h"
 #include "engine/evaluate.h"
 #include "engine/session.h"
 #include "engine/trainer.h"
@@ -16,20 +17,31 @@
 
 namespace mb {
 
+inline constexpr std::int64_t kNoStepLimit = -1;
+
 struct FitOptions {
   std::int64_t batch_size = 256;
   int epochs = 1;
-  int start_epoch = 0;         // epochs already done (after --resume)
-  std::int64_t max_steps = 0;  // stop after this many steps of this run (0: no limit)
+  // Where training stands (after --resume): the epoch and the batches of it already done.
+  TrainingPosition start;
+  // Optimizer steps this run may take: kNoStepLimit, or >= 0 (0 trains nothing, e.g. to
+  // write only the initial checkpoint).
+  std::int64_t max_steps = kNoStepLimit;
   double lr = 0.01;            // peak learning rate
   double warmup_epochs = 0.0;  // linear warmup
   bool cosine = true;          // cosine decay to 0 over all epochs; false: constant after warmup
   std::uint64_t seed = 0;      // shuffling and augmentation
+  bool shuffle = true;         // false: every epoch visits the samples in data set order
   bool augment = false;        // random crop with padding and horizontal flip
   // Evaluation chunk (0: the plan's micro-batch, or 256 without one).
   std::int64_t eval_chunk = 0;
-  // Checkpoint written after every epoch (empty: none), under this model name.
+  // Checkpoint written after every epoch and where max_steps stops the run inside one
+  // (empty: none), under this model name. Its metadata carries the position and the
+  // sampler's settings (batch_size, seed, shuffle, train_samples), so a resumed run
+  // continues with exactly the samples that come next.
   std::string checkpoint;
+  // Written before the first step (empty: none): the weights training starts from.
+  std::string initial_checkpoint;
   std::string model_name;
   std::map<std::string, std::string> checkpoint_metadata;
 };
@@ -41,10 +53,14 @@ struct StepReport {
   float lr = 0.0f;
   StepResult step;
   FreeArenaReport memory;
+  std::vector<std::int64_t> sample_indices;  // data set index of each sample of the batch
 };
 
 struct EpochReport {
-  int epoch = 0;  // 1-based: epochs done
+  int epoch = 0;  // 1-based: the epoch this report is about
+  // False when max_steps stopped the run inside the epoch after step_in_epoch batches.
+  bool complete = true;
+  std::int64_t step_in_epoch = 0;
   double train_loss = 0.0;
   double train_accuracy = 0.0;
   EvalResult test;
@@ -64,6 +80,16 @@ struct FitResult {
   double seconds = 0.0;
   std::int64_t steps = 0;  // optimizer steps in total (resumed ones included)
 };
+
+// The checkpoint metadata that pins the sampler: a position means nothing under another
+// batch size, seed, shuffle setting or training set.
+std::map<std::string, std::string> sampler_metadata(const FitOptions& options,
+                                                    std::int64_t train_samples);
+// Throws mb::InvalidArgument naming the flag to pass when a checkpoint's sampler metadata
+// (where present) differs from this run's, or when its position is at or past the end of
+// training (nothing left to do: pass a larger --epochs).
+void check_resume(const CheckpointInfo& checkpoint, const FitOptions& options,
+                  std::int64_t train_samples);
 
 // Trains session.trainer() (make it first) on `train`, evaluating on `test`.
 FitResult fit(Session& session, const Dataset& train, const Dataset& test,

@@ -32,6 +32,7 @@
 
 #include "layers/module.h"
 #include "runtime/allocator.h"
+#include "runtime/error.h"
 
 namespace mb {
 
@@ -58,6 +59,16 @@ class BatchNorm2d : public Module {
   std::int64_t channels() const { return channels_; }
   double eps() const { return eps_; }
   double momentum() const { return momentum_; }
+  // PyTorch's conventions: eps > 0 inside the square root; running = (1 - momentum) *
+  // running + momentum * batch statistic, momentum in [0, 1]. Throws mb::InvalidArgument.
+  void set_options(double eps, double momentum) {
+    MB_CHECK(eps > 0.0, "BatchNorm2d: eps must be positive, got ", eps,
+             ". Fix: pass --bn-eps > 0 (PyTorch's default 1e-5)");
+    MB_CHECK(momentum >= 0.0 && momentum <= 1.0, "BatchNorm2d: momentum must be in [0, 1], got ",
+             momentum, ". Fix: pass --bn-momentum in [0, 1] (PyTorch's default 0.1)");
+    eps_ = eps;
+    momentum_ = momentum;
+  }
   // Elements per channel accumulated since begin_batch() (committed + pending).
   std::int64_t accumulated_count() const { return committed_count_ + pending_count_; }
 

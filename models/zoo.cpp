@@ -3,10 +3,19 @@
 
 #include <cmath>
 
+#include "layers/batch_norm2d.h"
 #include "layers/init.h"
 #include "runtime/error.h"
 
 namespace mb {
+namespace {
+
+void configure_batch_norm(Module& module, double eps, double momentum) {
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&module)) bn->set_options(eps, momentum);
+  for (const auto& [name, child] : module.children()) configure_batch_norm(*child, eps, momentum);
+}
+
+}  // namespace
 
 const std::vector<ModelInfo>& model_catalog() {
   static const std::vector<ModelInfo> catalog = {
@@ -67,6 +76,7 @@ std::shared_ptr<Module> build_model(const std::string& name, const ModelConfig& 
   if (name == "unet") model = make_unet(c);
   MB_CHECK(model != nullptr, "model '", name, "' is in the catalog but has no builder");
   initialize_parameters(*model, c.seed);
+  configure_batch_norm(*model, c.bn_eps, c.bn_momentum);
   return model;
 }
 

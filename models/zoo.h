@@ -20,6 +20,9 @@ struct ModelConfig {
   std::int64_t image_size = 0;
   std::int64_t num_classes = 0;
   std::uint64_t seed = 0;  // parameter initialization
+  // Every BatchNorm2d of the model (PyTorch's defaults and conventions).
+  double bn_eps = 1e-5;
+  double bn_momentum = 0.1;
 };
 
 struct ModelInfo {

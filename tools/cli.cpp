@@ -17,6 +17,7 @@
 #include "allocator/byte_size.h"
 #include "allocator/default_allocator.h"
 #include "data/dataset.h"
+#include "data/safetensors.h"
 #include "data/transforms.h"
 #include "engine/checkpoint.h"
 #include "engine/fit.h"
@@ -56,10 +57,40 @@ struct CommonArgs {
   std::int64_t image_size = 0;
   double warmup_epochs = 0.0;
   std::string schedule = "cosine";
-  std::int64_t max_steps = 0;
+  std::int64_t max_steps = kNoStepLimit;
   bool augment = false;
   bool no_progress = false;
+  std::string save_initial;
+  bool no_shuffle = false;
+  bool log_indices = false;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  double trust_coefficient = 0.001;
+  double bn_momentum = 0.1, bn_eps = 1e-5;
 };
+
+// A number in [low, high] that is not NaN (CLI::Range lets NaN through: every comparison
+// with it is false).
+CLI::Validator finite_in(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& text) -> std::string {
+        double value = 0.0;
+        try {
+          std::size_t used = 0;
+          value = std::stod(text, &used);
+          if (used != text.size()) return "'" + text + "' is not a number";
+        } catch (const std::exception&) {
+          return "'" + text + "' is not a number";
+        }
+        if (!std::isfinite(value) || value < low || value > high) {
+          std::ostringstream range;
+          range << "'" << text << "' is outside [" << low << ", " << high << "]";
+          return range.str();
+        }
+        return "";
+      },
+      "FINITE");
+}
 
 void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--model", a.model, "zoo model (see `microbatch models`)");
@@ -73,10 +104,25 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--memory-limit", a.memory_limit,
                  "cap on the device arena, e.g. 6GiB, 512MiB, 1.5G (default: device free memory)");
   cmd.add_option("--device", a.device, "auto | cpu | cuda | cuda:N");
-  cmd.add_option("--seed", a.seed, "seed for initialization, shuffling and dropout");
-  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)");
-  cmd.add_option("--train-limit", a.train_limit, "use only the first N training samples");
-  cmd.add_option("--test-limit", a.test_limit, "use only the first N test samples");
+  cmd.add_option("--seed", a.seed, "seed for initialization, shuffling and dropout (>= 0)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos
+                       ? ""
+                       : "'" + text + "' is not a non-negative integer";
+          },
+          "UINT64"));
+  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{4096}));
+  cmd.add_option("--train-limit", a.train_limit, "use only the first N training samples")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--test-limit", a.test_limit, "use only the first N test samples")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--bn-momentum", a.bn_momentum,
+                 "BatchNorm running-statistics momentum, PyTorch's convention (default 0.1)")
+      ->check(finite_in(0.0, 1.0));
+  cmd.add_option("--bn-eps", a.bn_eps, "BatchNorm epsilon (default 1e-5)")
+      ->check(finite_in(1e-30, 1.0));
   cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
 }
 
@@ -106,7 +152,36 @@ struct Data {
   Normalization normalization;
 };
 
-Data load_data(const CommonArgs& a, const ModelInfo& info) {
+// Normalization in checkpoint metadata: "0.2860,0.3530" style lists, exact float32 values.
+std::string format_floats(const std::vector<float>& values) {
+  std::string text;
+  char buffer[32];
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    std::snprintf(buffer, sizeof buffer, "%.9g", static_cast<double>(values[i]));
+    text += (i ? "," : "") + std::string(buffer);
+  }
+  return text;
+}
+
+std::vector<float> parse_floats(const std::string& text, const std::string& what) {
+  std::vector<float> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      std::size_t used = 0;
+      values.push_back(std::stof(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      MB_THROW(IoError, "checkpoint metadata ", what, " '", text, "' is not a list of numbers");
+    }
+  }
+  return values;
+}
+
+// The data set's published constants; for synthetic data, computed from the training set.
+// `saved` (from a checkpoint) wins: evaluation normalizes as training did.
+Data load_data(const CommonArgs& a, const ModelInfo& info, const Normalization& saved = {}) {
   SyntheticOptions synthetic;
   synthetic.channels = info.in_channels;
   synthetic.height = synthetic.width = a.image_size > 0 ? a.image_size : info.image_size;
@@ -123,19 +198,28 @@ Data load_data(const CommonArgs& a, const ModelInfo& info) {
   MB_CHECK(data.train.is_segmentation() == info.segmentation, "model ", info.name, " is ",
            info.segmentation ? "a segmentation" : "a classification", " model but data set ",
            a.dataset, " is not. Fix: use --dataset synthetic for ", info.name);
-  data.normalization = compute_normalization(data.train);
+  if (!saved.empty() &&
+      static_cast<std::int64_t>(saved.mean.size()) != data.train.sample_shape()[0]) {
+    MB_THROW(InvalidArgument, "the checkpoint normalizes ", saved.mean.size(),
+             " channel(s), data set ", a.dataset, " has ", data.train.sample_shape()[0],
+             ": it was trained on other data. Fix: pass the --dataset it was trained on");
+  }
+  data.normalization = !saved.empty() ? saved : published_normalization(a.dataset);
+  if (data.normalization.empty()) data.normalization = compute_normalization(data.train);
   normalize_inplace(data.train.images, data.normalization);
   normalize_inplace(data.test.images, data.normalization);
   return data;
 }
 
-ModelConfig model_config(const Dataset& data, std::uint64_t seed) {
+ModelConfig model_config(const Dataset& data, const CommonArgs& a) {
   ModelConfig config;
+  config.bn_eps = a.bn_eps;
+  config.bn_momentum = a.bn_momentum;
   const Shape sample = data.sample_shape();
   config.in_channels = sample[0];
   config.image_size = sample[1];
   config.num_classes = data.num_classes;
-  config.seed = seed;
+  config.seed = a.seed;
   return config;
 }
 
@@ -151,7 +235,12 @@ TrainerOptions trainer_options(const CommonArgs& a, std::function<void(const std
   options.accumulation = parse_accumulation(a.accumulation);
   options.optimizer.kind = parse_optimizer(a.optimizer);
   options.optimizer.momentum = static_cast<float>(a.momentum);
+  options.optimizer.nesterov = a.nesterov;
   options.optimizer.weight_decay = static_cast<float>(a.weight_decay);
+  options.optimizer.beta1 = static_cast<float>(a.beta1);
+  options.optimizer.beta2 = static_cast<float>(a.beta2);
+  options.optimizer.eps = static_cast<float>(a.adam_eps);
+  options.optimizer.trust_coefficient = static_cast<float>(a.trust_coefficient);
   options.clip_norm = a.clip_norm;
   options.seed = a.seed;
   options.log = std::move(log);
@@ -191,11 +280,13 @@ class Output {
 };
 
 Json plan_json(const Plan& plan) {
+  // Every size when there are few; a batch of 2^62 is described by its count alone.
+  const std::int64_t count = plan.count();
   return Json{{"event", "plan"},
               {"batch_size", plan.batch_size},
               {"micro_batch", plan.micro_batch},
-              {"micro_batches", plan.count()},
-              {"sizes", plan.sizes()},
+              {"micro_batches", count},
+              {"sizes", count <= 4096 ? Json(plan.sizes()) : Json(nullptr)},
               {"automatic", plan.automatic},
               {"available_bytes", plan.available_bytes},
               {"margin_bytes", plan.margin_bytes},
@@ -205,12 +296,50 @@ Json plan_json(const Plan& plan) {
               {"explanation", plan.explanation}};
 }
 
+// The shortest decimal that reads back as `value` (0.9f prints as 0.9, not 0.899999976).
+double shortest(float value) {
+  char buffer[32];
+  for (int digits = 6; digits < 9; ++digits) {
+    std::snprintf(buffer, sizeof buffer, "%.*g", digits, static_cast<double>(value));
+    if (std::strtof(buffer, nullptr) == value) break;
+  }
+  return std::strtod(buffer, nullptr);
+}
+
+// Every setting that decides the result of training, as the engine received it: printed
+// before training and stored in checkpoints, so a run can be reproduced from its log.
+Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
+  const OptimizerOptions& o = t.optimizer;
+  Json optimizer{{"kind", optimizer_name(o.kind)}, {"weight_decay", shortest(o.weight_decay)}};
+  if (o.kind == OptimizerKind::AdamW) {
+    optimizer["beta1"] = shortest(o.beta1);
+    optimizer["beta2"] = shortest(o.beta2);
+    optimizer["eps"] = shortest(o.eps);
+  } else {
+    optimizer["momentum"] = shortest(o.momentum);
+  }
+  if (o.kind == OptimizerKind::Sgd) optimizer["nesterov"] = o.nesterov;
+  if (o.kind == OptimizerKind::Lars) optimizer["trust_coefficient"] = shortest(o.trust_coefficient);
+  return Json{{"optimizer", optimizer},
+              {"lr", a.lr},
+              {"schedule", a.schedule},
+              {"warmup_epochs", a.warmup_epochs},
+              {"clip_norm", t.clip_norm},
+              {"batch_size", a.batch_size},
+              {"accumulation", accumulation_name(t.accumulation)},
+              {"seed", a.seed},
+              {"shuffle", !a.no_shuffle},
+              {"augment", a.augment},
+              {"bn_eps", a.bn_eps},
+              {"bn_momentum", a.bn_momentum}};
+}
+
 int command_train(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
   const SessionOptions options = session_options(a);
   const ModelInfo& info = find_model(a.model);
   const Data data = load_data(a, info);
-  Session session(options, [&] { return build_model(a.model, model_config(data.train, a.seed)); });
+  Session session(options, [&] { return build_model(a.model, model_config(data.train, a)); });
   output.line("microbatch train: " + a.model + " (" +
               std::to_string(session.model().parameter_count()) + " parameters) on " + a.dataset +
               " (" + std::to_string(data.train.size()) + " train, " +
@@ -221,15 +350,10 @@ int command_train(const CommonArgs& a, std::ostream& out) {
     output.line(message);
     output.event(Json{{"event", "log"}, {"message", message}});
   }));
+  const Json settings = settings_json(trainer.options(), a);
+  output.line("settings: " + settings.dump());
+  output.event(Json{{"event", "settings"}, {"settings", settings}});
   FitOptions fit_options;
-  if (!a.resume.empty()) {
-    fit_options.start_epoch = load_checkpoint(a.resume, trainer, a.model).epoch;
-    output.line("resumed from " + a.resume + " at step " + std::to_string(trainer.steps()) +
-                ", epoch " + std::to_string(fit_options.start_epoch));
-  }
-  trainer.plan(a.batch_size, data.train.sample_shape(), label_shape(data.train));
-  output.event(plan_json(trainer.current_plan()));
-
   fit_options.batch_size = a.batch_size;
   fit_options.epochs = a.epochs;
   fit_options.max_steps = a.max_steps;
@@ -237,10 +361,37 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   fit_options.warmup_epochs = a.warmup_epochs;
   fit_options.cosine = a.schedule == "cosine";
   fit_options.seed = a.seed;
+  fit_options.shuffle = !a.no_shuffle;
   fit_options.augment = a.augment;
   fit_options.checkpoint = a.checkpoint;
+  fit_options.initial_checkpoint = a.save_initial;
   fit_options.model_name = a.model;
-  fit_options.checkpoint_metadata = {{"version", version()}};
+  fit_options.checkpoint_metadata = {{"version", version()},
+                                     {"dataset", a.dataset},
+                                     {"normalization_mean", format_floats(data.normalization.mean)},
+                                     {"normalization_std", format_floats(data.normalization.std)},
+                                     {"bn_eps", fixed(a.bn_eps, 12)},
+                                     {"bn_momentum", fixed(a.bn_momentum, 12)},
+                                     {"settings", settings.dump()}};
+  for (const std::string& path : {a.checkpoint, a.save_initial}) {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    if (!path.empty() && !parent.empty() && !std::filesystem::is_directory(parent)) {
+      MB_THROW(InvalidArgument, "checkpoint folder ", parent.string(),
+               " does not exist. Fix: create it (mkdir -p ", parent.string(),
+               ") or pass another path");
+    }
+  }
+  if (!a.resume.empty()) {
+    const CheckpointInfo resumed = load_checkpoint(a.resume, trainer, a.model);
+    check_resume(resumed, fit_options, data.train.size());
+    fit_options.start = resumed.position;
+    output.line("resumed from " + a.resume + " at step " + std::to_string(trainer.steps()) +
+                ": epoch " + std::to_string(resumed.position.epoch + 1) + ", after batch " +
+                std::to_string(resumed.position.step_in_epoch) + " of it");
+  }
+  trainer.plan(a.batch_size, data.train.sample_shape(), label_shape(data.train));
+  output.event(plan_json(trainer.current_plan()));
+
   FitCallbacks callbacks;
   callbacks.on_step = [&](const StepReport& r) {
     const double rate = static_cast<double>(r.step.samples) / std::max(r.step.seconds, 1e-9);
@@ -256,6 +407,13 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                       {"allocated_bytes", r.memory.allocated},
                       {"reserved_bytes", r.memory.reserved},
                       {"capacity_bytes", r.memory.capacity}});
+    if (a.log_indices) {
+      output.event(Json{{"event", "step_samples"},
+                        {"epoch", r.epoch},
+                        {"step", trainer.steps()},
+                        {"step_in_epoch", r.step_in_epoch},
+                        {"indices", r.sample_indices}});
+    }
     const int width = 24;
     const int filled =
         static_cast<int>(width * r.step_in_epoch / std::max<std::int64_t>(r.steps_per_epoch, 1));
@@ -266,7 +424,10 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                     format_bytes(r.memory.reserved) + " / " + format_bytes(r.memory.capacity));
   };
   callbacks.on_epoch = [&](const EpochReport& r) {
-    output.line("epoch " + std::to_string(r.epoch) + "/" + std::to_string(a.epochs) +
+    const std::string partial =
+        r.complete ? ""
+                   : " (stopped by --max-steps after step " + std::to_string(r.step_in_epoch) + ")";
+    output.line("epoch " + std::to_string(r.epoch) + "/" + std::to_string(a.epochs) + partial +
                 ": train loss " + fixed(r.train_loss, 4) + ", train acc " +
                 fixed(100.0 * r.train_accuracy, 2) + "%, test loss " + fixed(r.test.loss, 4) +
                 ", test acc " + fixed(100.0 * r.test.accuracy(), 2) + "%, " + fixed(r.seconds, 1) +
@@ -279,6 +440,8 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                       {"test_loss", r.test.loss},
                       {"test_accuracy", r.test.accuracy()},
                       {"seconds", r.seconds},
+                      {"complete", r.complete},
+                      {"step_in_epoch", r.step_in_epoch},
                       {"steps", r.steps}});
   };
   callbacks.on_checkpoint = [&](const std::string& path) {
@@ -295,9 +458,25 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
   const SessionOptions options = session_options(a);
   const ModelInfo& info = find_model(a.model);
-  const Data data = load_data(a, info);
-  Session session(options, [&] { return build_model(a.model, model_config(data.train, a.seed)); });
-  load_checkpoint(a.checkpoint, session.make_trainer(trainer_options(a, nullptr)), a.model);
+  const SafetensorsFile file = load_safetensors(a.checkpoint);
+  const auto meta = [&](const std::string& key) {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string() : it->second;
+  };
+  if (!meta("model").empty() && meta("model") != a.model) {
+    MB_THROW(InvalidArgument, "checkpoint ", a.checkpoint, " is for model '", meta("model"),
+             "', not '", a.model, "'. Fix: pass --model ", meta("model"));
+  }
+  Normalization saved;
+  if (!meta("normalization_mean").empty()) {
+    saved.mean = parse_floats(meta("normalization_mean"), "normalization_mean");
+    saved.std = parse_floats(meta("normalization_std"), "normalization_std");
+  }
+  CommonArgs args = a;
+  if (!meta("bn_eps").empty()) args.bn_eps = parse_floats(meta("bn_eps"), "bn_eps").at(0);
+  const Data data = load_data(args, info, saved);
+  Session session(options, [&] { return build_model(a.model, model_config(data.train, args)); });
+  load_model_checkpoint(file, a.checkpoint, session.model(), a.model);
   const std::int64_t chunk = parse_micro_batch(a.micro_batch);
   const EvalResult eval =
       session.evaluate(data.test.images, data.test.labels, chunk > 0 ? chunk : 256, LossOptions{});
@@ -319,6 +498,8 @@ int command_plan(const CommonArgs& a, std::ostream& out) {
   ModelConfig config;
   config.image_size = a.image_size;
   config.seed = a.seed;
+  config.bn_eps = a.bn_eps;
+  config.bn_momentum = a.bn_momentum;
   config = resolve_config(a.model, config);
   Session session(options, [&] { return build_model(a.model, config); });
   Trainer& trainer = session.make_trainer(
@@ -396,24 +577,52 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   add_common_flags(*train, train_args);
   train->add_option("--epochs", train_args.epochs, "passes over the training set")
       ->check(CLI::PositiveNumber);
-  train->add_option("--lr", train_args.lr, "peak learning rate");
+  train->add_option("--lr", train_args.lr, "peak learning rate")->check(finite_in(0.0, 1e6));
   train->add_option("--optimizer", train_args.optimizer, "sgd | adamw | lars")
       ->check(CLI::IsMember({"sgd", "adamw", "lars"}));
-  train->add_option("--momentum", train_args.momentum, "SGD/LARS momentum");
-  train->add_option("--weight-decay", train_args.weight_decay, "weight decay (not on biases/BN)");
+  train->add_option("--momentum", train_args.momentum, "SGD/LARS momentum (default 0.9)")
+      ->check(finite_in(0.0, 1.0));
+  train->add_flag("--nesterov", train_args.nesterov, "Nesterov momentum (SGD)");
+  train->add_option("--beta1", train_args.beta1, "AdamW beta1 (default 0.9)")
+      ->check(finite_in(0.0, 0.999999));
+  train->add_option("--beta2", train_args.beta2, "AdamW beta2 (default 0.999)")
+      ->check(finite_in(0.0, 0.999999));
+  train->add_option("--eps", train_args.adam_eps, "AdamW epsilon (default 1e-8)")
+      ->check(finite_in(1e-30, 1.0));
+  train
+      ->add_option("--trust-coefficient", train_args.trust_coefficient,
+                   "LARS trust coefficient eta (default 0.001)")
+      ->check(finite_in(1e-30, 1e6));
+  train->add_option("--weight-decay", train_args.weight_decay, "weight decay (not on biases/BN)")
+      ->check(finite_in(0.0, 1e6));
   train
       ->add_option("--accumulation", train_args.accumulation,
                    "inplace (default: backward adds into the gradient buffers) | buffers "
                    "(separate fp32 accumulation buffers)")
       ->check(CLI::IsMember({"inplace", "buffers"}));
-  train->add_option("--clip-norm", train_args.clip_norm, "global gradient-norm clipping (0: off)");
-  train->add_option("--warmup-epochs", train_args.warmup_epochs, "linear learning-rate warmup");
+  train->add_option("--clip-norm", train_args.clip_norm, "global gradient-norm clipping (0: off)")
+      ->check(finite_in(0.0, 1e30));
+  train
+      ->add_option("--warmup-epochs", train_args.warmup_epochs,
+                   "linear learning-rate warmup, in epochs (at most --epochs)")
+      ->check(finite_in(0.0, 1e6));
   train->add_option("--schedule", train_args.schedule, "cosine | constant")
       ->check(CLI::IsMember({"cosine", "constant"}));
   train->add_option("--checkpoint", train_args.checkpoint,
                     "write a safetensors checkpoint here after every epoch");
   train->add_option("--resume", train_args.resume, "continue from a checkpoint");
-  train->add_option("--max-steps", train_args.max_steps, "stop after N steps (0: no limit)");
+  train
+      ->add_option("--max-steps", train_args.max_steps,
+                   "stop after N optimizer steps of this run (default: no limit; 0: none, e.g. "
+                   "with --save-initial); a checkpoint written there resumes mid-epoch")
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--save-initial", train_args.save_initial,
+                    "write the weights training starts from (a checkpoint at step 0) here");
+  train->add_flag("--no-shuffle", train_args.no_shuffle,
+                  "visit the training samples in data set order every epoch");
+  train->add_flag("--log-indices", train_args.log_indices,
+                  "with --json: a step_samples event per step with the data set index of "
+                  "every sample of the batch, in order");
   train->add_flag("--augment", train_args.augment, "random crop with padding and horizontal flip");
 
   CommonArgs eval_args;

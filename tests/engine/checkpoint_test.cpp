@@ -44,14 +44,15 @@ TEST(Checkpoint, ResumeContinuesExactly) {
       auto first = testing::small_cnn(testing::Extra::BatchNorm);
       Trainer trainer(first, options_for(kind));
       run_steps(trainer, 0, 2);
-      save_checkpoint(path, trainer, "small_cnn", 1);
+      save_checkpoint(path, trainer, "small_cnn", TrainingPosition{1, 0});
     }
     EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
     auto resumed_model = testing::small_cnn(testing::Extra::BatchNorm, /*seed=*/99);
     Trainer resumed(resumed_model, options_for(kind));
     CheckpointInfo info = load_checkpoint(path, resumed, "small_cnn");
     EXPECT_EQ(info.step, 2);
-    EXPECT_EQ(info.epoch, 1);
+    EXPECT_EQ(info.position.epoch, 1);
+    EXPECT_EQ(info.position.step_in_epoch, 0);
     EXPECT_EQ(resumed.steps(), 2);
     run_steps(resumed, 2, 2);
     testing::expect_parameters_close(testing::parameter_values(*resumed_model),
@@ -75,7 +76,7 @@ TEST(Checkpoint, AnotherModelIsRefusedNamingTheKey) {
   {
     auto model = build_model("lenet5");
     Trainer trainer(model, TrainerOptions{});
-    save_checkpoint(path, trainer, "lenet5", 0);
+    save_checkpoint(path, trainer, "lenet5", TrainingPosition{});
   }
   ModelConfig config;
   config.in_channels = 3;
