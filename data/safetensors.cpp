@@ -195,9 +195,12 @@ SafetensorsFile load_safetensors(const std::string& path) {
                  shape.dump());
       }
       dims.push_back(d.get<std::int64_t>());
-      numel *= d.get<std::uint64_t>();
-      if (numel > (std::uint64_t{1} << 48))
-        MB_THROW(IoError, where, " has an absurd shape ", shape.dump());
+      // Checked before it can wrap: [2^40, 2^40] must not pass as 0 elements.
+      if (__builtin_mul_overflow(numel, d.get<std::uint64_t>(), &numel) ||
+          numel > (std::uint64_t{1} << 48)) {
+        MB_THROW(IoError, where, " has an absurd shape ", shape.dump(),
+                 " (more than 2^48 elements)");
+      }
     }
     entry.shape = Shape(dims);
     const auto& offsets = value["data_offsets"];

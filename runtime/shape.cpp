@@ -10,8 +10,13 @@ namespace mb {
 Shape::Shape(std::initializer_list<std::int64_t> dims) : Shape(std::vector<std::int64_t>(dims)) {}
 
 Shape::Shape(std::vector<std::int64_t> dims) : dims_(std::move(dims)) {
+  // Note: checked here once, so numel() and every size derived from it cannot overflow,
+  // whether the dimensions come from code, a flag or a file.
+  std::int64_t n = 1;
   for (std::int64_t d : dims_) {
     MB_CHECK(d >= 0, "negative dimension in shape ", to_string());
+    MB_CHECK(!__builtin_mul_overflow(n, d, &n), "shape ", to_string(),
+             " has more than 2^63 elements");
   }
 }
 

@@ -185,6 +185,12 @@ TEST_F(SafetensorsCorruption, BadJsonDtypeOffsetsAndGaps) {
                 .find("not a string"),
             std::string::npos);
   EXPECT_NE(with_header(R"([1,2])").find("not an object"), std::string::npos);
+  // 2^40 x 2^40 elements overflow a 64-bit count to 0: must be refused by the product.
+  EXPECT_NE(
+      with_header(
+          R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}})")
+          .find("absurd shape"),
+      std::string::npos);
 }
 
 TEST(Safetensors, SaveReplacesAtomicallyAndReportsUnwritablePaths) {

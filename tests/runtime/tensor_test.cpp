@@ -19,6 +19,9 @@ TEST(Shape, NumelStridesAndPrinting) {
   EXPECT_EQ(Shape{}.numel(), 1);
   EXPECT_THROW(s[3], InvalidArgument);
   EXPECT_THROW(Shape({2, -1}), InvalidArgument);
+  // 2^40 * 2^40 wraps to 0 in int64 arithmetic: the shape must be refused, not be empty.
+  EXPECT_THROW(Shape({std::int64_t{1} << 40, std::int64_t{1} << 40}), InvalidArgument);
+  EXPECT_EQ((Shape{std::int64_t{1} << 31, std::int64_t{1} << 31}).numel(), std::int64_t{1} << 62);
 }
 
 TEST(DType, SizesAndNames) {
