@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "data/atomic_file.h"
 #include "runtime/error.h"
 
 namespace mb {
@@ -82,43 +83,51 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   // starts aligned; readers accept either.
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
-  const std::string temporary = path + ".tmp";
-  {
-    FilePtr file(std::fopen(temporary.c_str(), "wb"), &std::fclose);
-    if (!file) MB_THROW(IoError, "cannot write checkpoint ", temporary, ": ", errno_text());
-    auto fail = [&](const std::string& what) {
-      const std::string reason = errno_text();
-      file.reset();
-      std::remove(temporary.c_str());
-      MB_THROW(IoError, "writing checkpoint ", path, " failed while writing ", what, ": ", reason);
-    };
-    std::uint8_t length[8];
-    const std::uint64_t header_size = header_text.size();
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(header_size >> (8 * i));
-    if (std::fwrite(length, 1, 8, file.get()) != 8) fail("the header length");
-    if (std::fwrite(header_text.data(), 1, header_text.size(), file.get()) != header_text.size()) {
-      fail("the header");
-    }
-    for (const NamedTensor& named : tensors) {
-      if (named.tensor.nbytes() == 0) continue;
-      const Tensor host =
-          named.tensor.device().is_cpu() ? named.tensor : named.tensor.to(Device::cpu());
-      if (std::fwrite(host.raw_data(), 1, host.nbytes(), file.get()) != host.nbytes()) {
-        fail("tensor '" + named.name + "'");
+  // Note: written through AtomicFile (a unique temporary, fsync, rename, directory fsync),
+  // so `path` is either the old file or the complete new one, even under kill -9.
+  AtomicFile file(path);
+  std::uint8_t length[8];
+  const std::uint64_t header_size = header_text.size();
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(header_size >> (8 * i));
+  file.write(length, 8, "the header length");
+  file.write(header_text.data(), header_text.size(), "the header");
+  for (const NamedTensor& named : tensors) {
+    if (named.tensor.nbytes() == 0) continue;
+    const Tensor host =
+        named.tensor.device().is_cpu() ? named.tensor : named.tensor.to(Device::cpu());
+    file.write(host.raw_data(), host.nbytes(), "tensor '" + named.name + "'");
+  }
+  file.commit();
+}
+
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  FilePtr file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) MB_THROW(IoError, "cannot open ", path, ": ", errno_text());
+  std::uint8_t length[8];
+  if (std::fread(length, 1, 8, file.get()) != 8) {
+    MB_THROW(IoError, path, ": not a safetensors file (shorter than its 8-byte header length)");
+  }
+  std::uint64_t header_size = 0;
+  for (int i = 0; i < 8; ++i) header_size |= static_cast<std::uint64_t>(length[i]) << (8 * i);
+  if (header_size > kMaxHeaderBytes) {
+    MB_THROW(IoError, path, ": header length ", header_size, " is impossible");
+  }
+  std::string header_text(header_size, '\0');
+  if (std::fread(header_text.data(), 1, header_size, file.get()) != header_size) {
+    MB_THROW(IoError, path, ": truncated in its header");
+  }
+  std::map<std::string, std::string> metadata;
+  try {
+    const nlohmann::json header = nlohmann::json::parse(header_text);
+    if (header.is_object() && header.contains(kMetadataKey) && header[kMetadataKey].is_object()) {
+      for (const auto& [key, value] : header[kMetadataKey].items()) {
+        if (value.is_string()) metadata[key] = value.get<std::string>();
       }
     }
-    if (std::fflush(file.get()) != 0 || ::fsync(fileno(file.get())) != 0) fail("(flushing)");
-    if (std::fclose(file.release()) != 0) {
-      std::remove(temporary.c_str());
-      MB_THROW(IoError, "writing checkpoint ", path, " failed on close: ", errno_text());
-    }
+  } catch (const nlohmann::json::exception& e) {
+    MB_THROW(IoError, path, ": the header is not valid JSON: ", e.what());
   }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
-    std::remove(temporary.c_str());
-    MB_THROW(IoError, "cannot rename ", temporary, " to checkpoint ", path, ": ", error.message());
-  }
+  return metadata;
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

@@ -20,8 +20,8 @@ struct NamedTensor {
   Tensor tensor;
 };
 
-// Writes `tensors` (any device; copied to host) and the string `metadata` to `path`. The
-// file is written to path + ".tmp" and renamed, so `path` is never half-written. Throws
+// Writes `tensors` (any device; copied to host) and the string `metadata` to `path`,
+// atomically (data/atomic_file.h): `path` is never half-written, even under kill -9. Throws
 // mb::InvalidArgument for an empty or duplicate name or the reserved name "__metadata__",
 // and mb::IoError naming the path when writing fails.
 void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
@@ -37,6 +37,10 @@ struct SafetensorsFile {
 // inside the file, sizes equal numel * dtype size, and that the data is covered without gaps
 // or overlaps. Throws mb::IoError naming the file and what is wrong.
 SafetensorsFile load_safetensors(const std::string& path);
+
+// The metadata only, reading just the header (for checkpoint bookkeeping). Throws
+// mb::IoError for a file that is not safetensors.
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path);
 
 // Copies tensors from `file` into `targets` (matched by name; same shape and dtype; any
 // device). Everything is checked before anything is copied. Throws mb::InvalidArgument

@@ -88,16 +88,22 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   std::map<std::string, std::string> metadata = options.checkpoint_metadata;
   for (const auto& [key, value] : sampler_metadata(options, train.size())) metadata[key] = value;
   const auto save = [&](const std::string& path, const TrainingPosition& position) {
-    save_checkpoint(path, trainer, options.model_name, position, metadata);
+    save_checkpoint(path, trainer, options.model_name, position, metadata,
+                    options.keep_checkpoints);
     if (callbacks.on_checkpoint) callbacks.on_checkpoint(path);
   };
   if (!options.initial_checkpoint.empty()) save(options.initial_checkpoint, options.start);
 
   const auto started = std::chrono::steady_clock::now();
   std::int64_t steps_this_run = 0;
-  const auto out_of_steps = [&] {
-    return options.max_steps != kNoStepLimit && steps_this_run >= options.max_steps;
+  const auto stop = [&] {
+    return options.stop_requested != nullptr && options.stop_requested->load();
   };
+  const auto out_of_steps = [&] {
+    return stop() || (options.max_steps != kNoStepLimit && steps_this_run >= options.max_steps);
+  };
+  FitResult result;
+  result.position = options.start;
   for (int epoch = options.start.epoch; epoch < options.epochs && !out_of_steps(); ++epoch) {
     const auto epoch_started = std::chrono::steady_clock::now();
     const std::int64_t first_step = epoch == options.start.epoch ? options.start.step_in_epoch : 0;
@@ -121,10 +127,19 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
       report.memory = session.allocator().report();
       if (callbacks.on_step) callbacks.on_step(report);
     }
+    const bool complete = report.step_in_epoch >= steps_per_epoch;
+    result.position =
+        complete ? TrainingPosition{epoch + 1, 0} : TrainingPosition{epoch, report.step_in_epoch};
+    if (stop()) {
+      // Interrupted: the checkpoint now, no evaluation (the user is waiting).
+      if (!options.checkpoint.empty()) save(options.checkpoint, result.position);
+      result.interrupted = true;
+      break;
+    }
     EpochReport done;
     done.epoch = epoch + 1;
     done.step_in_epoch = report.step_in_epoch;
-    done.complete = report.step_in_epoch >= steps_per_epoch;
+    done.complete = complete;
     done.seconds = seconds_since(epoch_started);
     const std::int64_t plan_chunk = trainer.current_plan().micro_batch;
     const std::int64_t chunk =
@@ -137,13 +152,9 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     done.steps = trainer.steps();
     done.memory = session.allocator().report();
     if (callbacks.on_epoch) callbacks.on_epoch(done);
-    if (!options.checkpoint.empty()) {
-      save(options.checkpoint, done.complete ? TrainingPosition{epoch + 1, 0}
-                                             : TrainingPosition{epoch, done.step_in_epoch});
-    }
+    if (!options.checkpoint.empty()) save(options.checkpoint, result.position);
   }
   trainer.model().clear_cache();
-  FitResult result;
   result.seconds = seconds_since(started);
   result.steps = trainer.steps();
   return result;

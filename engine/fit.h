@@ -3,6 +3,7 @@
 // through callbacks (the CLI prints them as text, a progress bar or JSON).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -42,6 +43,10 @@ struct FitOptions {
   std::string checkpoint;
   // Written before the first step (empty: none): the weights training starts from.
   std::string initial_checkpoint;
+  int keep_checkpoints = 1;  // the newest N checkpoints stay (save_checkpoint's keep)
+  // Set (from a signal handler, say) to stop after the current step: the checkpoint is
+  // written at the position reached and fit() returns with FitResult::interrupted.
+  const std::atomic<bool>* stop_requested = nullptr;
   std::string model_name;
   std::map<std::string, std::string> checkpoint_metadata;
 };
@@ -78,7 +83,9 @@ struct FitCallbacks {
 
 struct FitResult {
   double seconds = 0.0;
-  std::int64_t steps = 0;  // optimizer steps in total (resumed ones included)
+  std::int64_t steps = 0;     // optimizer steps in total (resumed ones included)
+  bool interrupted = false;   // stop_requested ended the run
+  TrainingPosition position;  // where training stands at the end
 };
 
 // The checkpoint metadata that pins the sampler: a position means nothing under another

@@ -3,7 +3,10 @@
 #include "tools/cli.h"
 #include "tools/memprofile.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -16,6 +19,7 @@
 
 #include "allocator/byte_size.h"
 #include "allocator/default_allocator.h"
+#include "data/atomic_file.h"
 #include "data/dataset.h"
 #include "data/safetensors.h"
 #include "data/transforms.h"
@@ -32,6 +36,47 @@ namespace mb {
 namespace {
 
 using Json = nlohmann::json;
+
+// Ctrl-C and SIGTERM during `train`: the first stops after the current step (with a
+// checkpoint where one is configured); the second stops at once, removing any temporary
+// file being written, so no partial file is left either way.
+std::atomic<bool> stop_requested{false};
+std::atomic<int> signals_received{0};
+
+extern "C" void on_stop_signal(int) {
+  if (signals_received.fetch_add(1) == 0) {
+    stop_requested.store(true);
+    const char message[] = "\nstopping after this step (signal again to stop now)\n";
+    [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, message, sizeof message - 1);
+    return;
+  }
+  remove_open_temporaries();
+  ::_exit(130);
+}
+
+// Installs on_stop_signal for SIGINT and SIGTERM while it lives.
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_requested.store(false);
+    signals_received.store(0);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, &previous_int_);
+    ::sigaction(SIGTERM, &action, &previous_term_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &previous_int_, nullptr);
+    ::sigaction(SIGTERM, &previous_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction previous_int_ {};
+  struct sigaction previous_term_ {};
+};
 
 struct CommonArgs {
   std::string model = "lenet5";
@@ -61,6 +106,7 @@ struct CommonArgs {
   bool augment = false;
   bool no_progress = false;
   std::string save_initial;
+  int keep = 1;
   bool no_shuffle = false;
   bool log_indices = false;
   bool nesterov = false;
@@ -365,6 +411,7 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   fit_options.augment = a.augment;
   fit_options.checkpoint = a.checkpoint;
   fit_options.initial_checkpoint = a.save_initial;
+  fit_options.keep_checkpoints = a.keep;
   fit_options.model_name = a.model;
   fit_options.checkpoint_metadata = {{"version", version()},
                                      {"dataset", a.dataset},
@@ -383,6 +430,10 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   }
   if (!a.resume.empty()) {
     const CheckpointInfo resumed = load_checkpoint(a.resume, trainer, a.model);
+    for (const std::string& warning : resumed.warnings) {
+      output.line("WARNING: " + warning);
+      output.event(Json{{"event", "warning"}, {"message", warning}});
+    }
     check_resume(resumed, fit_options, data.train.size());
     fit_options.start = resumed.position;
     output.line("resumed from " + a.resume + " at step " + std::to_string(trainer.steps()) +
@@ -447,7 +498,24 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   callbacks.on_checkpoint = [&](const std::string& path) {
     output.line("saved checkpoint " + path);
   };
+  StopSignals signals;
+  fit_options.stop_requested = &stop_requested;
   const FitResult result = fit(session, data.train, data.test, fit_options, callbacks);
+  if (result.interrupted) {
+    const std::string where = "epoch " + std::to_string(result.position.epoch + 1) +
+                              ", after step " + std::to_string(result.position.step_in_epoch) +
+                              " of it (step " + std::to_string(result.steps) + ")";
+    output.line("interrupted at " + where +
+                (a.checkpoint.empty() ? "; no --checkpoint, nothing saved"
+                                      : "; saved checkpoint " + a.checkpoint +
+                                            " (continue with --resume " + a.checkpoint + ")"));
+    output.event(Json{{"event", "interrupted"},
+                      {"steps", result.steps},
+                      {"epoch", result.position.epoch},
+                      {"step_in_epoch", result.position.step_in_epoch},
+                      {"checkpoint", a.checkpoint}});
+    return 130;
+  }
   output.line("done in " + fixed(result.seconds, 1) + " s");
   output.event(Json{{"event", "done"}, {"seconds", result.seconds}, {"steps", result.steps}});
   return 0;
@@ -611,6 +679,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   train->add_option("--checkpoint", train_args.checkpoint,
                     "write a safetensors checkpoint here after every epoch");
   train->add_option("--resume", train_args.resume, "continue from a checkpoint");
+  train
+      ->add_option("--keep", train_args.keep,
+                   "checkpoints to keep: the newest N (older ones as <stem>.step-<step><ext>)")
+      ->check(CLI::Range(1, 1000000));
   train
       ->add_option("--max-steps", train_args.max_steps,
                    "stop after N optimizer steps of this run (default: no limit; 0: none, e.g. "

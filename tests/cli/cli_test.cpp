@@ -172,8 +172,12 @@ TEST(Cli, TrainWritesACheckpointThatEvalReads) {
                          "--image-size", "28", "--test-limit", "16", "--checkpoint", path});
   EXPECT_EQ(wrong.code, 2);
   EXPECT_TRUE(contains(wrong.err, "lenet5")) << wrong.err;
-  std::filesystem::remove(path);
-  std::filesystem::remove(path + ".optimizer.safetensors");
+  // The checkpoint and the optimizer file it names.
+  const std::string name = std::filesystem::path(path).filename().string();
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::filesystem::path(path).parent_path())) {
+    if (entry.path().filename().string().rfind(name, 0) == 0) std::filesystem::remove(entry);
+  }
 }
 
 }  // namespace

@@ -82,7 +82,7 @@ MUTATIONS = [
      "if (options_.accumulation == AccumulationMode::InPlace && k > 0) {",
      "if (false && k > 0) {"),
     ("resume-labels-next-epoch", "resume", "engine/fit.cpp",
-     ": TrainingPosition{epoch, done.step_in_epoch}", ": TrainingPosition{epoch + 1, 0}"),
+     ": TrainingPosition{epoch, report.step_in_epoch};", ": TrainingPosition{epoch + 1, 0};"),
     ("resume-drops-optimizer-state", "resume", "engine/checkpoint.cpp",
      "    load_into(opt_file, optimizer_state(trainer.optimizer()));\n", ""),
     ("resume-forgets-step", "resume", "engine/checkpoint.cpp",
@@ -121,7 +121,7 @@ def main():
                 caught, how = ["(build failed)"], built.stdout[-400:]
             else:
                 run = sh("ctest -j2 --stop-on-failure --timeout 900", build)
-                caught = re.findall(r"^\s*\d+ - (\S+) \(Failed\)", run.stdout, re.M)
+                caught = re.findall(r"^\s*\d+ - (\S+).*\((?:Failed|SEGFAULT|Timeout|Exception|Subprocess aborted)\)", run.stdout, re.M)
                 how = "" if caught else run.stdout[-300:]
         finally:
             with open(path, "w") as f:
