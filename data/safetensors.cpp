@@ -100,37 +100,17 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   file.commit();
 }
 
-std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
-  FilePtr file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) MB_THROW(IoError, "cannot open ", path, ": ", errno_text());
-  std::uint8_t length[8];
-  if (std::fread(length, 1, 8, file.get()) != 8) {
-    MB_THROW(IoError, path, ": not a safetensors file (shorter than its 8-byte header length)");
-  }
-  std::uint64_t header_size = 0;
-  for (int i = 0; i < 8; ++i) header_size |= static_cast<std::uint64_t>(length[i]) << (8 * i);
-  if (header_size > kMaxHeaderBytes) {
-    MB_THROW(IoError, path, ": header length ", header_size, " is impossible");
-  }
-  std::string header_text(header_size, '\0');
-  if (std::fread(header_text.data(), 1, header_size, file.get()) != header_size) {
-    MB_THROW(IoError, path, ": truncated in its header");
-  }
-  std::map<std::string, std::string> metadata;
-  try {
-    const nlohmann::json header = nlohmann::json::parse(header_text);
-    if (header.is_object() && header.contains(kMetadataKey) && header[kMetadataKey].is_object()) {
-      for (const auto& [key, value] : header[kMetadataKey].items()) {
-        if (value.is_string()) metadata[key] = value.get<std::string>();
-      }
-    }
-  } catch (const nlohmann::json::exception& e) {
-    MB_THROW(IoError, path, ": the header is not valid JSON: ", e.what());
-  }
-  return metadata;
-}
+namespace {
 
-SafetensorsFile load_safetensors(const std::string& path) {
+// The header of a safetensors file: its JSON object and where the data starts. `file` is
+// left positioned at the data. Throws mb::IoError naming what is wrong.
+struct Header {
+  nlohmann::json json;
+  std::uint64_t file_size = 0;
+  std::uint64_t data_begin = 0;
+};
+
+Header read_header(const std::string& path, FilePtr& file) {
   std::error_code error;
   const auto file_size = std::filesystem::file_size(path, error);
   if (error) MB_THROW(IoError, "cannot read checkpoint ", path, ": ", error.message());
@@ -138,7 +118,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
     MB_THROW(IoError, path, ": not a safetensors file: ", file_size,
              " bytes, fewer than the 8-byte header length");
   }
-  FilePtr file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  file.reset(std::fopen(path.c_str(), "rb"));
   if (!file) MB_THROW(IoError, "cannot open checkpoint ", path, ": ", errno_text());
   std::uint8_t length[8];
   if (std::fread(length, 1, 8, file.get()) != 8)
@@ -154,16 +134,39 @@ SafetensorsFile load_safetensors(const std::string& path) {
   if (std::fread(header_text.data(), 1, header_size, file.get()) != header_size) {
     MB_THROW(IoError, path, ": read failed in the header at byte offset 8");
   }
-  nlohmann::json header;
+  Header header;
   try {
-    header = nlohmann::json::parse(header_text);
+    header.json = nlohmann::json::parse(header_text);
   } catch (const nlohmann::json::exception& e) {
     MB_THROW(IoError, path, ": the header (bytes 8 to ", 8 + header_size,
              ") is not valid JSON: ", e.what());
   }
-  if (!header.is_object()) MB_THROW(IoError, path, ": the header JSON is not an object");
+  if (!header.json.is_object()) MB_THROW(IoError, path, ": the header JSON is not an object");
+  header.file_size = file_size;
+  header.data_begin = 8 + header_size;
+  return header;
+}
 
-  const std::uint64_t data_begin = 8 + header_size;
+}  // namespace
+
+std::map<std::string, std::string> read_safetensors_metadata(const std::string& path) {
+  FilePtr file(nullptr, &std::fclose);
+  const Header header = read_header(path, file);
+  std::map<std::string, std::string> metadata;
+  if (header.json.contains(kMetadataKey) && header.json[kMetadataKey].is_object()) {
+    for (const auto& [key, value] : header.json[kMetadataKey].items()) {
+      if (value.is_string()) metadata[key] = value.get<std::string>();
+    }
+  }
+  return metadata;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  FilePtr file(nullptr, &std::fclose);
+  const Header parsed = read_header(path, file);
+  const nlohmann::json& header = parsed.json;
+  const std::uint64_t file_size = parsed.file_size;
+  const std::uint64_t data_begin = parsed.data_begin;
   const std::uint64_t data_size = file_size - data_begin;
   struct Entry {
     std::string name;
