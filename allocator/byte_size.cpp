@@ -89,6 +89,9 @@ std::size_t parse_byte_size(const std::string& text) {
     }
     return value * scale;
   }
+  if (multiplier == 1.0) {
+    reject(text, "a byte count is a whole number (a fraction of free memory is not a size)");
+  }
   double bytes = std::stod(number) * multiplier;
   if (!(bytes < 1.8e19)) reject(text, "it is too large");
   return static_cast<std::size_t>(std::floor(bytes));

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "allocator/host_memory.h"
 #include "runtime/memory_resource.h"
 
 #include <cuda_runtime.h>
@@ -42,7 +43,7 @@ class PinnedHostMemoryResource final : public MemoryResource {
   }
   MemoryKind kind() const override { return MemoryKind::Host; }
   int device_index() const override { return -1; }
-  std::size_t device_free_bytes() const override { return std::numeric_limits<std::size_t>::max(); }
+  std::size_t device_free_bytes() const override { return host_available_bytes(); }
   std::string name() const override { return pinned_ ? "pinned-host" : "host"; }
 
  private:

@@ -66,8 +66,9 @@ const char* pool_event_kind_name(PoolEventKind kind) {
 }
 
 std::size_t default_pool_capacity(const MemoryResource& resource) {
-  if (resource.kind() == MemoryKind::Host) return 0;
   std::size_t free_bytes = resource.device_free_bytes();
+  // A resource that cannot say how much is free gets no cap rather than a made-up one.
+  if (free_bytes == std::numeric_limits<std::size_t>::max()) return 0;
   std::size_t margin = std::max<std::size_t>(256 * kMiB, free_bytes / 20);
   // A device with less free memory than the margin still gets half of what is free rather
   // than a cap of zero, which would fail every allocation.

@@ -37,14 +37,16 @@
 namespace mb {
 
 struct PoolOptions {
-  // Cap on reserved bytes. 0: no cap on the host; on CUDA the device's free memory at
-  // construction minus a margin (default_pool_capacity).
+  // Cap on reserved bytes. 0: the free memory of the resource at construction minus a
+  // margin (default_pool_capacity): cudaMemGetInfo on CUDA, MemAvailable and the cgroup's
+  // limit on the host (host_memory.h).
   std::size_t capacity = 0;
   // Events kept in the trace ring buffer (the oldest are overwritten). 0 turns tracing off.
   std::size_t trace_events = std::size_t{1} << 16;
 };
 
-// Free memory of the resource's device minus max(256 MiB, 5%); 0 (no cap) for host memory.
+// Free memory of the resource minus max(256 MiB, 5%), or half of it when that is less than
+// the margin; 0 (no cap) when the resource cannot say what is free.
 std::size_t default_pool_capacity(const MemoryResource& resource);
 
 struct PoolStats {

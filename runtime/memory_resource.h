@@ -25,7 +25,8 @@ class MemoryResource {
 
   virtual MemoryKind kind() const = 0;
   virtual int device_index() const = 0;  // -1 for host memory
-  // Bytes the underlying device could still hand out (cudaMemGetInfo's free). Host: SIZE_MAX.
+  // Bytes the underlying memory could still hand out: cudaMemGetInfo's free on CUDA, what
+  // the kernel and the cgroup allow on the host; SIZE_MAX when unknown.
   virtual std::size_t device_free_bytes() const = 0;
   virtual std::string name() const = 0;  // "host", "cuda:0"
 

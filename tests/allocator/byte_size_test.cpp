@@ -34,8 +34,9 @@ TEST(ParseByteSize, AcceptedForms) {
 }
 
 TEST(ParseByteSize, RejectsBadStringsNamingThemAndTheForms) {
-  for (const char* bad : {"", "   ", "abc", "GiB", "-5", "12XB", "1.2.3G", "1e9", "5 G B", "0x10",
-                          "99999999999999999999", "20000000TiB", "1.5 Gibibytes"}) {
+  for (const char* bad :
+       {"", "   ", "abc", "GiB", "-5", "12XB", "1.2.3G", "1e9", "5 G B", "0x10",
+        "99999999999999999999", "20000000TiB", "1.5 Gibibytes", "0.5", "1.5", "2.5B"}) {
     SCOPED_TRACE(bad);
     try {
       parse_byte_size(bad);

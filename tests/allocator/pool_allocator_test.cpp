@@ -5,6 +5,8 @@
 // test completes by hand) and the default-allocator switch.
 #include "allocator/pool_allocator.h"
 
+#include <sys/sysinfo.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "allocator/default_allocator.h"
+#include "allocator/host_memory.h"
 #include "allocator/passthrough_allocator.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/error.h"
@@ -430,7 +433,9 @@ TEST(PoolAllocator, CapReleasesCachedSegmentsBeforeFailing) {
 
 TEST(PoolAllocator, DeviceOutOfMemoryReleasesCacheThenThrows) {
   auto resource = std::make_unique<FakeDeviceResource>(8 * kMiB);
-  PoolAllocator pool(std::move(resource));  // no cap: only the "device" limits
+  PoolOptions uncapped;
+  uncapped.capacity = SIZE_MAX;  // no cap: only the "device" limits
+  PoolAllocator pool(std::move(resource), uncapped);
   pool.deallocate(pool.allocate(6 * kMiB, MemoryTag::Activation));
   void* seven = pool.allocate(7 * kMiB, MemoryTag::Activation);  // after releasing the cache
   EXPECT_EQ(pool.stats().releases, 1u);
@@ -751,8 +756,44 @@ TEST(PoolAllocator, DefaultCapacityLeavesAMargin) {
   EXPECT_EQ(default_pool_capacity(device), (10ull << 30) - (10ull << 30) / 20);
   FakeDeviceResource small(1ull << 30, MemoryKind::Cuda);
   EXPECT_EQ(default_pool_capacity(small), (1ull << 30) - 256 * kMiB);
+  // Host memory follows the same rule: the CPU arena is capped by default.
+  FakeDeviceResource host_like(4ull << 30, MemoryKind::Host);
+  EXPECT_EQ(default_pool_capacity(host_like), (4ull << 30) - 256 * kMiB);
+  // A resource that cannot say what is free (SIZE_MAX) gets no cap, not a made-up one.
+  FakeDeviceResource unknown(SIZE_MAX, MemoryKind::Host);
+  EXPECT_EQ(default_pool_capacity(unknown), 0u);
+}
+
+// The real host resource reports what the kernel says is available: at most the machine's
+// RAM (sysinfo, an independent source) and more than nothing, and a default pool over it
+// is capped below that instead of growing without bound.
+TEST(HostMemoryResource, FreeBytesAreBoundedByPhysicalMemory) {
+  struct sysinfo info {};
+  ASSERT_EQ(sysinfo(&info), 0);
+  const std::size_t ram = static_cast<std::size_t>(info.totalram) * info.mem_unit;
   auto host = make_host_memory_resource();
-  EXPECT_EQ(default_pool_capacity(*host), 0u);
+  const std::size_t free_bytes = host->device_free_bytes();
+  EXPECT_GT(free_bytes, 0u);
+  EXPECT_LE(free_bytes, ram);
+  const std::size_t capacity = default_pool_capacity(*host);
+  EXPECT_GT(capacity, 0u);
+  EXPECT_LT(capacity, ram);
+  PoolAllocator pool(make_host_memory_resource());
+  EXPECT_LT(pool.capacity(), ram);
+  EXPECT_THROW(pool.allocate(ram, MemoryTag::Activation), OutOfMemory);
+}
+
+TEST(HostMemory, ParsesMeminfoAndCgroupLimits) {
+  const std::string meminfo =
+      "MemTotal:       24576000 kB\nMemFree:         1000000 kB\n"
+      "MemAvailable:   20000000 kB\nBuffers:           12345 kB\n";
+  EXPECT_EQ(parse_meminfo_available(meminfo), 20000000ull * 1024);
+  EXPECT_EQ(parse_meminfo_available("MemTotal: 1 kB\nMemFree: 1 kB\n"), SIZE_MAX);
+  EXPECT_EQ(parse_meminfo_available("XMemAvailable: 5 kB\n"), SIZE_MAX);
+  EXPECT_EQ(parse_cgroup_headroom("1073741824\n", "268435456\n"), 768ull << 20);
+  EXPECT_EQ(parse_cgroup_headroom("max\n", "268435456\n"), SIZE_MAX);
+  EXPECT_EQ(parse_cgroup_headroom("9223372036854771712\n", "1\n"), SIZE_MAX);  // v1: none
+  EXPECT_EQ(parse_cgroup_headroom("1000\n", "2000\n"), 0u);  // over the limit already
 }
 
 TEST(PinnedHostMemoryResource, FallsBackToHostMemoryWithoutADevice) {
