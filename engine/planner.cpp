@@ -143,13 +143,18 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
   }
   const std::int64_t required = std::min(options.min_micro_batch, batch_size);
   if (m < required) {
-    throw OutOfMemory(overhead + static_cast<std::size_t>(required) * profile.bytes_per_sample,
-                      report,
-                      "planner: not even " + std::to_string(required) +
-                          " sample(s) fit (bytes/sample " + format_bytes(profile.bytes_per_sample) +
-                          ", fixed " + format_bytes(profile.fixed_bytes) + ", margin " +
-                          format_bytes(plan.margin_bytes) + ");",
-                      __FILE__, __LINE__);
+    throw OutOfMemory(
+        overhead + static_cast<std::size_t>(required) * profile.bytes_per_sample, report,
+        "planner: not even " + std::to_string(required) + " sample(s) fit (bytes/sample " +
+            format_bytes(profile.bytes_per_sample) + ", fixed " +
+            format_bytes(profile.fixed_bytes) + ", margin " + format_bytes(plan.margin_bytes) +
+            ");",
+        __FILE__, __LINE__,
+        "Fix: raise --memory-limit to at least " +
+            format_bytes(report.allocated + overhead +
+                         static_cast<std::size_t>(required) * profile.bytes_per_sample) +
+            " (the micro-batch cannot be smaller than " + std::to_string(required) +
+            " sample(s)), or use a smaller model or input");
   }
   plan.micro_batch = std::min(m, batch_size);
   plan.explanation = explain(plan, report);
@@ -176,8 +181,23 @@ MemoryProfile Planner::probe(const Measure& measure, std::size_t analytic_bytes_
   profile.analytic_bytes_per_sample = analytic_bytes_per_sample;
   allocator_->mark("probe");
   // The first run also creates lazily allocated state (algorithm choices, workspaces).
-  measure(small);
-  profile.peak_small = measure(small);
+  try {
+    measure(small);
+    profile.peak_small = measure(small);
+  } catch (const OutOfMemory& error) {
+    // The smallest micro-batch the planner may use does not run: no plan can help.
+    const FreeArenaReport& report = error.report();
+    throw OutOfMemory(error.requested_bytes(), report,
+                      "planner: the smallest micro-batch (" + std::to_string(small) +
+                          " sample(s)) does not fit beside the fixed state (parameters " +
+                          format_bytes(report.tag_bytes(MemoryTag::Param)) + ", gradients " +
+                          format_bytes(report.tag_bytes(MemoryTag::Grad)) + ", optimizer state " +
+                          format_bytes(report.tag_bytes(MemoryTag::Optimizer)) + ");",
+                      __FILE__, __LINE__,
+                      "Fix: raise --memory-limit (this run needed more than " +
+                          format_bytes(report.capacity) +
+                          "), or use a smaller model or input, or an optimizer with less state");
+  }
   try {
     profile.peak_large = measure(large);
     profile.bytes_per_sample =

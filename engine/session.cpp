@@ -14,9 +14,19 @@ Session::Session(const SessionOptions& options, const ModelBuilder& build_model)
                                             : make_default_allocator(device_, options.memory_limit);
   installed_ = std::make_unique<ScopedAllocator>(device_, allocator_);
   MB_CHECK(build_model != nullptr, "Session needs a model builder");
-  model_ = build_model();
-  MB_CHECK(model_ != nullptr, "Session: the model builder returned no model");
-  model_->to_device(device_);
+  try {
+    model_ = build_model();
+    MB_CHECK(model_ != nullptr, "Session: the model builder returned no model");
+    model_->to_device(device_);
+  } catch (const OutOfMemory& error) {
+    // No micro-batch exists yet: only a larger cap or a smaller model helps.
+    throw OutOfMemory(error.requested_bytes(), error.report(),
+                      "building the model: its parameters alone do not fit under the cap;",
+                      __FILE__, __LINE__,
+                      "Fix: raise --memory-limit well above the parameters' size (training "
+                      "also holds gradients, optimizer state and activations), or use a "
+                      "smaller model");
+  }
 }
 
 Session::~Session() {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <sstream>
 
 #include "kernels/accumulate_grads.h"
 #include "kernels/multi_tensor.h"
@@ -73,13 +74,44 @@ Trainer::Trainer(std::shared_ptr<Module> model, const TrainerOptions& options)
   TensorOptions grad_options;
   grad_options.device = options_.device;
   grad_options.tag = MemoryTag::Grad;
-  for (auto& [name, p] : parameters_) {
-    if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), grad_options);
-    if (options_.accumulation == AccumulationMode::Buffers) {
-      accumulators_.push_back(Tensor::zeros(p->value.shape(), grad_options));
+  try {
+    for (auto& [name, p] : parameters_) {
+      if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), grad_options);
+      if (options_.accumulation == AccumulationMode::Buffers) {
+        accumulators_.push_back(Tensor::zeros(p->value.shape(), grad_options));
+      }
     }
+    optimizer_ = std::make_unique<Optimizer>(parameters_, options_.optimizer);
+  } catch (const OutOfMemory& error) {
+    throw_fixed_state_out_of_memory(error);
   }
-  optimizer_ = std::make_unique<Optimizer>(parameters_, options_.optimizer);
+}
+
+// Gradients and optimizer state did not fit beside the parameters: no micro-batch size can
+// help, so the message gives the bytes the fixed state needs and the fixes that apply.
+void Trainer::throw_fixed_state_out_of_memory(const OutOfMemory& error) const {
+  std::size_t parameter_bytes = 0;
+  for (const auto& [name, p] : parameters_) parameter_bytes += p->value.nbytes();
+  const OptimizerOptions& o = options_.optimizer;
+  const int state_copies = (o.kind != OptimizerKind::Sgd || o.momentum != 0.0f ? 1 : 0) +
+                           (o.kind == OptimizerKind::AdamW ? 1 : 0);
+  const int grad_copies = options_.accumulation == AccumulationMode::Buffers ? 2 : 1;
+  const std::size_t fixed =
+      parameter_bytes * static_cast<std::size_t>(1 + grad_copies + state_copies);
+  std::ostringstream context;
+  context << "the fixed state alone does not fit under the cap: parameters "
+          << format_bytes(parameter_bytes) << " + gradients "
+          << format_bytes(parameter_bytes * grad_copies)
+          << (grad_copies == 2 ? " (with --accumulation buffers)" : "") << " + optimizer state "
+          << format_bytes(parameter_bytes * state_copies) << " = " << format_bytes(fixed)
+          << ", before any activation; while allocating it:";
+  throw OutOfMemory(error.requested_bytes(), error.report(), context.str(), __FILE__, __LINE__,
+                    "Fix: raise --memory-limit above " + format_bytes(fixed) +
+                        " plus room for a few samples' activations, or use a smaller model" +
+                        (state_copies > 0 ? ", or an optimizer with less state (sgd with "
+                                            "--momentum 0 keeps none)"
+                                          : std::string()) +
+                        (grad_copies == 2 ? ", or --accumulation inplace" : std::string()));
 }
 
 Trainer::~Trainer() = default;

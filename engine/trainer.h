@@ -89,6 +89,7 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
 
  private:
+  [[noreturn]] void throw_fixed_state_out_of_memory(const OutOfMemory& error) const;
   struct Totals {
     double loss_sum = 0.0;
     std::int64_t correct = 0;

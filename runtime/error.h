@@ -17,15 +17,21 @@
 
 namespace mb {
 
+// what() is the whole record, "file:line: ..." (for logs and bug reports); message() is the
+// text a user reads: what went wrong and the fix, without our source paths. `message`
+// defaults to what() less its leading "file:line: ".
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message, const char* file = nullptr, int line = 0);
+  explicit Error(const std::string& what, const char* file = nullptr, int line = 0,
+                 std::string message = {});
   const char* file() const noexcept { return file_; }
   int line() const noexcept { return line_; }
+  const std::string& message() const noexcept { return message_; }
 
  private:
   const char* file_;
   int line_;
+  std::string message_;
 };
 
 // A caller passed something the API cannot accept (shape, flag value, configuration).
@@ -51,8 +57,11 @@ class IoError : public Error {
 // micro-batch engine re-plans smaller).
 class OutOfMemory : public Error {
  public:
+  // `fix` ends the message; the default fits a micro-batch that was too large.
   OutOfMemory(std::size_t requested_bytes, FreeArenaReport report, const std::string& context,
-              const char* file = nullptr, int line = 0);
+              const char* file = nullptr, int line = 0, const std::string& fix = kMicroBatchFix);
+  static constexpr const char* kMicroBatchFix =
+      "Fix: lower --micro-batch (or use --micro-batch auto), or raise --memory-limit";
   std::size_t requested_bytes() const noexcept { return requested_bytes_; }
   const FreeArenaReport& report() const noexcept { return report_; }
 
