@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <nlohmann/json.hpp>
@@ -30,6 +31,7 @@
 #include "models/zoo.h"
 #include "runtime/error.h"
 #include "runtime/version.h"
+#include "tools/flags.h"
 #include "tools/format.h"
 
 namespace mb {
@@ -78,6 +80,10 @@ class StopSignals {
   struct sigaction previous_term_ {};
 };
 
+// Counts from flags (batch size, sample limits, steps) stay below 2^62, so products and
+// sums of a few of them cannot overflow int64.
+constexpr std::int64_t kMaxCount = std::int64_t{1} << 62;
+
 struct CommonArgs {
   std::string model = "lenet5";
   std::string dataset = "fashion-mnist";
@@ -115,27 +121,15 @@ struct CommonArgs {
   double bn_momentum = 0.1, bn_eps = 1e-5;
 };
 
-// A number in [low, high] that is not NaN (CLI::Range lets NaN through: every comparison
-// with it is false).
-CLI::Validator finite_in(double low, double high) {
-  return CLI::Validator(
-      [low, high](std::string& text) -> std::string {
-        double value = 0.0;
-        try {
-          std::size_t used = 0;
-          value = std::stod(text, &used);
-          if (used != text.size()) return "'" + text + "' is not a number";
-        } catch (const std::exception&) {
-          return "'" + text + "' is not a number";
-        }
-        if (!std::isfinite(value) || value < low || value > high) {
-          std::ostringstream range;
-          range << "'" << text << "' is outside [" << low << ", " << high << "]";
-          return range.str();
-        }
-        return "";
-      },
-      "FINITE");
+// What a user reads: the message and its fix. The source location and the failed
+// expression (what()) are for bug reports: MB_DEBUG=1 prints them too.
+std::string user_error(const Error& e) {
+  std::string text = "error: " + e.message() + "\n";
+  const char* debug = std::getenv("MB_DEBUG");
+  if (debug != nullptr && *debug != '\0' && std::string(debug) != "0") {
+    text += "debug: " + std::string(e.what()) + "\n";
+  }
+  return text;
 }
 
 void add_common_flags(CLI::App& cmd, CommonArgs& a) {
@@ -145,25 +139,19 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--data-dir", a.data_dir,
                  "data set folder (default: /usr/share/datasets/fashion-mnist for fashion-mnist)");
   cmd.add_option("--batch-size", a.batch_size, "samples per optimizer step (the full batch)")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_in(1, kMaxCount));
   cmd.add_option("--micro-batch", a.micro_batch, "auto (planned from free memory) or N");
   cmd.add_option("--memory-limit", a.memory_limit,
                  "cap on the device arena, e.g. 6GiB, 512MiB, 1.5G (default: device free memory)");
   cmd.add_option("--device", a.device, "auto | cpu | cuda | cuda:N");
   cmd.add_option("--seed", a.seed, "seed for initialization, shuffling and dropout (>= 0)")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            return !text.empty() && text.find_first_not_of("0123456789") == std::string::npos
-                       ? ""
-                       : "'" + text + "' is not a non-negative integer";
-          },
-          "UINT64"));
+      ->check(unsigned_integer());
   cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{4096}));
+      ->check(whole_in(0, 4096));
   cmd.add_option("--train-limit", a.train_limit, "use only the first N training samples")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_in(0, kMaxCount));
   cmd.add_option("--test-limit", a.test_limit, "use only the first N test samples")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_in(0, kMaxCount));
   cmd.add_option("--bn-momentum", a.bn_momentum,
                  "BatchNorm running-statistics momentum, PyTorch's convention (default 0.1)")
       ->check(finite_in(0.0, 1.0));
@@ -182,7 +170,7 @@ Device resolve_device(const std::string& text) {
 SessionOptions session_options(const CommonArgs& a) {
   SessionOptions options;
   options.device = resolve_device(a.device);
-  options.memory_limit = a.memory_limit.empty() ? 0 : parse_byte_size(a.memory_limit);
+  options.memory_limit = memory_limit_bytes(a.memory_limit);
   return options;
 }
 
@@ -225,6 +213,12 @@ std::vector<float> parse_floats(const std::string& text, const std::string& what
   return values;
 }
 
+// The labels' shape of one sample: [] for classification, [H, W] for segmentation.
+Shape label_shape(const Dataset& data) {
+  return Shape(std::vector<std::int64_t>(data.labels.shape().dims().begin() + 1,
+                                         data.labels.shape().dims().end()));
+}
+
 // The data set's published constants; for synthetic data, computed from the training set.
 // `saved` (from a checkpoint) wins: evaluation normalizes as training did.
 Data load_data(const CommonArgs& a, const ModelInfo& info, const Normalization& saved = {}) {
@@ -241,6 +235,23 @@ Data load_data(const CommonArgs& a, const ModelInfo& info, const Normalization& 
   synthetic.samples = a.test_limit > 0 ? a.test_limit : 512;
   synthetic.first_sample = 1 << 24;
   data.test = load_dataset(a.dataset, dir, false, a.test_limit, synthetic);
+  if (data.train.size() == 0) {
+    MB_THROW(InvalidArgument, "data set ", a.dataset, " in ", dir.empty() ? "(synthetic)" : dir,
+             " has no training samples. Fix: check the training files of --data-dir");
+  }
+  if (data.test.size() == 0) {
+    MB_THROW(InvalidArgument, "data set ", a.dataset, " in ", dir.empty() ? "(synthetic)" : dir,
+             " has no test samples, so no accuracy can be reported. Fix: check the test files "
+             "of --data-dir");
+  }
+  if (data.train.sample_shape() != data.test.sample_shape() ||
+      label_shape(data.train) != label_shape(data.test)) {
+    MB_THROW(InvalidArgument, "the training samples of ", dir, " are ",
+             data.train.sample_shape().to_string(), " but its test samples are ",
+             data.test.sample_shape().to_string(),
+             ": the two sets do not belong together. Fix: put matching train and test files in "
+             "--data-dir");
+  }
   MB_CHECK(data.train.is_segmentation() == info.segmentation, "model ", info.name, " is ",
            info.segmentation ? "a segmentation" : "a classification", " model but data set ",
            a.dataset, " is not. Fix: use --dataset synthetic for ", info.name);
@@ -267,12 +278,6 @@ ModelConfig model_config(const Dataset& data, const CommonArgs& a) {
   config.num_classes = data.num_classes;
   config.seed = a.seed;
   return config;
-}
-
-// The labels' shape of one sample: [] for classification, [H, W] for segmentation.
-Shape label_shape(const Dataset& data) {
-  return Shape(std::vector<std::int64_t>(data.labels.shape().dims().begin() + 1,
-                                         data.labels.shape().dims().end()));
 }
 
 TrainerOptions trainer_options(const CommonArgs& a, std::function<void(const std::string&)> log) {
@@ -440,7 +445,17 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                 ": epoch " + std::to_string(resumed.position.epoch + 1) + ", after batch " +
                 std::to_string(resumed.position.step_in_epoch) + " of it");
   }
-  trainer.plan(a.batch_size, data.train.sample_shape(), label_shape(data.train));
+  // A batch larger than the training set is the whole set (one step per epoch): no
+  // micro-batch is planned beyond the samples that exist.
+  const std::int64_t step_samples = std::min<std::int64_t>(a.batch_size, data.train.size());
+  if (step_samples < a.batch_size) {
+    const std::string message = "batch " + std::to_string(a.batch_size) + " is more than the " +
+                                std::to_string(data.train.size()) +
+                                " training samples: each step uses all of them";
+    output.line(message);
+    output.event(Json{{"event", "log"}, {"message", message}});
+  }
+  trainer.plan(step_samples, data.train.sample_shape(), label_shape(data.train));
   output.event(plan_json(trainer.current_plan()));
 
   FitCallbacks callbacks;
@@ -644,7 +659,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   CLI::App* train = app.add_subcommand("train", "train a zoo model with micro-batching");
   add_common_flags(*train, train_args);
   train->add_option("--epochs", train_args.epochs, "passes over the training set")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_in(1, 1000000));
   train->add_option("--lr", train_args.lr, "peak learning rate")->check(finite_in(0.0, 1e6));
   train->add_option("--optimizer", train_args.optimizer, "sgd | adamw | lars")
       ->check(CLI::IsMember({"sgd", "adamw", "lars"}));
@@ -682,12 +697,12 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   train
       ->add_option("--keep", train_args.keep,
                    "checkpoints to keep: the newest N (older ones as <stem>.step-<step><ext>)")
-      ->check(CLI::Range(1, 1000000));
+      ->check(whole_in(1, 1000000));
   train
       ->add_option("--max-steps", train_args.max_steps,
                    "stop after N optimizer steps of this run (default: no limit; 0: none, e.g. "
                    "with --save-initial); a checkpoint written there resumes mid-epoch")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_in(0, kMaxCount));
   train->add_option("--save-initial", train_args.save_initial,
                     "write the weights training starts from (a checkpoint at step 0) here");
   train->add_flag("--no-shuffle", train_args.no_shuffle,
@@ -746,10 +761,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     out << app.help();
     return 0;
   } catch (const InvalidArgument& e) {
-    err << "error: " << e.what() << "\n";
+    err << user_error(e);
     return 2;
   } catch (const Error& e) {
-    err << "error: " << e.what() << "\n";
+    err << user_error(e);
     return 1;
   } catch (const std::exception& e) {
     err << "error: " << e.what() << "\n";

@@ -46,8 +46,8 @@ CLI::Validator whole_in(std::int64_t low, std::int64_t high) {
         char* end = nullptr;
         const long long value = std::strtoll(text.c_str(), &end, 10);
         if (errno == ERANGE || value < low || value > high) {
-          return "'" + text + "' is outside [" + std::to_string(low) + ", " +
-                 std::to_string(high) + "]";
+          return "'" + text + "' is outside [" + std::to_string(low) + ", " + std::to_string(high) +
+                 "]";
         }
         return "";
       },

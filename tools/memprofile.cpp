@@ -25,6 +25,7 @@
 #include "runtime/allocator_registry.h"
 #include "runtime/error.h"
 #include "runtime/memory_resource.h"
+#include "tools/flags.h"
 #include "tools/format.h"
 #include "tools/memory_summary.h"
 #include "tools/plot.h"
@@ -184,16 +185,17 @@ void write_memory_profile(const PoolAllocator& pool, const MemoryProfileInfo& in
 void add_memprofile_flags(CLI::App& cmd, MemprofileArgs& a) {
   cmd.add_option("--model", a.model, "zoo model (see `microbatch models`)");
   cmd.add_option("--batch-size", a.batch_size, "samples per optimizer step (the full batch)")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_in(1, std::int64_t{1} << 62));
   cmd.add_option("--micro-batch", a.micro_batch, "auto (planned from free memory) or N");
   cmd.add_option("--memory-limit", a.memory_limit,
                  "cap on the device arena, e.g. 6GiB, 512MiB (default: device free memory)");
   cmd.add_option("--device", a.device, "auto | cpu | cuda | cuda:N");
-  cmd.add_option("--steps", a.steps, "training steps to trace")->check(CLI::PositiveNumber);
+  cmd.add_option("--steps", a.steps, "training steps to trace")->check(whole_in(1, 1000000));
   cmd.add_option("--out", a.out_dir, "output folder (created; replaced if it holds a profile)")
       ->required();
-  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)");
-  cmd.add_option("--seed", a.seed, "seed for data and initialization");
+  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)")
+      ->check(whole_in(0, 4096));
+  cmd.add_option("--seed", a.seed, "seed for data and initialization")->check(unsigned_integer());
   cmd.add_flag("--json", a.json, "one JSON object instead of text");
 }
 
@@ -215,7 +217,7 @@ int run_memprofile(const MemprofileArgs& a, std::ostream& out) {
   }
   const ModelInfo& model_info = find_model(a.model);
   const std::int64_t micro_batch = parse_micro_batch(a.micro_batch);
-  const std::size_t capacity = a.memory_limit.empty() ? 0 : parse_byte_size(a.memory_limit);
+  const std::size_t capacity = memory_limit_bytes(a.memory_limit);
   const Device device = Device::parse(a.device);
   require_device(device);
   const fs::path target = fs::absolute(fs::path(a.out_dir)).lexically_normal();

@@ -99,8 +99,9 @@ TEST(HostileInput, CapsTooSmallForTheFixedStateSaySoWithTheBytes) {
   // LeNet-5: 61,706 parameters = 241.04 KiB; AdamW keeps 2 state copies, so parameters +
   // gradients + state = 4 x 246,824 B = 964.16 KiB.
   for (const Cap& c : {Cap{"128KiB", "its parameters alone do not fit under the cap"},
-                       Cap{"600KiB", "parameters 241.04 KiB + gradients 241.04 KiB + "
-                                     "optimizer state 482.08 KiB = 964.16 KiB"},
+                       Cap{"600KiB",
+                           "parameters 241.04 KiB + gradients 241.04 KiB + "
+                           "optimizer state 482.08 KiB = 964.16 KiB"},
                        Cap{"1MiB", "the smallest micro-batch (1 sample(s)) does not fit"}}) {
     SCOPED_TRACE(c.limit);
     const CliResult r = run({"plan", "--model", "lenet5", "--memory-limit", c.limit});
@@ -134,9 +135,9 @@ TEST(HostileInput, DefaultCpuCapIsRealAndBatchesStopAtTheTrainingSet) {
   }
   EXPECT_TRUE(seen) << plan.out;
 
-  const CliResult train = run({"train", "--model", "lenet5", "--dataset", "synthetic",
-                               "--train-limit", "48", "--test-limit", "16", "--batch-size",
-                               "100000", "--epochs", "1", "--json"});
+  const CliResult train =
+      run({"train", "--model", "lenet5", "--dataset", "synthetic", "--train-limit", "48",
+           "--test-limit", "16", "--batch-size", "100000", "--epochs", "1", "--json"});
   ASSERT_EQ(train.code, 0) << train.err;
   EXPECT_TRUE(contains(train.out, "batch 100000 is more than the 48 training samples"))
       << train.out;
