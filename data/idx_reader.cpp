@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
@@ -26,42 +27,146 @@ std::uint32_t read_be32(const std::uint8_t* p) {
          (static_cast<std::uint32_t>(p[2]) << 8) | static_cast<std::uint32_t>(p[3]);
 }
 
-// The whole (decompressed) content of `path`.
-std::vector<std::uint8_t> read_all_bytes(const std::string& path) {
-  if (!std::filesystem::exists(path)) MB_THROW(IoError, path, ": no such file");
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) MB_THROW(IoError, path, ": cannot open for reading");
-  std::vector<std::uint8_t> bytes;
-  constexpr std::size_t kChunk = 1 << 20;
-  gzbuffer(file, kChunk);
-  for (;;) {
-    const std::size_t old_size = bytes.size();
-    bytes.resize(old_size + kChunk);
-    const int got = gzread(file, bytes.data() + old_size, static_cast<unsigned>(kChunk));
-    bytes.resize(old_size + static_cast<std::size_t>(std::max(got, 0)));
-    if (got < 0) break;  // reported below through gzerror
-    if (got == 0) break;
+// The bytes of an IDX file, decompressed on the fly when it starts with the gzip magic
+// (1f 8b), read as they are otherwise. Reads only as much as asked: the reader takes the
+// header first and then no more than the header promises, so a small file that inflates
+// to gigabytes costs what its header says, not what it inflates to. Offsets in errors are
+// exact: the decompressed byte where the stream broke and the compressed byte zlib reached.
+class ByteSource {
+ public:
+  explicit ByteSource(const std::string& path) : path_(path) {
+    if (!std::filesystem::exists(path)) MB_THROW(IoError, path, ": no such file");
+    file_ = std::fopen(path.c_str(), "rb");
+    if (file_ == nullptr) MB_THROW(IoError, path, ": cannot open for reading");
+    fill();
+    gzip_ = available_ >= 2 && input_[0] == 0x1f && input_[1] == 0x8b;
+    if (gzip_) {
+      // 15 + 16: a gzip wrapper (not zlib, not raw deflate), the largest window.
+      if (inflateInit2(&stream_, 15 + 16) != Z_OK) {
+        std::fclose(file_);
+        MB_THROW(IoError, path, ": cannot start zlib (out of memory?)");
+      }
+    }
   }
-  int error_code = Z_OK;
-  const char* message = gzerror(file, &error_code);
-  const std::string error_text = message != nullptr ? message : "";
-  gzclose(file);
-  if (error_code != Z_OK && error_code != Z_STREAM_END) {
-    MB_THROW(IoError, path, ": corrupt or truncated gzip stream after decompressed byte offset ",
-             bytes.size(), " (zlib: ", error_text, "); re-download or re-install the file");
+  ~ByteSource() {
+    if (gzip_) inflateEnd(&stream_);
+    std::fclose(file_);
   }
-  return bytes;
-}
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+
+  // Up to `size` bytes into `out`; fewer only where the data ends.
+  std::size_t read(std::uint8_t* out, std::size_t size) {
+    std::size_t got = 0;
+    while (got < size) {
+      const std::size_t step =
+          gzip_ ? inflate_some(out + got, size - got) : copy_some(out + got, size - got);
+      if (step == 0) break;
+      got += step;
+    }
+    offset_ += got;
+    return got;
+  }
+
+  // Decompressed bytes delivered so far.
+  std::uint64_t offset() const { return offset_; }
+
+ private:
+  void fill() {
+    available_ = std::fread(input_, 1, sizeof input_, file_);
+    next_ = 0;
+    if (available_ == 0 && std::ferror(file_)) MB_THROW(IoError, path_, ": read error");
+    consumed_ += available_;
+  }
+
+  std::size_t copy_some(std::uint8_t* out, std::size_t size) {
+    if (next_ == available_) fill();
+    const std::size_t n = std::min(size, available_ - next_);
+    std::copy(input_ + next_, input_ + next_ + n, out);
+    next_ += n;
+    return n;
+  }
+
+  std::size_t inflate_some(std::uint8_t* out, std::size_t size) {
+    for (;;) {
+      if (finished_) {
+        // Concatenated gzip members are one stream (gzip(1) and zlib's gzread agree);
+        // anything else after the last member is not gzip data.
+        if (next_ == available_) fill();
+        if (next_ == available_) return 0;
+        if (available_ - next_ >= 2 && input_[next_] == 0x1f && input_[next_ + 1] == 0x8b) {
+          inflateReset(&stream_);
+          finished_ = false;
+        } else {
+          MB_THROW(IoError, path_, ": ", available_ - next_ + remaining_in_file(),
+                   " bytes of trailing garbage after the gzip stream ends at compressed byte "
+                   "offset ",
+                   compressed_offset(), "; re-download or re-install the file");
+        }
+      }
+      if (next_ == available_) {
+        fill();
+        if (available_ == 0) {
+          MB_THROW(IoError, path_,
+                   ": truncated gzip stream: the file ends at compressed byte "
+                   "offset ",
+                   compressed_offset(), " (decompressed byte offset ", offset_,
+                   ") before the end of its gzip data; re-download or re-install the file");
+        }
+      }
+      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(size, 1u << 30));
+      stream_.next_in = input_ + next_;
+      stream_.avail_in = static_cast<unsigned>(available_ - next_);
+      stream_.next_out = out;
+      stream_.avail_out = chunk;
+      const int status = inflate(&stream_, Z_NO_FLUSH);
+      next_ = available_ - stream_.avail_in;
+      const std::size_t produced = chunk - stream_.avail_out;
+      if (status == Z_STREAM_END) {
+        finished_ = true;
+      } else if (status != Z_OK && status != Z_BUF_ERROR) {
+        MB_THROW(IoError, path_, ": corrupt gzip stream at compressed byte offset ",
+                 compressed_offset(), " (decompressed byte offset ", offset_ + produced,
+                 "; zlib: ", stream_.msg != nullptr ? stream_.msg : zError(status),
+                 "); re-download or re-install the file");
+      }
+      if (produced > 0) return produced;
+    }
+  }
+
+  std::uint64_t compressed_offset() const { return consumed_ - (available_ - next_); }
+  std::uint64_t remaining_in_file() {
+    const long here = std::ftell(file_);
+    if (here < 0 || std::fseek(file_, 0, SEEK_END) != 0) return 0;
+    const long end = std::ftell(file_);
+    return end > here ? static_cast<std::uint64_t>(end - here) : 0;
+  }
+
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  bool gzip_ = false;
+  bool finished_ = false;
+  z_stream stream_{};
+  std::uint8_t input_[1 << 16];
+  std::size_t available_ = 0, next_ = 0;
+  std::uint64_t consumed_ = 0;  // compressed bytes read from the file
+  std::uint64_t offset_ = 0;    // decompressed bytes delivered
+};
+
+// Note: a guard against absurd headers: the largest real IDX file is 47 MB, and the loader
+// turns each byte into a 4-byte float. 2^34 bytes (16 GiB) is far beyond any real file.
+constexpr std::uint64_t kMaxIdxPayload = std::uint64_t{1} << 34;
 
 }  // namespace
 
 IdxArray read_idx_file(const std::string& path, std::uint32_t expected_magic) {
-  std::vector<std::uint8_t> bytes = read_all_bytes(path);
-  if (bytes.size() < 4) {
-    MB_THROW(IoError, path, ": truncated at byte offset ", bytes.size(),
+  ByteSource source(path);
+  std::uint8_t header[4 + 4 * 255];
+  if (source.read(header, 4) < 4) {
+    MB_THROW(IoError, path, ": truncated at byte offset ", source.offset(),
              ": expected a 4-byte IDX magic number ", hex32(expected_magic));
   }
-  const std::uint32_t magic = read_be32(bytes.data());
+  const std::uint32_t magic = read_be32(header);
   if (magic != expected_magic) {
     MB_THROW(IoError, path, ": bad IDX magic ", hex32(magic), " at byte offset 0, expected ",
              hex32(expected_magic), " (unsigned bytes, ", expected_magic & 0xFFu,
@@ -69,34 +174,53 @@ IdxArray read_idx_file(const std::string& path, std::uint32_t expected_magic) {
   }
   const std::size_t ndim = expected_magic & 0xFFu;
   const std::size_t header_bytes = 4 + 4 * ndim;
-  if (bytes.size() < header_bytes) {
-    MB_THROW(IoError, path, ": truncated at byte offset ", bytes.size(), ": expected ", ndim,
+  if (source.read(header + 4, 4 * ndim) < 4 * ndim) {
+    MB_THROW(IoError, path, ": truncated at byte offset ", source.offset(), ": expected ", ndim,
              " big-endian uint32 dimensions ending at byte offset ", header_bytes);
   }
   IdxArray result;
   std::uint64_t payload = 1;
   for (std::size_t d = 0; d < ndim; ++d) {
-    const std::uint32_t extent = read_be32(bytes.data() + 4 + 4 * d);
-    // Note: a guard against absurd headers; the largest real IDX file is 47 MB.
-    if (extent > (1u << 30) || payload * extent > (std::uint64_t{1} << 40)) {
-      MB_THROW(IoError, path, ": implausible dimension ", extent, " at byte offset ", 4 + 4 * d);
+    const std::uint32_t extent = read_be32(header + 4 + 4 * d);
+    if (extent > (1u << 30) || payload * extent > kMaxIdxPayload) {
+      MB_THROW(IoError, path, ": implausible dimension ", extent, " at byte offset ", 4 + 4 * d,
+               ": the header would promise more than ", kMaxIdxPayload, " data bytes");
     }
     payload *= extent;
     result.dims.push_back(extent);
   }
   const std::uint64_t expected_total = header_bytes + payload;
-  if (bytes.size() < expected_total) {
-    MB_THROW(IoError, path, ": truncated at byte offset ", bytes.size(), ": expected ", payload,
-             " data bytes from byte offset ", header_bytes, " to ", expected_total,
-             " (decompressed)");
+  // Grown as the data arrives, so a header that promises much more than the file holds
+  // costs what the file holds.
+  constexpr std::size_t kChunk = std::size_t{1} << 22;
+  while (result.data.size() < payload) {
+    const std::size_t old_size = result.data.size();
+    const std::size_t want = static_cast<std::size_t>(
+        std::min<std::uint64_t>(kChunk, payload - static_cast<std::uint64_t>(old_size)));
+    result.data.resize(old_size + want);
+    const std::size_t got = source.read(result.data.data() + old_size, want);
+    result.data.resize(old_size + got);
+    if (got < want) {
+      MB_THROW(IoError, path, ": truncated at byte offset ", source.offset(), ": expected ",
+               payload, " data bytes from byte offset ", header_bytes, " to ", expected_total,
+               " (decompressed)");
+    }
   }
-  if (bytes.size() > expected_total) {
-    MB_THROW(IoError, path, ": ", bytes.size() - expected_total,
+  // Anything after the promised bytes is an error; count it up to a bound, not to the end
+  // of a stream that may inflate without end.
+  constexpr std::uint64_t kCountExtraUpTo = std::uint64_t{1} << 26;
+  std::uint8_t scratch[1 << 14];
+  std::uint64_t extra = 0;
+  for (;;) {
+    const std::size_t got = source.read(scratch, sizeof scratch);
+    extra += got;
+    if (got < sizeof scratch || extra >= kCountExtraUpTo) break;
+  }
+  if (extra > 0) {
+    MB_THROW(IoError, path, ": ", extra >= kCountExtraUpTo ? "at least " : "", extra,
              " unexpected extra bytes after byte offset ", expected_total,
              ": the header promises exactly ", payload, " data bytes");
   }
-  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header_bytes));
-  result.data = std::move(bytes);
   return result;
 }
 

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <filesystem>
+#include <fstream>
 
 #include "data/dataset.h"
 #include "runtime/error.h"
@@ -144,6 +145,141 @@ TEST(IdxReader, CorruptGzipStreamIsAnError) {
   for (std::size_t i = 20; i < 60; ++i) compressed[i] ^= 0x5A;
   write_bytes(path, compressed);
   EXPECT_THROW(read_idx_file(path, kIdxImagesMagic), IoError);
+}
+
+// The number after `key` in `message` (-1 when absent).
+long long number_after(const std::string& message, const std::string& key) {
+  const std::size_t at = message.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(message.substr(at + key.size()));
+}
+
+// Where a gzip stream breaks, the message says where: the compressed byte zlib reached and
+// the decompressed bytes delivered before it, both inside the file (not 0, not past it).
+TEST(IdxReader, GzipErrorsNameRealOffsets) {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  const std::vector<std::uint8_t> plain = idx_images(200, 28, 28);
+  write_gz(path, plain);
+  const std::vector<std::uint8_t> compressed = read_bytes(path);
+
+  std::vector<std::uint8_t> truncated(compressed.begin(),
+                                      compressed.begin() + compressed.size() * 3 / 4);
+  write_bytes(path, truncated);
+  std::string message = io_error_message([&] { read_idx_file(path, kIdxImagesMagic); });
+  EXPECT_NE(message.find("truncated gzip stream"), std::string::npos) << message;
+  EXPECT_EQ(number_after(message, "compressed byte offset "),
+            static_cast<long long>(truncated.size()))
+      << message;
+  const long long delivered = number_after(message, "(decompressed byte offset ");
+  EXPECT_GT(delivered, 0) << message;
+  EXPECT_LT(delivered, static_cast<long long>(plain.size())) << message;
+
+  std::vector<std::uint8_t> corrupt = compressed;
+  for (std::size_t i = corrupt.size() / 2; i < corrupt.size() / 2 + 64; ++i) corrupt[i] ^= 0xA5;
+  write_bytes(path, corrupt);
+  message = io_error_message([&] { read_idx_file(path, kIdxImagesMagic); });
+  const long long at = number_after(message, "compressed byte offset ");
+  EXPECT_GT(at, 0) << message;
+  EXPECT_LE(at, static_cast<long long>(corrupt.size())) << message;
+}
+
+TEST(IdxReader, ConcatenatedGzipMembersAreOneStreamAndTrailingGarbageIsAnError) {
+  TempDir dir;
+  const std::vector<std::uint8_t> plain = idx_labels(40);
+  const std::string first = dir.file("a.gz"), second = dir.file("b.gz");
+  write_gz(first, std::vector<std::uint8_t>(plain.begin(), plain.begin() + 20));
+  write_gz(second, std::vector<std::uint8_t>(plain.begin() + 20, plain.end()));
+  std::vector<std::uint8_t> joined = read_bytes(first);
+  const std::vector<std::uint8_t> tail = read_bytes(second);
+  joined.insert(joined.end(), tail.begin(), tail.end());
+  const std::string path = dir.file("labels.gz");
+  write_bytes(path, joined);
+  const IdxArray labels = read_idx_file(path, kIdxLabelsMagic);
+  EXPECT_EQ(labels.data, std::vector<std::uint8_t>(plain.begin() + 8, plain.end()));
+
+  joined.insert(joined.end(), {'j', 'u', 'n', 'k'});
+  write_bytes(path, joined);
+  const std::string message = io_error_message([&] { read_idx_file(path, kIdxLabelsMagic); });
+  EXPECT_NE(message.find("4 bytes of trailing garbage"), std::string::npos) << message;
+}
+
+// Peak resident memory of this process, in bytes, since the last reset_peak_rss().
+std::size_t peak_rss() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+bool reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
+// A small gzip file whose header promises 600 images of 28 x 28 but which inflates to
+// 256 MiB more: the reader stops at a bound after the promised bytes instead of inflating
+// it whole into memory (the old reader held all 256 MiB before looking at the header).
+TEST(IdxReader, GzipBombCostsWhatItsHeaderPromises) {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  {
+    gzFile file = gzopen(path.c_str(), "wb1");
+    ASSERT_NE(file, nullptr);
+    const std::vector<std::uint8_t> head = idx_images(600, 28, 28);
+    ASSERT_EQ(gzwrite(file, head.data(), static_cast<unsigned>(head.size())),
+              static_cast<int>(head.size()));
+    const std::vector<std::uint8_t> zeros(1 << 20, 0);
+    for (int i = 0; i < 256; ++i) {
+      ASSERT_EQ(gzwrite(file, zeros.data(), static_cast<unsigned>(zeros.size())),
+                static_cast<int>(zeros.size()));
+    }
+    ASSERT_EQ(gzclose(file), Z_OK);
+  }
+  ASSERT_LT(std::filesystem::file_size(path), 2u << 20);
+  if (!reset_peak_rss()) GTEST_SKIP() << "/proc/self/clear_refs cannot reset the peak RSS";
+  const std::size_t before = peak_rss();
+  const std::string message = io_error_message([&] { read_idx_file(path, kIdxImagesMagic); });
+  const std::size_t growth = peak_rss() - before;
+  EXPECT_NE(message.find("at least 67108864 unexpected extra bytes after byte offset 470416"),
+            std::string::npos)
+      << message;
+  EXPECT_LT(growth, 32u << 20) << "peak RSS grew by " << growth << " bytes";
+}
+
+// A header may promise far more than the file holds: memory grows with the bytes that
+// arrive, not with the promise (here 2^33 bytes promised, 1 KiB present).
+TEST(IdxReader, HeaderPromisingMoreThanTheFileHoldsCostsWhatTheFileHolds) {
+  TempDir dir;
+  std::vector<std::uint8_t> bytes;
+  append_be32(bytes, kIdxImagesMagic);
+  append_be32(bytes, 1u << 19);
+  append_be32(bytes, 1u << 7);
+  append_be32(bytes, 1u << 7);
+  bytes.resize(bytes.size() + 1024, 7);
+  const std::string path = dir.file("images");
+  write_bytes(path, bytes);
+  if (!reset_peak_rss()) GTEST_SKIP() << "/proc/self/clear_refs cannot reset the peak RSS";
+  const std::size_t before = peak_rss();
+  const std::string message = io_error_message([&] { read_idx_file(path, kIdxImagesMagic); });
+  EXPECT_NE(message.find("truncated at byte offset 1040: expected 8589934592 data bytes"),
+            std::string::npos)
+      << message;
+  EXPECT_LT(peak_rss() - before, 32u << 20);
+
+  // Beyond the plausibility bound (2^34 bytes) the header alone is refused.
+  std::vector<std::uint8_t> absurd;
+  append_be32(absurd, kIdxImagesMagic);
+  append_be32(absurd, 1u << 30);
+  append_be32(absurd, 1u << 10);
+  append_be32(absurd, 1u << 10);
+  write_bytes(path, absurd);
+  const std::string refused = io_error_message([&] { read_idx_file(path, kIdxImagesMagic); });
+  EXPECT_NE(refused.find("implausible dimension 1024 at byte offset 8"), std::string::npos)
+      << refused;
 }
 
 TEST(IdxReader, ExtraBytesAreAnError) {
