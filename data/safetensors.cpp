@@ -10,6 +10,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "data/atomic_file.h"
 #include "runtime/error.h"
@@ -135,11 +137,29 @@ Header read_header(const std::string& path, FilePtr& file) {
     MB_THROW(IoError, path, ": read failed in the header at byte offset 8");
   }
   Header header;
+  // The format forbids duplicate keys (a second tensor of the same name would silently win
+  // in a JSON object); the parser reports every key, so each object's keys are checked.
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  const auto check_keys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) keys.emplace_back();
+    if (event == Event::object_end && !keys.empty()) keys.pop_back();
+    if (event == Event::key && !keys.empty() && duplicate.empty() &&
+        !keys.back().insert(parsed.get<std::string>()).second) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
-    header.json = nlohmann::json::parse(header_text);
+    header.json = nlohmann::json::parse(header_text, check_keys);
   } catch (const nlohmann::json::exception& e) {
     MB_THROW(IoError, path, ": the header (bytes 8 to ", 8 + header_size,
              ") is not valid JSON: ", e.what());
+  }
+  if (!duplicate.empty()) {
+    MB_THROW(IoError, path, ": the header names '", duplicate,
+             "' twice; safetensors forbids duplicate names (corrupt or hand-edited file)");
   }
   if (!header.json.is_object()) MB_THROW(IoError, path, ": the header JSON is not an object");
   header.file_size = file_size;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
@@ -30,6 +31,29 @@ std::vector<NamedTensor> optimizer_state(Optimizer& optimizer) {
   return state;
 }
 
+// Bounds for counts read from a checkpoint: no run reaches them (--epochs stops at 10^6),
+// and they keep every sum of them inside int64.
+constexpr std::int64_t kMaxStep = std::int64_t{1} << 62;
+constexpr std::int64_t kMaxCheckpointEpoch = 1000000;
+
+// A count from the metadata: digits only, at most `max`; 0 when the key is absent.
+std::int64_t metadata_count(const std::map<std::string, std::string>& metadata,
+                            const std::string& key, std::int64_t max, const std::string& path) {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return 0;
+  const std::string& text = it->second;
+  bool valid = !text.empty() && text.size() <= 19 &&
+               text.find_first_not_of("0123456789") == std::string::npos;
+  const std::int64_t value = valid ? std::stoll(text) : -1;
+  if (!valid || value > max) {
+    MB_THROW(IoError, "checkpoint ", path, ": its metadata ", key, " '", text,
+             "' is not a count between 0 and ", max,
+             "; the file was not written by microbatch or was damaged. Fix: use another "
+             "checkpoint (or an older one, kept by --keep)");
+  }
+  return value;
+}
+
 // The model file: its metadata checked against `model_name`, its tensors into `model`.
 CheckpointInfo read_model_file(const SafetensorsFile& model_file, const std::string& path,
                                Module& model, const std::string& model_name) {
@@ -42,18 +66,10 @@ CheckpointInfo read_model_file(const SafetensorsFile& model_file, const std::str
              model_name, "'. Fix: pass --model ", info.model);
   }
   load_into(model_file, model_state(model));
-  try {
-    if (info.metadata.count("step")) info.step = std::stoll(info.metadata["step"]);
-    if (info.metadata.count("epoch")) info.position.epoch = std::stoi(info.metadata["epoch"]);
-    if (info.metadata.count("step_in_epoch")) {
-      info.position.step_in_epoch = std::stoll(info.metadata["step_in_epoch"]);
-    }
-  } catch (const std::exception&) {
-    MB_THROW(IoError, "checkpoint ", path, ": step/epoch metadata is not a number");
-  }
-  if (info.step < 0 || info.position.epoch < 0 || info.position.step_in_epoch < 0) {
-    MB_THROW(IoError, "checkpoint ", path, ": negative step or epoch in its metadata");
-  }
+  info.step = metadata_count(info.metadata, "step", kMaxStep, path);
+  info.position.epoch =
+      static_cast<int>(metadata_count(info.metadata, "epoch", kMaxCheckpointEpoch, path));
+  info.position.step_in_epoch = metadata_count(info.metadata, "step_in_epoch", kMaxStep, path);
   return info;
 }
 

@@ -133,13 +133,16 @@ class SafetensorsCorruption : public ::testing::Test {
   }
   // Replaces the header with `json` (keeping the data) and returns the error message.
   std::string with_header(std::string json) {
+    write_header(std::move(json));
+    return io_error_message(path_);
+  }
+  void write_header(std::string json) {
     json.append((8 - json.size() % 8) % 8, ' ');
     std::vector<std::uint8_t> bytes(8, 0);
     for (int i = 0; i < 8; ++i) bytes[i] = static_cast<std::uint8_t>(json.size() >> (8 * i));
     bytes.insert(bytes.end(), json.begin(), json.end());
     bytes.insert(bytes.end(), bytes_.end() - 16, bytes_.end());
     write_bytes(path_, bytes);
-    return io_error_message(path_);
   }
   TempDir dir_;
   std::string path_;
@@ -191,6 +194,20 @@ TEST_F(SafetensorsCorruption, BadJsonDtypeOffsetsAndGaps) {
           R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}})")
           .find("absurd shape"),
       std::string::npos);
+}
+
+// The format forbids a name twice; a JSON parser would keep the last silently.
+TEST_F(SafetensorsCorruption, DuplicateNamesAreRefused) {
+  const std::string tensors = with_header(
+      R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})");
+  EXPECT_NE(tensors.find("names 'w' twice"), std::string::npos) << tensors;
+  const std::string metadata = with_header(
+      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"__metadata__":{"step":"1","step":"9"}})");
+  EXPECT_NE(metadata.find("names 'step' twice"), std::string::npos) << metadata;
+  // The same key in two different objects is no duplicate.
+  write_header(
+      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"__metadata__":{"w":"x"}})");
+  EXPECT_NO_THROW(load_safetensors(path_));
 }
 
 TEST(Safetensors, SaveReplacesAtomicallyAndReportsUnwritablePaths) {

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "data/safetensors.h"
 #include "models/zoo.h"
 #include "tests/mbp/mbp_test_util.h"
 
@@ -94,6 +95,54 @@ TEST(Checkpoint, AnotherModelIsRefusedNamingTheKey) {
   EXPECT_THROW(load_checkpoint(path, trainer, "resnet18"), InvalidArgument);
   std::filesystem::remove(path);
   std::filesystem::remove(optimizer_checkpoint_path(path));
+}
+
+// Counts in a checkpoint's metadata come from a file: a negative, huge or malformed epoch or
+// step is refused naming the key, instead of being trained from (epoch INT_MAX once asked
+// for "--epochs larger than 2147483647").
+TEST(Checkpoint, MetadataCountsOutsideTheirRangeAreRefused) {
+  const std::string path = temp_path("counts.safetensors");
+  {
+    auto model = build_model("lenet5");
+    Trainer trainer(model, TrainerOptions{});
+    save_checkpoint(path, trainer, "lenet5", TrainingPosition{});
+  }
+  const SafetensorsFile saved = load_safetensors(path);
+  std::vector<NamedTensor> tensors;
+  for (const std::string& name : saved.order) tensors.push_back({name, saved.tensors.at(name)});
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"epoch", "-3"},
+      {"epoch", "2147483647"},
+      {"epoch", "12abc"},
+      {"epoch", "1e3"},
+      {"step", "99999999999999999999"},
+      {"step", ""},
+      {"step_in_epoch", "-1"},
+      {"step_in_epoch", "4611686018427387905"}};
+  for (const auto& [key, value] : bad) {
+    SCOPED_TRACE(key + " = '" + value + "'");
+    std::map<std::string, std::string> metadata = saved.metadata;
+    metadata[key] = value;
+    save_safetensors(path, tensors, metadata);
+    auto model = build_model("lenet5");
+    Trainer trainer(model, TrainerOptions{});
+    try {
+      load_checkpoint(path, trainer, "lenet5");
+      ADD_FAILURE() << "accepted";
+    } catch (const IoError& e) {
+      const std::string message = e.message();
+      EXPECT_NE(message.find("metadata " + key + " '" + value + "'"), std::string::npos) << message;
+      EXPECT_NE(message.find("Fix:"), std::string::npos) << message;
+    }
+  }
+  std::map<std::string, std::string> metadata = saved.metadata;
+  metadata["epoch"] = "1000000";  // the largest --epochs
+  save_safetensors(path, tensors, metadata);
+  auto model = build_model("lenet5");
+  Trainer trainer(model, TrainerOptions{});
+  const CheckpointInfo info = load_checkpoint(path, trainer, "lenet5");
+  EXPECT_EQ(info.position.epoch, 1000000);
+  std::filesystem::remove(path);
 }
 
 }  // namespace
