@@ -1,5 +1,6 @@
 // Gradient accumulation and norms on the CPU (reference implementations).
 #include "kernels/cpu/accumulate_grads.h"
+#include "kernels/cpu/parallel.h"
 
 #include <cmath>
 
@@ -34,18 +35,25 @@ void accumulate_grads(const Stream& /*stream*/, const GradSlot* slots, int count
     const float* grad = slots[s].grad;
     float* accum = slots[s].accum;
     const std::int64_t size = slots[s].size;
-    if (mode == GradientMode::Overwrite) {
-      for (std::int64_t i = 0; i < size; ++i) accum[i] = factor * grad[i];
-    } else {
-      for (std::int64_t i = 0; i < size; ++i) accum[i] += factor * grad[i];
-    }
+    parallel_elements(size, [&](std::int64_t begin, std::int64_t end) {
+      if (mode == GradientMode::Overwrite) {
+        for (std::int64_t i = begin; i < end; ++i) accum[i] = factor * grad[i];
+      } else {
+        for (std::int64_t i = begin; i < end; ++i) accum[i] += factor * grad[i];
+      }
+    });
   }
 }
 
 double sum_of_squares(const Stream& /*stream*/, const ConstBufferSlot* slots, int count) {
   detail::check_buffer_slots(slots, count, "sum_of_squares");
   double total = 0.0;
-  for (int s = 0; s < count; ++s) total += buffer_sum_of_squares(slots[s].data, slots[s].size);
+  for (int s = 0; s < count; ++s) {
+    const float* data = slots[s].data;
+    total += parallel_sum(slots[s].size, [&](std::int64_t begin, std::int64_t end) {
+      return buffer_sum_of_squares(data + begin, end - begin);
+    });
+  }
   return total;
 }
 

@@ -1,5 +1,6 @@
 // BatchNorm2d reference kernels: plain loops, per-channel sums in double.
 #include "kernels/cpu/batch_norm.h"
+#include "kernels/cpu/parallel.h"
 
 #include <cmath>
 
@@ -10,7 +11,7 @@ void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const
                                  float eps, float* y, float* save_mean, float* save_invstd,
                                  double* statistics) {
   const double count = static_cast<double>(n * hw);
-  for (std::int64_t ch = 0; ch < c; ++ch) {
+  parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     double sum = 0.0;
     double sum_sq = 0.0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -48,7 +49,7 @@ void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const
       float* out = y + (i * c + ch) * hw;
       for (std::int64_t j = 0; j < hw; ++j) out[j] = (in[j] - mean_f) * scale + shift;
     }
-  }
+  });
 }
 
 void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
@@ -56,7 +57,7 @@ void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
                                   const float* weight, const float* bias, std::int64_t n,
                                   std::int64_t c, std::int64_t hw, float eps, float* y,
                                   float* save_mean, float* save_invstd) {
-  for (std::int64_t ch = 0; ch < c; ++ch) {
+  parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const float mean = running_mean[ch];
     const float invstd =
         static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
@@ -69,7 +70,7 @@ void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
       float* out = y + (i * c + ch) * hw;
       for (std::int64_t j = 0; j < hw; ++j) out[j] = (in[j] - mean) * scale + shift;
     }
-  }
+  });
 }
 
 void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const float* x,
@@ -77,7 +78,7 @@ void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const fl
                          std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
                          float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode) {
   const double count = static_cast<double>(n * hw);
-  for (std::int64_t ch = 0; ch < c; ++ch) {
+  parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const double mean = save_mean[ch];
     const double invstd = save_invstd[ch];
     double sum_g = 0.0;
@@ -97,7 +98,7 @@ void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const fl
       grad_weight[ch] += static_cast<float>(sum_g_xhat);
       grad_bias[ch] += static_cast<float>(sum_g);
     }
-    if (grad_x == nullptr) continue;
+    if (grad_x == nullptr) return;
     const double scale = invstd * weight[ch];
     // Training: dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)); the batch's mean
     // and variance depend on x. Inference: they are constants, dx = w * invstd * g.
@@ -112,15 +113,17 @@ void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const fl
         out[j] = static_cast<float>(scale * (g[j] - mean_g - xhat * mean_g_xhat));
       }
     }
-  }
+  });
 }
 
 void batch_norm_fold_statistics(const Stream& /*stream*/, double* committed, double* pending,
                                 std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    committed[i] += pending[i];
-    pending[i] = 0.0;
-  }
+  parallel_elements(count, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      committed[i] += pending[i];
+      pending[i] = 0.0;
+    }
+  });
 }
 
 }  // namespace mb::cpu

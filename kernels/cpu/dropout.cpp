@@ -1,5 +1,6 @@
 // Inverted dropout on the CPU (reference implementation).
 #include "kernels/cpu/dropout.h"
+#include "kernels/cpu/parallel.h"
 
 #include <algorithm>
 
@@ -12,7 +13,7 @@ void dropout_apply(const Stream& /*stream*/, const float* input, float* output,
   const float scale = dropout_scale(key.p);
   const PhiloxKey philox_key{static_cast<std::uint32_t>(key.seed) ^ (key.stream_id * 0x9E3779B9u),
                              static_cast<std::uint32_t>(key.seed >> 32)};
-  for (std::int64_t s = 0; s < samples; ++s) {
+  parallel_for(samples, samples * elements_per_sample, [&](std::int64_t s) {
     const auto global_sample = static_cast<std::uint32_t>(key.sample_offset + s);
     const float* in = input + s * elements_per_sample;
     float* out = output + s * elements_per_sample;
@@ -28,7 +29,7 @@ void dropout_apply(const Stream& /*stream*/, const float* input, float* output,
         out[e] = philox_uniform(bits.v[e - begin]) >= key.p ? in[e] * scale : 0.0f;
       }
     }
-  }
+  });
 }
 
 }  // namespace mb::cpu

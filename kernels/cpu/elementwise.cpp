@@ -1,16 +1,21 @@
 // Elementwise and channel-routing ops on the CPU (reference implementations).
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/parallel.h"
 
 #include <cstring>
 
 namespace mb::cpu {
 
 void add(const Stream& /*stream*/, const float* a, const float* b, float* out, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i) out[i] = a[i] + b[i];
+  parallel_elements(count, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) out[i] = a[i] + b[i];
+  });
 }
 
 void add_into(const Stream& /*stream*/, float* dst, const float* src, std::int64_t count) {
-  for (std::int64_t i = 0; i < count; ++i) dst[i] += src[i];
+  parallel_elements(count, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) dst[i] += src[i];
+  });
 }
 
 void concat_channels(const Stream& /*stream*/, const float* a, const float* b, float* out,

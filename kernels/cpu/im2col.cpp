@@ -1,6 +1,8 @@
 // im2col / col2im for one image, any stride, padding and dilation.
 #include "kernels/cpu/im2col.h"
 
+#include <algorithm>
+
 #include "kernels/conv.h"
 #include "runtime/error.h"
 
@@ -16,11 +18,23 @@ void check_window(const ConvWindow& w, const char* op) {
            w.dilation_w);
 }
 
-// Visits every (column entry, image pixel) pair of the lowering; `f(column_index,
-// image_index)` is called only for taps inside the image.
-template <typename F>
-void for_each_tap(std::int64_t channels, std::int64_t height, std::int64_t width,
-                  const ConvWindow& w, F&& f, float* zero_target) {
+// The output columns [first, last) whose tap at input offset `offset` (= kj * dilation -
+// pad) lands inside [0, size) for stride `stride`: iw = ow * stride + offset.
+void valid_range(std::int64_t out, std::int64_t size, std::int64_t stride, std::int64_t offset,
+                 std::int64_t& first, std::int64_t& last) {
+  // ow >= ceil(-offset / stride) and ow * stride + offset <= size - 1.
+  first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  last = size - offset <= 0 ? 0 : (size - 1 - offset) / stride + 1;
+  first = std::min(first, out);
+  last = std::max(first, std::min(last, out));
+}
+
+// Visits every column row (c, ki, kj) and output row oh: `row(column_row_base, image_row,
+// first, last, iw_offset)` for image rows inside the image (columns [first, last) valid,
+// iw = ow * stride_w + iw_offset), `outside(column_row_base)` for rows in the padding.
+template <typename Row, typename Outside>
+void for_each_row(std::int64_t channels, std::int64_t height, std::int64_t width,
+                  const ConvWindow& w, Row&& row, Outside&& outside) {
   const std::int64_t out_h =
       conv_output_size(height, w.kernel_h, w.stride_h, w.pad_h, w.dilation_h);
   const std::int64_t out_w = conv_output_size(width, w.kernel_w, w.stride_w, w.pad_w, w.dilation_w);
@@ -28,26 +42,19 @@ void for_each_tap(std::int64_t channels, std::int64_t height, std::int64_t width
   for (std::int64_t c = 0; c < channels; ++c) {
     for (int ki = 0; ki < w.kernel_h; ++ki) {
       for (int kj = 0; kj < w.kernel_w; ++kj) {
-        const std::int64_t row = (c * w.kernel_h + ki) * w.kernel_w + kj;
+        const std::int64_t column_row = (c * w.kernel_h + ki) * w.kernel_w + kj;
+        const std::int64_t iw_offset = static_cast<std::int64_t>(kj) * w.dilation_w - w.pad_w;
+        std::int64_t first = 0, last = 0;
+        valid_range(out_w, width, w.stride_w, iw_offset, first, last);
         for (std::int64_t oh = 0; oh < out_h; ++oh) {
           const std::int64_t ih =
               oh * w.stride_h - w.pad_h + static_cast<std::int64_t>(ki) * w.dilation_h;
-          const std::int64_t column_base = row * out_area + oh * out_w;
+          const std::int64_t base = column_row * out_area + oh * out_w;
           if (ih < 0 || ih >= height) {
-            if (zero_target != nullptr) {
-              for (std::int64_t ow = 0; ow < out_w; ++ow) zero_target[column_base + ow] = 0.0f;
-            }
+            outside(base, out_w);
             continue;
           }
-          for (std::int64_t ow = 0; ow < out_w; ++ow) {
-            const std::int64_t iw =
-                ow * w.stride_w - w.pad_w + static_cast<std::int64_t>(kj) * w.dilation_w;
-            if (iw < 0 || iw >= width) {
-              if (zero_target != nullptr) zero_target[column_base + ow] = 0.0f;
-              continue;
-            }
-            f(column_base + ow, (c * height + ih) * width + iw);
-          }
+          row(base, (c * height + ih) * width, first, last, out_w, iw_offset);
         }
       }
     }
@@ -59,17 +66,39 @@ void for_each_tap(std::int64_t channels, std::int64_t height, std::int64_t width
 void im2col(const float* image, std::int64_t channels, std::int64_t height, std::int64_t width,
             const ConvWindow& window, float* columns) {
   check_window(window, "im2col");
-  for_each_tap(
+  const std::int64_t stride = window.stride_w;
+  for_each_row(
       channels, height, width, window,
-      [&](std::int64_t column, std::int64_t pixel) { columns[column] = image[pixel]; }, columns);
+      [&](std::int64_t base, std::int64_t image_row, std::int64_t first, std::int64_t last,
+          std::int64_t out_w, std::int64_t iw_offset) {
+        float* out = columns + base;
+        const float* in = image + image_row;  // in[ow * stride + iw_offset] for valid ow
+        std::fill(out, out + first, 0.0f);
+        if (stride == 1) {
+          std::copy(in + first + iw_offset, in + last + iw_offset, out + first);
+        } else {
+          for (std::int64_t ow = first; ow < last; ++ow) out[ow] = in[ow * stride + iw_offset];
+        }
+        std::fill(out + last, out + out_w, 0.0f);
+      },
+      [&](std::int64_t base, std::int64_t out_w) {
+        std::fill(columns + base, columns + base + out_w, 0.0f);
+      });
 }
 
 void col2im(const float* columns, std::int64_t channels, std::int64_t height, std::int64_t width,
             const ConvWindow& window, float* image) {
   check_window(window, "col2im");
-  for_each_tap(
+  const std::int64_t stride = window.stride_w;
+  for_each_row(
       channels, height, width, window,
-      [&](std::int64_t column, std::int64_t pixel) { image[pixel] += columns[column]; }, nullptr);
+      [&](std::int64_t base, std::int64_t image_row, std::int64_t first, std::int64_t last,
+          std::int64_t /*out_w*/, std::int64_t iw_offset) {
+        const float* in = columns + base;
+        float* out = image + image_row;
+        for (std::int64_t ow = first; ow < last; ++ow) out[ow * stride + iw_offset] += in[ow];
+      },
+      [](std::int64_t, std::int64_t) {});
 }
 
 }  // namespace mb::cpu

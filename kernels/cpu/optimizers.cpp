@@ -1,5 +1,6 @@
 // Optimizer updates on the CPU (reference implementations; formulas in optimizers.h).
 #include "kernels/cpu/optimizers.h"
+#include "kernels/cpu/parallel.h"
 
 #include <cmath>
 
@@ -7,11 +8,14 @@ namespace mb::cpu {
 namespace {
 
 double norm_of(const float* data, std::int64_t size, double scale) {
-  double sum = 0.0;
-  for (std::int64_t i = 0; i < size; ++i) {
-    const double value = data[i];
-    sum += value * value;
-  }
+  const double sum = parallel_sum(size, [&](std::int64_t begin, std::int64_t end) {
+    double partial = 0.0;
+    for (std::int64_t i = begin; i < end; ++i) {
+      const double value = data[i];
+      partial += value * value;
+    }
+    return partial;
+  });
   return std::abs(scale) * std::sqrt(sum);
 }
 
@@ -27,15 +31,17 @@ void sgd_slot(const ParamSlot& slot, const SgdOptions& o) {
   float* param = slot.param;
   const float* grad = slot.grad;
   float* buffer = slot.state0;
-  for (std::int64_t i = 0; i < slot.size; ++i) {
-    float g = grad_scale * grad[i] + decay * param[i];
-    if (kMomentum) {
-      const float buf = kFirstStep ? g : momentum * buffer[i] + grad_weight * g;
-      buffer[i] = buf;
-      g = kNesterov ? g + momentum * buf : buf;
+  parallel_elements(slot.size, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      float g = grad_scale * grad[i] + decay * param[i];
+      if (kMomentum) {
+        const float buf = kFirstStep ? g : momentum * buffer[i] + grad_weight * g;
+        buffer[i] = buf;
+        g = kNesterov ? g + momentum * buf : buf;
+      }
+      param[i] -= lr * g;
     }
-    param[i] -= lr * g;
-  }
+  });
 }
 
 }  // namespace
@@ -69,15 +75,17 @@ void adamw_update(const Stream& /*stream*/, const ParamSlot* slots, int count,
   for (int s = 0; s < count; ++s) {
     const ParamSlot& slot = slots[s];
     const float decay_factor = 1.0f - o.lr * slot.weight_decay;
-    for (std::int64_t i = 0; i < slot.size; ++i) {
-      const float g = o.grad_scale * slot.grad[i];
-      const float m = beta1 * slot.state0[i] + (1.0f - beta1) * g;
-      const float v = beta2 * slot.state1[i] + (1.0f - beta2) * g * g;
-      slot.state0[i] = m;
-      slot.state1[i] = v;
-      const float denom = std::sqrt(v) * inv_sqrt_bias_correction2 + o.eps;
-      slot.param[i] = slot.param[i] * decay_factor - step_size * m / denom;
-    }
+    parallel_elements(slot.size, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const float g = o.grad_scale * slot.grad[i];
+        const float m = beta1 * slot.state0[i] + (1.0f - beta1) * g;
+        const float v = beta2 * slot.state1[i] + (1.0f - beta2) * g * g;
+        slot.state0[i] = m;
+        slot.state1[i] = v;
+        const float denom = std::sqrt(v) * inv_sqrt_bias_correction2 + o.eps;
+        slot.param[i] = slot.param[i] * decay_factor - step_size * m / denom;
+      }
+    });
   }
 }
 
@@ -96,15 +104,17 @@ void lars_update(const Stream& /*stream*/, const ParamSlot* slots, int count,
                                                           o.trust_coefficient, o.eps));
     }
     const float decay = slot.weight_decay;
-    for (std::int64_t i = 0; i < slot.size; ++i) {
-      const float update = local_lr * (o.grad_scale * slot.grad[i] + decay * slot.param[i]);
-      float buf = update;
-      if (use_momentum) {
-        buf = o.momentum * slot.state0[i] + update;
-        slot.state0[i] = buf;
+    parallel_elements(slot.size, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) {
+        const float update = local_lr * (o.grad_scale * slot.grad[i] + decay * slot.param[i]);
+        float buf = update;
+        if (use_momentum) {
+          buf = o.momentum * slot.state0[i] + update;
+          slot.state0[i] = buf;
+        }
+        slot.param[i] -= o.lr * buf;
       }
-      slot.param[i] -= o.lr * buf;
-    }
+    });
   }
 }
 

@@ -1,5 +1,6 @@
 // Pooling reference kernels: plain loops over output windows.
 #include "kernels/cpu/pooling.h"
+#include "kernels/cpu/parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -31,7 +32,7 @@ std::int64_t window_argmax(const float* plane, std::int64_t in_w, std::int64_t h
 void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGeometry& g, float* y,
                         std::int32_t* argmax) {
   const std::int64_t planes = g.batch * g.channels;
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * g.out_h * g.out_w * g.kernel_h * g.kernel_w, [&](std::int64_t p) {
     const float* in = x + p * g.in_h * g.in_w;
     float* out = y + p * g.out_h * g.out_w;
     std::int32_t* index = argmax + p * g.out_h * g.out_w;
@@ -48,26 +49,26 @@ void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGe
         index[oh * g.out_w + ow] = static_cast<std::int32_t>(best_index);
       }
     }
-  }
+  });
 }
 
 void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const std::int32_t* argmax,
                          const Pool2dGeometry& g, float* grad_x) {
   const std::int64_t planes = g.batch * g.channels;
-  std::fill(grad_x, grad_x + planes * g.in_h * g.in_w, 0.0f);
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * (g.in_h * g.in_w + g.out_h * g.out_w), [&](std::int64_t p) {
     const float* gy = grad_y + p * g.out_h * g.out_w;
     const std::int32_t* index = argmax + p * g.out_h * g.out_w;
     float* gx = grad_x + p * g.in_h * g.in_w;
+    std::fill(gx, gx + g.in_h * g.in_w, 0.0f);
     for (std::int64_t o = 0; o < g.out_h * g.out_w; ++o) gx[index[o]] += gy[o];
-  }
+  });
 }
 
 void avg_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGeometry& g,
                         float* y) {
   const std::int64_t planes = g.batch * g.channels;
   const double divisor = static_cast<double>(g.kernel_h) * g.kernel_w;
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * g.out_h * g.out_w * g.kernel_h * g.kernel_w, [&](std::int64_t p) {
     const float* in = x + p * g.in_h * g.in_w;
     float* out = y + p * g.out_h * g.out_w;
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
@@ -85,17 +86,17 @@ void avg_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGe
         out[oh * g.out_w + ow] = static_cast<float>(sum / divisor);
       }
     }
-  }
+  });
 }
 
 void avg_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const Pool2dGeometry& g,
                          float* grad_x) {
   const std::int64_t planes = g.batch * g.channels;
   const float inv_divisor = 1.0f / (static_cast<float>(g.kernel_h) * g.kernel_w);
-  std::fill(grad_x, grad_x + planes * g.in_h * g.in_w, 0.0f);
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * g.out_h * g.out_w * g.kernel_h * g.kernel_w, [&](std::int64_t p) {
     const float* gy = grad_y + p * g.out_h * g.out_w;
     float* gx = grad_x + p * g.in_h * g.in_w;
+    std::fill(gx, gx + g.in_h * g.in_w, 0.0f);
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
       const std::int64_t h0 = oh * g.stride_h - g.pad_h;
       const std::int64_t h_begin = std::max<std::int64_t>(h0, 0);
@@ -110,27 +111,27 @@ void avg_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const Po
         }
       }
     }
-  }
+  });
 }
 
 void global_avg_pool2d_forward(const Stream& /*stream*/, const float* x, std::int64_t planes,
                                std::int64_t plane_size, float* y) {
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * plane_size, [&](std::int64_t p) {
     double sum = 0.0;
     const float* in = x + p * plane_size;
     for (std::int64_t i = 0; i < plane_size; ++i) sum += in[i];
     y[p] = static_cast<float>(sum / static_cast<double>(plane_size));
-  }
+  });
 }
 
 void global_avg_pool2d_backward(const Stream& /*stream*/, const float* grad_y, std::int64_t planes,
                                 std::int64_t plane_size, float* grad_x) {
   const float inv_size = 1.0f / static_cast<float>(plane_size);
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * plane_size, [&](std::int64_t p) {
     const float share = grad_y[p] * inv_size;
     float* out = grad_x + p * plane_size;
     for (std::int64_t i = 0; i < plane_size; ++i) out[i] = share;
-  }
+  });
 }
 
 }  // namespace mb::cpu

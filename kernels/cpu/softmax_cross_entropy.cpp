@@ -1,7 +1,10 @@
 // Fused softmax cross-entropy on the CPU (reference implementation).
 #include "kernels/cpu/softmax_cross_entropy.h"
+#include "kernels/cpu/parallel.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -26,15 +29,24 @@ std::int64_t count_valid_labels(const std::int32_t* labels, std::int64_t count,
 
 namespace {
 
+constexpr std::int64_t kPositionBlock = 1024;
+
 // The fused pass over labels already validated by count_valid_labels.
 CrossEntropyTotals fused_pass(const float* logits, const std::int32_t* labels, std::int64_t outer,
                               std::int64_t classes, std::int64_t inner, float label_smoothing,
                               int ignore_index, float grad_scale, float* grad_logits) {
-  CrossEntropyTotals totals;
   const float smooth_per_class = label_smoothing / static_cast<float>(classes);
   const float on_target = 1.0f - label_smoothing;
-  for (std::int64_t n = 0; n < outer; ++n) {
-    for (std::int64_t i = 0; i < inner; ++i) {
+  // Positions (n, i) in fixed blocks, each block's totals summed in order and the blocks'
+  // in block order: the same loss for any thread count.
+  const std::int64_t positions = outer * inner;
+  const std::int64_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
+  std::vector<CrossEntropyTotals> partial(static_cast<std::size_t>(blocks));
+  parallel_for(blocks, positions * classes, [&](std::int64_t block) {
+    CrossEntropyTotals& totals = partial[static_cast<std::size_t>(block)];
+    const std::int64_t end = std::min(positions, (block + 1) * kPositionBlock);
+    for (std::int64_t position = block * kPositionBlock; position < end; ++position) {
+      const std::int64_t n = position / inner, i = position % inner;
       const float* z = logits + n * classes * inner + i;  // z[c * inner]
       float* g = grad_logits != nullptr ? grad_logits + n * classes * inner + i : nullptr;
       const std::int32_t label = labels[n * inner + i];
@@ -71,6 +83,12 @@ CrossEntropyTotals fused_pass(const float* logits, const std::int32_t* labels, s
         }
       }
     }
+  });
+  CrossEntropyTotals totals;
+  for (const CrossEntropyTotals& block : partial) {
+    totals.loss_sum += block.loss_sum;
+    totals.valid_count += block.valid_count;
+    totals.correct += block.correct;
   }
   return totals;
 }

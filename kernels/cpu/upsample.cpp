@@ -1,5 +1,6 @@
 // Nearest-neighbour 2-D upsampling on the CPU (reference implementation).
 #include "kernels/cpu/upsample.h"
+#include "kernels/cpu/parallel.h"
 
 namespace mb::cpu {
 
@@ -7,7 +8,7 @@ void upsample_nearest2d_forward(const Stream& /*stream*/, const float* input, fl
                                 std::int64_t planes, std::int64_t height, std::int64_t width,
                                 int scale) {
   const std::int64_t out_h = height * scale, out_w = width * scale;
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * out_h * out_w, [&](std::int64_t p) {
     const float* in = input + p * height * width;
     float* out = output + p * out_h * out_w;
     for (std::int64_t y = 0; y < out_h; ++y) {
@@ -17,14 +18,14 @@ void upsample_nearest2d_forward(const Stream& /*stream*/, const float* input, fl
         for (int dx = 0; dx < scale; ++dx) out_row[x * scale + dx] = in_row[x];
       }
     }
-  }
+  });
 }
 
 void upsample_nearest2d_backward(const Stream& /*stream*/, const float* grad_output,
                                  float* grad_input, std::int64_t planes, std::int64_t height,
                                  std::int64_t width, int scale) {
   const std::int64_t out_h = height * scale, out_w = width * scale;
-  for (std::int64_t p = 0; p < planes; ++p) {
+  parallel_for(planes, planes * out_h * out_w, [&](std::int64_t p) {
     const float* go = grad_output + p * out_h * out_w;
     float* gi = grad_input + p * height * width;
     for (std::int64_t y = 0; y < height; ++y) {
@@ -37,7 +38,7 @@ void upsample_nearest2d_backward(const Stream& /*stream*/, const float* grad_out
         gi[y * width + x] = sum;
       }
     }
-  }
+  });
 }
 
 }  // namespace mb::cpu
