@@ -28,6 +28,7 @@
 #include "engine/fit.h"
 #include "engine/session.h"
 #include "engine/trainer.h"
+#include "kernels/threads.h"
 #include "models/zoo.h"
 #include "runtime/error.h"
 #include "runtime/version.h"
@@ -119,6 +120,7 @@ struct CommonArgs {
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double trust_coefficient = 0.001;
   double bn_momentum = 0.1, bn_eps = 1e-5;
+  int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
 };
 
 // What a user reads: the message and its fix. The source location and the failed
@@ -157,6 +159,10 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
       ->check(finite_in(0.0, 1.0));
   cmd.add_option("--bn-eps", a.bn_eps, "BatchNorm epsilon (default 1e-5)")
       ->check(finite_in(1e-30, 1.0));
+  cmd.add_option("--threads", a.threads,
+                 "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the cores "
+                 "this process may use)")
+      ->check(whole_in(1, 1024));
   cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
 }
 
@@ -170,6 +176,7 @@ Device resolve_device(const std::string& text) {
 SessionOptions session_options(const CommonArgs& a) {
   SessionOptions options;
   options.device = resolve_device(a.device);
+  if (a.threads > 0) set_cpu_threads(a.threads);
   options.memory_limit = memory_limit_bytes(a.memory_limit);
   return options;
 }
@@ -394,8 +401,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   output.line("microbatch train: " + a.model + " (" +
               std::to_string(session.model().parameter_count()) + " parameters) on " + a.dataset +
               " (" + std::to_string(data.train.size()) + " train, " +
-              std::to_string(data.test.size()) + " test), " + options.device.str() + ", batch " +
-              std::to_string(a.batch_size) + ", memory limit " +
+              std::to_string(data.test.size()) + " test), " + options.device.str() +
+              (options.device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "") +
+              ", batch " + std::to_string(a.batch_size) + ", memory limit " +
               format_bytes(session.allocator().report().capacity));
   Trainer& trainer = session.make_trainer(trainer_options(a, [&](const std::string& message) {
     output.line(message);
