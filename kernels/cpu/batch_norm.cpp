@@ -5,6 +5,73 @@
 #include <cmath>
 
 namespace mb::cpu {
+namespace {
+
+// Sums over one plane in double with kLanes independent accumulators, so the additions
+// vectorize instead of waiting on one another; lanes are added in a fixed order at the end.
+constexpr int kLanes = 8;
+
+struct LaneSums {
+  double a[kLanes] = {};
+  double b[kLanes] = {};
+  double total_a() const { return reduce(a); }
+  double total_b() const { return reduce(b); }
+  static double reduce(const double* v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+  }
+};
+
+// a += x, b += x * x over the plane.
+void add_sums(const float* x, std::int64_t size, LaneSums& s) {
+  std::int64_t j = 0;
+  for (; j + kLanes <= size; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double v = x[j + l];
+      s.a[l] += v;
+      s.b[l] += v * v;
+    }
+  }
+  for (; j < size; ++j) {
+    const double v = x[j];
+    s.a[0] += v;
+    s.b[0] += v * v;
+  }
+}
+
+// a += (x - mean)^2 over the plane.
+void add_centered(const float* x, std::int64_t size, double mean, LaneSums& s) {
+  std::int64_t j = 0;
+  for (; j + kLanes <= size; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = x[j + l] - mean;
+      s.a[l] += d * d;
+    }
+  }
+  for (; j < size; ++j) {
+    const double d = x[j] - mean;
+    s.a[0] += d * d;
+  }
+}
+
+// a += g, b += g * xhat with xhat = (x - mean) * invstd, over the plane.
+void add_grad_sums(const float* g, const float* x, std::int64_t size, double mean, double invstd,
+                   LaneSums& s) {
+  std::int64_t j = 0;
+  for (; j + kLanes <= size; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double gv = g[j + l];
+      s.a[l] += gv;
+      s.b[l] += gv * ((x[j + l] - mean) * invstd);
+    }
+  }
+  for (; j < size; ++j) {
+    const double gv = g[j];
+    s.a[0] += gv;
+    s.b[0] += gv * ((x[j] - mean) * invstd);
+  }
+}
+
+}  // namespace
 
 void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const float* weight,
                                  const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
@@ -12,28 +79,16 @@ void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const
                                  double* statistics) {
   const double count = static_cast<double>(n * hw);
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
-    double sum = 0.0;
-    double sum_sq = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* plane = x + (i * c + ch) * hw;
-      for (std::int64_t j = 0; j < hw; ++j) {
-        const double v = plane[j];
-        sum += v;
-        sum_sq += v * v;
-      }
-    }
+    LaneSums raw;
+    for (std::int64_t i = 0; i < n; ++i) add_sums(x + (i * c + ch) * hw, hw, raw);
+    const double sum = raw.total_a();
+    const double sum_sq = raw.total_b();
     const double mean = sum / count;
     // Note: the variance used for normalization is a second pass around the mean, which
     // keeps full precision when |mean| >> std; the raw Σx² is only for the running stats.
-    double centered = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* plane = x + (i * c + ch) * hw;
-      for (std::int64_t j = 0; j < hw; ++j) {
-        const double d = plane[j] - mean;
-        centered += d * d;
-      }
-    }
-    const double variance = centered / count;
+    LaneSums centered;
+    for (std::int64_t i = 0; i < n; ++i) add_centered(x + (i * c + ch) * hw, hw, mean, centered);
+    const double variance = centered.total_a() / count;
     const float mean_f = static_cast<float>(mean);
     const float invstd = static_cast<float>(1.0 / std::sqrt(variance + eps));
     save_mean[ch] = mean_f;
@@ -81,16 +136,12 @@ void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const fl
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const double mean = save_mean[ch];
     const double invstd = save_invstd[ch];
-    double sum_g = 0.0;
-    double sum_g_xhat = 0.0;
+    LaneSums sums;
     for (std::int64_t i = 0; i < n; ++i) {
-      const float* g = grad_y + (i * c + ch) * hw;
-      const float* in = x + (i * c + ch) * hw;
-      for (std::int64_t j = 0; j < hw; ++j) {
-        sum_g += g[j];
-        sum_g_xhat += g[j] * ((in[j] - mean) * invstd);
-      }
+      add_grad_sums(grad_y + (i * c + ch) * hw, x + (i * c + ch) * hw, hw, mean, invstd, sums);
     }
+    const double sum_g = sums.total_a();
+    const double sum_g_xhat = sums.total_b();
     if (mode == GradientMode::Overwrite) {
       grad_weight[ch] = static_cast<float>(sum_g_xhat);
       grad_bias[ch] = static_cast<float>(sum_g);

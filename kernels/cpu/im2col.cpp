@@ -96,7 +96,13 @@ void col2im(const float* columns, std::int64_t channels, std::int64_t height, st
           std::int64_t /*out_w*/, std::int64_t iw_offset) {
         const float* in = columns + base;
         float* out = image + image_row;
-        for (std::int64_t ow = first; ow < last; ++ow) out[ow * stride + iw_offset] += in[ow];
+        if (stride == 1) {  // contiguous: vectorizes
+          float* shifted = out + iw_offset + first;
+          const float* from = in + first;
+          for (std::int64_t i = 0; i < last - first; ++i) shifted[i] += from[i];
+        } else {
+          for (std::int64_t ow = first; ow < last; ++ow) out[ow * stride + iw_offset] += in[ow];
+        }
       },
       [](std::int64_t, std::int64_t) {});
 }
