@@ -1,6 +1,6 @@
 // The command line: error paths name the problem and the fix, `models` and `plan` report
 // real numbers, and a short real training run beats chance by a wide margin.
-#include "tools/cli.h"
+#include "tests/cli/cli_run.h"
 
 #include <gtest/gtest.h>
 
@@ -11,21 +11,9 @@
 namespace mb {
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-CliResult run(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  const int code = run_cli(args, out, err);
-  return {code, out.str(), err.str()};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::CliResult;
+using testing::contains;
+using testing::run;
 
 TEST(Cli, VersionReportsBuildAndDevices) {
   CliResult r = run({"--version"});

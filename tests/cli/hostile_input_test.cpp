@@ -12,27 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "tests/cli/cli_run.h"
 #include "tests/data/temp_dir.h"
-#include "tools/cli.h"
 
 namespace mb {
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-CliResult run(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  const int code = run_cli(args, out, err);
-  return {code, out.str(), err.str()};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::CliResult;
+using testing::contains;
+using testing::run;
 
 // What every refusal shares: no build path, no double's full range, a short first line.
 void expect_user_facing(const CliResult& r) {
