@@ -24,7 +24,12 @@ std::string explain(const Plan& plan, const FreeArenaReport& report) {
       << format_bytes(profile.fixed_bytes) << "; bytes/sample "
       << format_bytes(profile.bytes_per_sample) << " measured, "
       << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << fits
-      << " samples)";
+      << " samples";
+  if (plan.max_micro_batch > 0 && plan.micro_batch == plan.max_micro_batch &&
+      plan.micro_batch < plan.batch_size) {
+    out << "; capped at " << plan.max_micro_batch << " so that no tensor exceeds 2^31 - 1 elements";
+  }
+  out << ")";
   return out.str();
 }
 
@@ -157,6 +162,10 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
             " sample(s)), or use a smaller model or input");
   }
   plan.micro_batch = std::min(m, batch_size);
+  plan.max_micro_batch = options.max_micro_batch;
+  if (options.max_micro_batch > 0) {
+    plan.micro_batch = std::min(plan.micro_batch, options.max_micro_batch);
+  }
   plan.explanation = explain(plan, report);
   return plan;
 }
@@ -230,6 +239,13 @@ Plan Planner::fixed(std::int64_t batch_size, std::int64_t micro_batch) const {
   plan.batch_size = batch_size;
   plan.min_micro_batch = options_.min_micro_batch;
   plan.micro_batch = std::min(micro_batch, batch_size);
+  plan.max_micro_batch = options_.max_micro_batch;
+  if (options_.max_micro_batch > 0 && plan.micro_batch > options_.max_micro_batch) {
+    MB_THROW(InvalidArgument, "--micro-batch ", micro_batch,
+             " would make a tensor of more than 2^31 - 1 elements, which cuDNN refuses; at most ",
+             options_.max_micro_batch, " samples fit in one. Fix: pass --micro-batch ",
+             options_.max_micro_batch, " or less, or --micro-batch auto");
+  }
   if (plan.micro_batch < std::min(options_.min_micro_batch, batch_size)) {
     MB_THROW(InvalidArgument, "--micro-batch ", micro_batch, " is below the minimum of ",
              options_.min_micro_batch, " samples: BatchNorm needs at least ", kMinValuesPerChannel,

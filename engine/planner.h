@@ -66,6 +66,7 @@ struct Plan {
   // The smallest micro-batch that may run: batch statistics (min_micro_batch_for_statistics)
   // or the caller's floor.
   std::int64_t min_micro_batch = 1;
+  std::int64_t max_micro_batch = 0;  // PlannerOptions::max_micro_batch (0: none)
   bool automatic = false;
   std::size_t available_bytes = 0;  // report.available() when planned
   std::size_t margin_bytes = 0;
@@ -91,7 +92,14 @@ struct PlannerOptions {
   // The smallest micro-batch that may run (1: any). The Trainer raises it to
   // min_micro_batch_for_statistics() of its model at the input's shape.
   std::int64_t min_micro_batch = 1;
+  // The largest micro-batch that may run (0: no bound). On CUDA the Trainer sets it so that
+  // no tensor exceeds kMaxTensorElements (TrainerOptions::tensor_element_limit).
+  std::int64_t max_micro_batch = 0;
 };
+
+// Legacy cuDNN tensor descriptors take int dimensions and strides: a tensor of more than
+// 2^31 - 1 elements is refused with CUDNN_STATUS_BAD_PARAM, not an out-of-memory.
+inline constexpr std::int64_t kMaxTensorElements = 2147483647;
 
 // The arithmetic of an automatic plan: m = floor((available - margin - fixed) /
 // bytes_per_sample), at most batch_size. Throws mb::OutOfMemory (with `report`) when not

@@ -138,6 +138,24 @@ void Trainer::configure_planner(const Shape& sample_shape) {
         " -> micro-batches of at least " + std::to_string(options.min_micro_batch) + " samples (" +
         std::to_string(kMinValuesPerChannel) + " values per channel)");
   }
+  const std::int64_t limit = options_.tensor_element_limit > 0 ? options_.tensor_element_limit
+                             : options_.device.is_cuda()       ? kMaxTensorElements
+                                                               : 0;
+  const std::int64_t largest = largest_tensor_values_per_sample(*model_, sample_shape);
+  if (limit > 0 && largest > 0) {
+    options.max_micro_batch = std::max<std::int64_t>(1, limit / largest);
+    if (options.max_micro_batch < options.min_micro_batch) {
+      MB_THROW(InvalidArgument, "at input ", sample_shape.to_string(),
+               " one sample makes a tensor of ", largest, " elements, so only ",
+               options.max_micro_batch, " sample(s) fit under the limit of ", limit,
+               " elements per tensor, fewer than the ", options.min_micro_batch,
+               " BatchNorm needs. Fix: use a smaller input size or a model without BatchNorm");
+    }
+    log("planner: the largest tensor holds " + std::to_string(largest) +
+        " elements per sample at input " + sample_shape.to_string() + " and a tensor may hold " +
+        std::to_string(limit) + " -> micro-batches of at most " +
+        std::to_string(options.max_micro_batch) + " samples");
+  }
   planner_ = Planner(allocator_, options, options_.log);
 }
 

@@ -45,6 +45,9 @@ struct TrainerOptions {
   // Margins and a floor for the micro-batch; plan() raises min_micro_batch so that every
   // BatchNorm layer sees kMinValuesPerChannel values per channel (engine/planner.h).
   PlannerOptions planner;
+  // The most elements a tensor may hold; the planner keeps every activation under it.
+  // 0: the device's (kMaxTensorElements on CUDA, none on the CPU).
+  std::int64_t tensor_element_limit = 0;
   // Receives every planner and re-planning decision, with its numbers.
   std::function<void(const std::string&)> log;
 };

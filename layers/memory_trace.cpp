@@ -15,6 +15,7 @@ std::size_t float_bytes(const Shape& shape) {
 }  // namespace
 
 MemoryTrace::Id MemoryTrace::new_value(const Shape& shape) {
+  largest_values_ = std::max(largest_values_, shape.numel());
   buffers_.push_back(Buffer{float_bytes(shape), false});
   values_.push_back(Value{shape, static_cast<int>(buffers_.size()) - 1});
   return static_cast<Id>(values_.size()) - 1;

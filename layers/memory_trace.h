@@ -67,6 +67,9 @@ class MemoryTrace {
   // The fewest values per channel and per sample any batch-statistics layer sees (the
   // deepest BatchNorm's H x W); 0 when no layer records batch statistics.
   std::int64_t min_statistics_values_per_sample() const { return min_statistics_values_; }
+  // The most elements of any tensor of the trace (views share their input's): per sample
+  // when traced at batch 1. cuDNN's tensor descriptors bound it (engine/planner.h).
+  std::int64_t largest_tensor_values() const { return largest_values_; }
 
   // Bytes kept for backward when forward has ended, each buffer once (inputs included).
   std::size_t saved_bytes() const;
@@ -102,6 +105,7 @@ class MemoryTrace {
   std::vector<Buffer> buffers_;
   std::vector<Step> steps_;  // in forward order
   std::int64_t min_statistics_values_ = 0;
+  std::int64_t largest_values_ = 0;
 };
 
 }  // namespace mb

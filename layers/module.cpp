@@ -147,6 +147,14 @@ std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape
   return trace.min_statistics_values_per_sample();
 }
 
+std::int64_t largest_tensor_values_per_sample(const Module& model, const Shape& sample_shape) {
+  std::vector<std::int64_t> one{1};
+  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
+  MemoryTrace trace;
+  model.trace_forward(trace, trace.input(Shape(one)));
+  return trace.largest_tensor_values();
+}
+
 bool needs_batch_statistics(const Module& module) {
   if (module.uses_batch_statistics()) return true;
   for (const auto& [name, child] : module.children()) {

@@ -164,6 +164,9 @@ bool needs_batch_statistics(const Module& module);
 // (H x W at the deepest BatchNorm), from a shape-only trace at `sample_shape` [C, H, W];
 // 0 when no layer uses batch statistics.
 std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape);
+// The most elements one sample puts in any single tensor of the model's forward (the largest
+// activation), from a trace at batch 1.
+std::int64_t largest_tensor_values_per_sample(const Module& model, const Shape& sample_shape);
 
 // Runs children in order; named "0", "1", ... unless given names.
 class Sequential : public Module {

@@ -89,6 +89,47 @@ TEST(Planner, MinimumMicroBatchGivesTheDeepestBatchNormEightValuesPerChannel) {
   EXPECT_TRUE(logged) << "the planner decision is logged";
 }
 
+// cuDNN's legacy descriptors refuse tensors over 2^31 - 1 elements, so on CUDA the planner
+// keeps the largest activation under that. Truth: torchvision's shapes (ResNet-18's conv1
+// output is 64 x 112 x 112 per sample at 224 px, LeNet-5's conv1 output 6 x 28 x 28; VGG-16's
+// 64 x 224 x 224 would allow 668 samples per micro-batch).
+TEST(Planner, MicroBatchKeepsEveryTensorUnderTheElementLimit) {
+  EXPECT_EQ(largest_tensor_values_per_sample(*build_model("resnet18"), Shape{3, 224, 224}),
+            64 * 112 * 112);
+  EXPECT_EQ(largest_tensor_values_per_sample(*build_model("lenet5"), Shape{1, 28, 28}),
+            6 * 28 * 28);
+
+  // The same path on the CPU with a small limit: LeNet-5 at most 37 samples per micro-batch.
+  const std::int64_t limit = 6 * 28 * 28 * 37 + 100;
+  TrainerOptions options;
+  options.tensor_element_limit = limit;
+  std::vector<std::string> log;
+  options.log = [&](const std::string& line) { log.push_back(line); };
+  Trainer trainer(build_model("lenet5"), options);
+  const Plan& plan = trainer.plan(256, Shape{1, 28, 28}, Shape{});
+  EXPECT_EQ(plan.micro_batch, 37);
+  EXPECT_NE(plan.explanation.find("capped at 37"), std::string::npos) << plan.explanation;
+  bool logged = false;
+  for (const std::string& line : log) {
+    logged = logged || line.find("micro-batches of at most 37 samples") != std::string::npos;
+  }
+  EXPECT_TRUE(logged) << "the planner decision is logged";
+  const StepResult step =
+      trainer.step(Tensor::zeros(Shape{100, 1, 28, 28}),
+                   Tensor::from_vector_int(std::vector<std::int32_t>(100, 3), Shape{100}), 0.01f);
+  for (const std::int64_t size : step.micro_batches) EXPECT_LE(size, 37);
+
+  TrainerOptions fixed = options;
+  fixed.micro_batch = 64;
+  Trainer fixed_trainer(build_model("lenet5"), fixed);
+  try {
+    fixed_trainer.plan(256, Shape{1, 28, 28}, Shape{});
+    FAIL() << "--micro-batch 64 was accepted beyond the element limit";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(e.message().find("--micro-batch 37 or less"), std::string::npos) << e.message();
+  }
+}
+
 TEST(Planner, AutomaticPlanUsesTheReportAndExplainsIt) {
   FreeArenaReport report;
   report.capacity = 100 << 20;
