@@ -24,6 +24,11 @@ void conv2d_backward_data(const Stream& stream, const ConvGeometry& geometry, co
 void conv2d_backward_filter(const Stream& stream, const ConvGeometry& geometry, const float* x,
                             const float* dy, float* dw, GradientMode mode);
 
+// Whether an algorithm of cuDNN math type `math_type` (a cudnnMathType_t) may run: tensor-op
+// math only with TF32 allowed, and never CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, which lets
+// cuDNN down-convert fp32 operands to fp16.
+bool cudnn_math_allowed(int math_type, bool tf32);
+
 // Number of algorithm choices cached so far (for tests and logs).
 std::size_t conv_algorithm_cache_size();
 

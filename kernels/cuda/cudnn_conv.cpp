@@ -128,7 +128,7 @@ AlgorithmChoice pick(const Perf* perf, int count, std::size_t limit, bool tf32,
   std::size_t smallest = static_cast<std::size_t>(-1);
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
-    if (!tf32 && uses_tensor_cores(perf[i].mathType)) continue;
+    if (!cudnn_math_allowed(perf[i].mathType, tf32)) continue;
     smallest = std::min(smallest, perf[i].memory);
     if (perf[i].memory <= limit) {
       return AlgorithmChoice{static_cast<int>(perf[i].algo), perf[i].mathType};
@@ -283,6 +283,12 @@ void channel_bias_grad(const Stream& stream, const float* grad, std::int64_t bat
   const float alpha = 1.0f, beta = beta_for(mode);
   MB_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(stream), &alpha, grad_desc.get(), grad,
                                               &beta, bias_desc.get(), bias_grad));
+}
+
+bool cudnn_math_allowed(int math_type, bool tf32) {
+  const auto math = static_cast<cudnnMathType_t>(math_type);
+  if (math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
+  return tf32 || !uses_tensor_cores(math);
 }
 
 std::size_t conv_algorithm_cache_size() {

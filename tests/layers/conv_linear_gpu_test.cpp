@@ -15,6 +15,8 @@
 #include "tests/test_util.h"
 
 #if MB_WITH_CUDA
+#include <cudnn.h>
+
 #include "kernels/cuda/conv.h"
 #endif
 
@@ -148,6 +150,21 @@ TEST(ConvLinearGpu, LinearMatchesCpu) {
     gpu_linear.to_device(gpu);
     expect_parity(cpu_linear, gpu_linear, {19, 300}, 1e-4, cpu_linear.describe());
   }
+}
+
+// A host-side rule, so it runs without a device where CUDA is built: fp32 convolutions never
+// take an algorithm that down-converts to fp16, and TF32 off excludes tensor-op math.
+TEST(ConvLinearGpu, AlgorithmMathNeverDownConvertsToHalf) {
+#if MB_WITH_CUDA
+  for (const bool tf32 : {true, false}) {
+    EXPECT_FALSE(cuda::cudnn_math_allowed(CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, tf32));
+    EXPECT_TRUE(cuda::cudnn_math_allowed(CUDNN_FMA_MATH, tf32));
+    EXPECT_TRUE(cuda::cudnn_math_allowed(CUDNN_DEFAULT_MATH, tf32));
+    EXPECT_EQ(cuda::cudnn_math_allowed(CUDNN_TENSOR_OP_MATH, tf32), tf32);
+  }
+#else
+  GTEST_SKIP() << "the CUDA backend is not built (MB_WITH_CUDA=OFF)";
+#endif
 }
 
 TEST(ConvLinearGpu, AlgorithmIsChosenOncePerShape) {
