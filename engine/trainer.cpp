@@ -260,11 +260,15 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
   std::int64_t offset = 0;
   std::size_t k = 0;
   model_->begin_batch();
-  feeder_.stage(images, 0, sizes[0], 0);
+  // Staging allocates on a device, so it runs inside the try: an OutOfMemory while staging
+  // (also the re-stage after a re-plan) is re-planned like one in the micro-batch itself.
+  bool staged = false;
   while (k < sizes.size()) {
     const std::int64_t count = sizes[k];
     const int index = static_cast<int>(k);
     try {
+      if (!staged) feeder_.stage(images, offset, count, index);
+      staged = true;
       if (k + 1 < sizes.size()) feeder_.stage(images, offset + count, sizes[k + 1], index + 1);
       const Totals micro = run_micro_batch(labels, offset, count, index, total_valid);
       totals.loss_sum += micro.loss_sum;
@@ -291,7 +295,7 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
         sizes.resize(k);
         sizes.insert(sizes.end(), rest.begin(), rest.end());
       }
-      feeder_.stage(images, offset, sizes[k], static_cast<int>(k));
+      staged = false;
     }
   }
   allocator_->set_micro_batch(-1);
