@@ -63,8 +63,11 @@ Tensor Tensor::empty(const Shape& shape, const TensorOptions& options) {
   std::shared_ptr<Allocator> allocator =
       options.allocator != nullptr ? options.allocator : allocator_for(options.device);
   const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(options.dtype);
-  auto storage =
-      std::make_shared<Storage>(std::move(allocator), bytes, options.tag, options.stream);
+  // A CUDA tensor without an explicit stream belongs to the compute stream, where the
+  // layers' kernels run: the pool then lends its block to compute-stream requests, and the
+  // planner's free bytes are bytes the next micro-batch can use.
+  auto storage = std::make_shared<Storage>(std::move(allocator), bytes, options.tag,
+                                           stream_or_compute(options.device, options.stream));
   return Tensor(std::move(storage), 0, shape, options.dtype, options.device);
 }
 

@@ -1,7 +1,10 @@
 // Tensor on a CUDA device: host<->device round trips, fill, views (label gpu).
 #include <gtest/gtest.h>
 
+#include "allocator/pool_allocator.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/context.h"
+#include "runtime/memory_resource.h"
 #include "runtime/tensor.h"
 #include "tests/test_util.h"
 
@@ -24,6 +27,28 @@ TEST(TensorGpu, RoundTripFillAndSlice) {
   Tensor back = d.to(Device::cpu());
   EXPECT_TRUE(back.device().is_cpu());
   EXPECT_EQ(back.to_vector(), expected);
+}
+
+// A tensor made without a stream (parameters through to(), gradients, optimizer state) is
+// allocated on the compute stream: the block it frees serves the next compute-stream request
+// at once, instead of sitting in a pool of the legacy stream that the planner counted as free.
+TEST(TensorGpu, TensorsWithoutAStreamLiveOnTheComputeStream) {
+  MB_SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda(0);
+  auto pool = std::make_shared<PoolAllocator>(make_cuda_memory_resource(0), PoolOptions{});
+  ScopedAllocator scope(gpu, pool);
+  TensorOptions no_stream;
+  no_stream.device = gpu;
+  void* first = nullptr;
+  {
+    Tensor t = Tensor::empty(Shape{1 << 20}, no_stream);
+    first = t.raw_data();
+  }
+  TensorOptions on_compute = no_stream;
+  on_compute.stream = Context::get(gpu).compute_stream();
+  Tensor u = Tensor::empty(Shape{1 << 20}, on_compute);
+  EXPECT_EQ(u.raw_data(), first)
+      << "the block of a tensor made without a stream did not serve the compute stream";
 }
 
 TEST(TensorGpu, ContextHandlesAndTimer) {
