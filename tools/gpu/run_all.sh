@@ -25,25 +25,62 @@
 #    ones skip), benchmarks run their CPU variants, train_bench runs --cases cpu-small, the
 #    PyTorch comparison is skipped; the JSON files are still written.
 #
-# Usage: tools/gpu/run_all.sh OUTDIR
-#   device tool: run(command='tools/gpu/prepare_carry.sh' here first, then on the device
-#                'MB_PARTS=env,tests tools/gpu/run_all.sh "$OUT"', carry=["build-gpu-carry"])
-# Env: MB_PARTS (default env,tests,bench,train,compare), MB_BUILD (default <repo>/build-gpu),
+#  - The budget is about 15 minutes of device time for a whole session, start included, so
+#    the run is two calls, each with a fixed share (MB_CALL):
+#      MB_CALL=1   env, tests, bench, train   at most 7 minutes (200 + 100 + 120 s)
+#      MB_CALL=2   env, compare               at most 5 minutes (280 s, one round)
+#    Every part rewrites summary.json and logs.tar.gz in OUTDIR when it ends, so a call cut
+#    short still returns what finished.
+#  - LD_LIBRARY_PATH (the bundle's libraries, then the machine's CUDA) is given to our own
+#    programs only, never to PyTorch's processes, whose wheels carry their own CUDA libraries.
+#  - --dry-run proves the script here, without a GPU: it runs against the CPU build
+#    (build-cpu, or MB_BUILD) instead of the carried bundle.
+#
+# Usage: tools/gpu/run_all.sh [--dry-run] OUTDIR
+#   here first: tools/gpu/prepare_carry.sh; MB_CALL=1 tools/gpu/run_all.sh --dry-run /tmp/o
+#   device tool: run(command='MB_CALL=1 tools/gpu/run_all.sh "$OUT"', carry=["build-gpu-carry"],
+#                timeout_s=480), then the same with MB_CALL=2 (timeout_s=360)
+# Env: MB_CALL (1 | 2, above), MB_PARTS (default: the call's parts, else all),
+#      MB_BUILD (default <repo>/build-gpu; with --dry-run <repo>/build-cpu),
 #      MB_TRAIN_CASES (default: default on GPU, cpu-small on CPU), MB_BENCH_MIN_TIME (0.1),
 #      MB_BENCH_FILTER (a --benchmark_filter regex), MB_CTEST_ARGS (extra ctest arguments),
 #      MB_COMPARE_ARGS (extra compare_pytorch.py arguments), MB_TIMEOUT_<PART> in seconds
 #      (TESTS 420, BENCH 300, TRAIN 420, COMPARE 540).
 set -uo pipefail
 
+dry_run=0
+if [ "${1:-}" = --dry-run ]; then
+  dry_run=1
+  shift
+fi
 if [ $# -ne 1 ]; then
-  echo "usage: $0 OUTDIR" >&2
+  echo "usage: $0 [--dry-run] OUTDIR" >&2
   exit 2
 fi
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build=${MB_BUILD:-$repo/build-gpu}
-parts=",${MB_PARTS:-env,tests,bench,train,compare},"
+if [ "$dry_run" = 1 ]; then
+  build=${MB_BUILD:-$repo/build-cpu}
+else
+  build=${MB_BUILD:-$repo/build-gpu}
+fi
+case "${MB_CALL:-}" in
+  1)
+    default_parts=env,tests,bench,train
+    : "${MB_TIMEOUT_TESTS:=200}" "${MB_TIMEOUT_BENCH:=100}" "${MB_TIMEOUT_TRAIN:=120}"
+    ;;
+  2)
+    default_parts=env,compare
+    : "${MB_TIMEOUT_COMPARE:=280}" "${MB_COMPARE_ARGS:=--rounds 1}"
+    ;;
+  "") default_parts=env,tests,bench,train,compare ;;
+  *)
+    echo "MB_CALL=${MB_CALL} is not 1 or 2" >&2
+    exit 2
+    ;;
+esac
+parts=",${MB_PARTS:-$default_parts},"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 status_file="$logs/status.tsv"
@@ -55,7 +92,7 @@ record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$status_file"; }  # part rc n
 
 # --- the build: unpack the carried bundle -------------------------------------------------
 bundle="$repo/build-gpu-carry/bundle.tar.xz"
-if [ -f "$bundle" ] && [ ! -e "$build/bench/train_bench" ]; then
+if [ "$dry_run" = 0 ] && [ -f "$bundle" ] && [ ! -e "$build/bench/train_bench" ]; then
   log "unpacking $bundle"
   tar -C "$(dirname "$build")" -xJf "$bundle"
   if [ "$(basename "$build")" != build-gpu ]; then mv "$(dirname "$build")/build-gpu" "$build"; fi
@@ -101,8 +138,14 @@ for name in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
     [ -n "$found" ] && library_path="$library_path:$(dirname "$found")"
   fi
 done
-export LD_LIBRARY_PATH="$library_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+ours_library_path="$library_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+log "LD_LIBRARY_PATH for our programs: $ours_library_path"
+# Our programs with the libraries above; everything else (PyTorch) with the machine's own.
+ours() { LD_LIBRARY_PATH="$ours_library_path" "$@"; }
+train_bench_wrapper="$logs/train_bench"
+printf '#!/usr/bin/env bash\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$ours_library_path" \
+  "$build/bench/train_bench" >"$train_bench_wrapper"
+chmod +x "$train_bench_wrapper"
 
 # --- environment --------------------------------------------------------------------------
 has_gpu=0
@@ -120,9 +163,9 @@ if want env; then
     echo "commit: $commit (bundle built at $built_commit)"
     uname -a
     if [ "$has_gpu" = 1 ]; then nvidia-smi; else echo "nvidia-smi: not available (no GPU)"; fi
-    "$build/tools/microbatch" --version 2>&1 || true
+    ours "$build/tools/microbatch" --version 2>&1 || true
     python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' 2>&1 || true
-    ldd "$build/bench/train_bench" 2>&1 || true
+    ours ldd "$build/bench/train_bench" 2>&1 || true
   } >"$logs/env.log" 2>&1
   record env 0 ""
 fi
@@ -139,10 +182,28 @@ json.dump({"date": "$date_utc", "commit": "$commit", "bundle_commit": "$built_co
            "host": "$(uname -srm)"}, open(sys.argv[1], "w"), indent=2)
 EOF
 
+# summary.json from the parts recorded so far, and every log: rewritten after each part, so a
+# call cut short by its time limit still returns what finished.
+write_results() {
+  python3 - "$status_file" "$out/summary.json" "$commit" "$date_utc" "$has_gpu" "$dry_run" <<'EOF'
+import json, os, sys
+parts = []
+for line in open(sys.argv[1]):
+    part, rc, note = (line.rstrip("\n").split("\t") + ["", ""])[:3]
+    parts.append({"part": part, "returncode": int(rc), "note": note})
+with open(sys.argv[2] + ".tmp", "w") as f:
+    json.dump({"commit": sys.argv[3], "date": sys.argv[4], "has_gpu": sys.argv[5] == "1",
+               "dry_run": sys.argv[6] == "1", "parts": parts,
+               "ok": all(p["returncode"] == 0 for p in parts)}, f, indent=2)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+EOF
+  tar -C "$logs" -czf "$out/logs.tar.gz.tmp" . && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"
+}
+
 # --- tests ----------------------------------------------------------------------------------
 if want tests; then
   log "ctest (all labels)"
-  (cd "$build" && timeout "${MB_TIMEOUT_TESTS:-420}" ctest --output-on-failure \
+  (cd "$build" && ours timeout "${MB_TIMEOUT_TESTS:-420}" ctest --output-on-failure \
     --output-junit "$logs/ctest_junit.xml" -j "$([ "$has_gpu" = 1 ] && echo 8 || echo 2)" \
     ${MB_CTEST_ARGS:-}) >"$logs/ctest.log" 2>&1
   rc=$?
@@ -166,6 +227,7 @@ except (OSError, ET.ParseError):
     pass
 json.dump(summary, open(out_path, "w"), indent=2)
 EOF
+  write_results
 fi
 
 # --- kernel benchmarks ------------------------------------------------------------------------
@@ -181,7 +243,7 @@ if want bench; then
       continue
     fi
     log "$name"
-    timeout "$left" "$bench" --benchmark_format=json --benchmark_out_format=json \
+    ours timeout "$left" "$bench" --benchmark_format=json --benchmark_out_format=json \
       --benchmark_out="$logs/$name.json" --benchmark_min_time="${MB_BENCH_MIN_TIME:-0.1}" \
       ${MB_BENCH_FILTER:+--benchmark_filter="$MB_BENCH_FILTER"} >/dev/null 2>"$logs/$name.log"
     record "bench:$name" $? ""
@@ -196,16 +258,18 @@ for path in sorted(glob.glob(os.path.join(sys.argv[2], "*_bench.json"))):
         combined[os.path.basename(path)[:-5]] = {"error": str(error)}
 json.dump(combined, open(sys.argv[1], "w"), indent=1)
 EOF
+  write_results
 fi
 
 # --- end-to-end training --------------------------------------------------------------------------
 if want train; then
   cases=${MB_TRAIN_CASES:-$([ "$has_gpu" = 1 ] && echo default || echo cpu-small)}
   log "train_bench --cases $cases --device $device"
-  timeout "${MB_TIMEOUT_TRAIN:-420}" "$build/bench/train_bench" --cases "$cases" \
+  ours timeout "${MB_TIMEOUT_TRAIN:-420}" "$build/bench/train_bench" --cases "$cases" \
     --device "$device" --commit "$commit" >"$out/train_bench.jsonl" 2>"$logs/train_bench.log"
   record train $? "cases=$cases"
   cp "$out/train_bench.jsonl" "$logs/"
+  write_results
 fi
 
 # --- PyTorch comparison -----------------------------------------------------------------------
@@ -213,7 +277,7 @@ if want compare; then
   if [ "$has_gpu" = 1 ] && python3 -c 'import torch, torchvision' >/dev/null 2>&1; then
     log "compare_pytorch.py"
     PYTHONUNBUFFERED=1 timeout "${MB_TIMEOUT_COMPARE:-540}" python3 "$repo/bench/compare_pytorch.py" \
-      --train-bench "$build/bench/train_bench" --commit "$commit" \
+      --train-bench "$train_bench_wrapper" --commit "$commit" \
       --out "$out/compare_pytorch.json" --log "$logs/compare_pytorch.log" ${MB_COMPARE_ARGS:-} \
       >"$logs/compare_pytorch.stdout" 2>&1
     record compare $? ""
@@ -221,20 +285,11 @@ if want compare; then
     echo '{"skipped": "no GPU or no PyTorch on this machine"}' >"$out/compare_pytorch.json"
     record compare 0 "skipped: no GPU or no PyTorch"
   fi
+  write_results
 fi
 
 # --- summary and logs -------------------------------------------------------------------------
-python3 - "$status_file" "$out/summary.json" "$commit" "$date_utc" "$has_gpu" <<'EOF'
-import json, sys
-parts = []
-for line in open(sys.argv[1]):
-    part, rc, note = (line.rstrip("\n").split("\t") + ["", ""])[:3]
-    parts.append({"part": part, "returncode": int(rc), "note": note})
-json.dump({"commit": sys.argv[3], "date": sys.argv[4], "has_gpu": sys.argv[5] == "1",
-           "parts": parts, "ok": all(p["returncode"] == 0 for p in parts)},
-          open(sys.argv[2], "w"), indent=2)
-EOF
-tar -C "$logs" -czf "$out/logs.tar.gz" .
+write_results
 log "results in $out: $(ls "$out" | tr '\n' ' ')"
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["ok"] else 1)' \
   "$out/summary.json"
