@@ -139,20 +139,25 @@ std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_s
          static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
 }
 
-std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape) {
+namespace {
+
+// The model's forward traced for one sample of `sample_shape`.
+MemoryTrace trace_one_sample(const Module& model, const Shape& sample_shape) {
   std::vector<std::int64_t> one{1};
   one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
   MemoryTrace trace;
   model.trace_forward(trace, trace.input(Shape(one)));
-  return trace.min_statistics_values_per_sample();
+  return trace;
+}
+
+}  // namespace
+
+std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape) {
+  return trace_one_sample(model, sample_shape).min_statistics_values_per_sample();
 }
 
 std::int64_t largest_tensor_values_per_sample(const Module& model, const Shape& sample_shape) {
-  std::vector<std::int64_t> one{1};
-  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
-  MemoryTrace trace;
-  model.trace_forward(trace, trace.input(Shape(one)));
-  return trace.largest_tensor_values();
+  return trace_one_sample(model, sample_shape).largest_tensor_values();
 }
 
 bool needs_batch_statistics(const Module& module) {
