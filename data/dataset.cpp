@@ -15,6 +15,7 @@ Dataset load_dataset(const std::string& name, const std::string& data_dir, bool 
                      std::int64_t limit, const SyntheticOptions& synthetic) {
   if (name == "fashion-mnist") return load_fashion_mnist(data_dir, train, limit);
   if (name == "cifar10") return load_cifar10(data_dir, train, limit);
+  if (name == "cifar100") return load_cifar100(data_dir, train, limit);
   if (name == "synthetic") {
     SyntheticOptions options = synthetic;
     if (limit > 0) options.samples = limit;
@@ -24,7 +25,7 @@ Dataset load_dataset(const std::string& name, const std::string& data_dir, bool 
     return make_synthetic(options);
   }
   MB_THROW(InvalidArgument, "unknown dataset '", name,
-           "'; choose one of fashion-mnist, cifar10, synthetic");
+           "'; choose one of fashion-mnist, cifar10, cifar100, synthetic");
 }
 
 }  // namespace mb

@@ -39,8 +39,13 @@ Dataset load_fashion_mnist(const std::string& data_dir, bool train, std::int64_t
 // 3072 pixel bytes (R, G, B planes of 32x32). `limit` > 0 keeps the first `limit` samples.
 Dataset load_cifar10(const std::string& data_dir, bool train, std::int64_t limit = 0);
 
-// name: "fashion-mnist" | "cifar10" | "synthetic" (which uses `synthetic`, with samples
-// replaced by `limit` when limit > 0, and the seed offset for the test split).
+// CIFAR-100, binary version: train.bin or test.bin, in `data_dir` or in
+// `data_dir`/cifar-100-binary. Each record is a coarse label byte (0..19), a fine label byte
+// (0..99: the class, as torchvision's CIFAR100 uses) and 3072 pixel bytes.
+Dataset load_cifar100(const std::string& data_dir, bool train, std::int64_t limit = 0);
+
+// name: "fashion-mnist" | "cifar10" | "cifar100" | "synthetic" (which uses `synthetic`, with
+// samples replaced by `limit` when limit > 0, and the seed offset for the test split).
 Dataset load_dataset(const std::string& name, const std::string& data_dir, bool train,
                      std::int64_t limit, const SyntheticOptions& synthetic);
 

@@ -94,6 +94,9 @@ Normalization published_normalization(const std::string& dataset_name) {
   if (dataset_name == "cifar10") {
     return Normalization{{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
   }
+  if (dataset_name == "cifar100") {
+    return Normalization{{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+  }
   return Normalization{};
 }
 

@@ -136,8 +136,8 @@ std::string user_error(const Error& e) {
 
 void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--model", a.model, "zoo model (see `microbatch models`)");
-  cmd.add_option("--dataset", a.dataset, "fashion-mnist | cifar10 | synthetic")
-      ->check(CLI::IsMember({"fashion-mnist", "cifar10", "synthetic"}));
+  cmd.add_option("--dataset", a.dataset, "fashion-mnist | cifar10 | cifar100 | synthetic")
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10", "cifar100", "synthetic"}));
   cmd.add_option("--data-dir", a.data_dir,
                  "data set folder (default: /usr/share/datasets/fashion-mnist for fashion-mnist)");
   cmd.add_option("--batch-size", a.batch_size, "samples per optimizer step (the full batch)")
@@ -184,6 +184,7 @@ SessionOptions session_options(const CommonArgs& a) {
 std::string default_data_dir(const std::string& dataset) {
   if (dataset == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
   if (dataset == "cifar10") return "datasets/cifar10";
+  if (dataset == "cifar100") return "datasets/cifar100";
   return "";
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -123,6 +124,28 @@ TEST(Cli, ShortTrainingRunBeatsChance) {
   EXPECT_EQ(plans, 1);
   // Chance is 10% over 10 classes.
   EXPECT_GT(accuracy, 0.5) << r.out;
+}
+
+// `--dataset cifar100` end to end: the model gets 100 outputs from the data (ResNet-20's
+// 272,474 parameters with 10 classes, plus 64 x 90 weights and 90 biases = 278,324).
+TEST(Cli, TrainsOnCifar100WithAHundredClasses) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("mb_cli_cifar100_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const char* name : {"train.bin", "test.bin"}) {
+    std::ofstream out(dir / name, std::ios::binary);
+    for (int r = 0; r < 16; ++r) {
+      out.put(static_cast<char>(r % 20));
+      out.put(static_cast<char>((r * 37) % 100));
+      for (int p = 0; p < 3072; ++p) out.put(static_cast<char>((r * 5 + p) % 251));
+    }
+  }
+  CliResult r = run({"train", "--model", "resnet20", "--dataset", "cifar100", "--data-dir",
+                     dir.string(), "--batch-size", "8", "--max-steps", "1", "--device", "cpu"});
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "resnet20 (278324 parameters) on cifar100 (16 train, 16 test)"))
+      << r.out;
 }
 
 TEST(Cli, TrainWritesACheckpointThatEvalReads) {

@@ -31,6 +31,13 @@ def cifar_records(n: int) -> bytes:
     return out
 
 
+def cifar100_records(n: int) -> bytes:
+    out = b""
+    for r in range(n):
+        out += bytes([r % 20, (r * 7) % 100]) + bytes((r * 11 + p) % 256 for p in range(3072))
+    return out
+
+
 def safetensors(tensors, metadata=None) -> bytes:
     header, data = {}, b""
     if metadata:
@@ -97,6 +104,9 @@ def main() -> None:
         "file_2_records_limit1": b"\x05" + two,
         "truncated_record": b"\x04" + two[:-100],
         "bad_label": b"\x04" + b"\x0a" + one[1:],
+        "cifar100_file_1_record": b"\x0c" + cifar100_records(1),
+        "cifar100_folder_2_records": b"\x08" + cifar100_records(2),
+        "cifar100_bad_coarse": b"\x0c" + b"\x14" + cifar100_records(1)[1:],
     })
 
     f32 = struct.pack("<4f", 1.0, -2.0, 3.5, 0.0)
