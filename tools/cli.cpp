@@ -30,6 +30,7 @@
 #include "engine/trainer.h"
 #include "kernels/threads.h"
 #include "models/zoo.h"
+#include "runtime/context.h"
 #include "runtime/error.h"
 #include "runtime/version.h"
 #include "tools/flags.h"
@@ -121,6 +122,7 @@ struct CommonArgs {
   double trust_coefficient = 0.001;
   double bn_momentum = 0.1, bn_eps = 1e-5;
   int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
+  std::string tf32 = "on";
 };
 
 // What a user reads: the message and its fix. The source location and the failed
@@ -163,6 +165,10 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
                  "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the cores "
                  "this process may use)")
       ->check(whole_in(1, 1024));
+  cmd.add_option("--tf32", a.tf32,
+                 "TF32 tensor-core math for convolutions and GEMMs on CUDA: on (default, as "
+                 "in PyTorch) | off (full fp32)")
+      ->check(CLI::IsMember({"on", "off"}));
   cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
 }
 
@@ -177,6 +183,9 @@ SessionOptions session_options(const CommonArgs& a) {
   SessionOptions options;
   options.device = resolve_device(a.device);
   if (a.threads > 0) set_cpu_threads(a.threads);
+  // The device's cuBLAS math mode and cuDNN's choice of math follow this (no effect on the
+  // CPU, whose kernels are full fp32).
+  Context::get(options.device).set_allow_tf32(a.tf32 == "on");
   options.memory_limit = memory_limit_bytes(a.memory_limit);
   return options;
 }
@@ -390,7 +399,8 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
               {"shuffle", !a.no_shuffle},
               {"augment", a.augment},
               {"bn_eps", a.bn_eps},
-              {"bn_momentum", a.bn_momentum}};
+              {"bn_momentum", a.bn_momentum},
+              {"tf32", a.tf32 == "on"}};
 }
 
 int command_train(const CommonArgs& a, std::ostream& out) {

@@ -1,5 +1,6 @@
 // The command line: error paths name the problem and the fix, `models` and `plan` report
 // real numbers, and a short real training run beats chance by a wide margin.
+#include "runtime/context.h"
 #include "tests/cli/cli_run.h"
 
 #include <gtest/gtest.h>
@@ -124,6 +125,27 @@ TEST(Cli, ShortTrainingRunBeatsChance) {
   EXPECT_EQ(plans, 1);
   // Chance is 10% over 10 classes.
   EXPECT_GT(accuracy, 0.5) << r.out;
+}
+
+// --tf32 reaches the device's context (on the CPU the flag is kept and changes nothing) and
+// the settings line, so a checkpoint records which math trained it.
+TEST(Cli, Tf32FlagSetsTheContextAndTheSettings) {
+  for (const std::string value : {"off", "on"}) {
+    CliResult r = run({"train", "--dataset", "synthetic", "--train-limit", "8", "--test-limit", "8",
+                       "--batch-size", "8", "--max-steps", "0", "--tf32", value, "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(Context::get(Device::cpu()).allow_tf32(), value == "on");
+    bool seen = false;
+    std::istringstream lines(r.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      const nlohmann::json event = nlohmann::json::parse(line);
+      if (event.value("event", "") != "settings") continue;
+      seen = true;
+      EXPECT_EQ(event["settings"]["tf32"].get<bool>(), value == "on") << line;
+    }
+    EXPECT_TRUE(seen) << r.out;
+  }
 }
 
 // `--dataset cifar100` end to end: the model gets 100 outputs from the data (ResNet-20's

@@ -64,6 +64,7 @@ TEST(HostileInput, BadFlagValuesAreRefusedNamingValueAndRange) {
       {{"memprofile", "--out", "x", "--steps", "0"}, 2, {"--steps", "outside [1, "}},
       {{"memprofile", "--out", "x", "--seed", "-3"}, 2, {"--seed"}},
       {{"memprofile", "--out", "x", "--image-size", "-1"}, 2, {"--image-size", "outside"}},
+      {{"train", "--tf32", "maybe"}, 2, {"--tf32", "maybe"}},
   };
   for (const BadFlag& c : cases) {
     std::string line;
