@@ -141,8 +141,10 @@ void Trainer::configure_planner(const Shape& sample_shape) {
   const std::int64_t limit = options_.tensor_element_limit > 0 ? options_.tensor_element_limit
                              : options_.device.is_cuda()       ? kMaxTensorElements
                                                                : 0;
-  const std::int64_t largest = largest_tensor_values_per_sample(*model_, sample_shape);
-  if (limit > 0 && largest > 0) {
+  // Traced only where a limit applies (CUDA, or a test's explicit one).
+  const std::int64_t largest =
+      limit > 0 ? largest_tensor_values_per_sample(*model_, sample_shape) : 0;
+  if (largest > 0) {
     options.max_micro_batch = std::max<std::int64_t>(1, limit / largest);
     if (options.max_micro_batch < options.min_micro_batch) {
       MB_THROW(InvalidArgument, "at input ", sample_shape.to_string(),
