@@ -148,6 +148,34 @@ void BatchNorm2d::abort_micro_batch() {
   pending_count_ = 0;
 }
 
+void BatchNorm2d::append_batch_statistics(std::vector<double>& out) {
+  commit_micro_batch();
+  out.push_back(static_cast<double>(committed_count_));
+  if (committed_count_ == 0) {
+    out.insert(out.end(), static_cast<std::size_t>(2 * channels_), 0.0);
+    return;
+  }
+  const std::vector<double> sums = read_statistics();
+  out.insert(out.end(), sums.begin() + 2 * channels_, sums.end());
+}
+
+void BatchNorm2d::assign_batch_statistics(const std::vector<double>& in, std::size_t& at) {
+  const std::size_t width = 1 + 2 * static_cast<std::size_t>(channels_);
+  MB_CHECK(at + width <= in.size(), layer_name(channels_), ": batch statistics end at ", in.size(),
+           " values, ", width, " more needed at ", at);
+  // Counts are sums of whole numbers far below 2^53, so the fp64 value is exact.
+  const std::int64_t count = static_cast<std::int64_t>(in[at]);
+  std::vector<double> values(static_cast<std::size_t>(4 * channels_), 0.0);
+  std::copy(in.begin() + static_cast<std::ptrdiff_t>(at + 1),
+            in.begin() + static_cast<std::ptrdiff_t>(at + width), values.begin() + 2 * channels_);
+  at += width;
+  pending_count_ = 0;
+  committed_count_ = count;
+  if (count == 0 && !statistics_) return;
+  ensure_statistics();
+  write_statistics(values);
+}
+
 void BatchNorm2d::end_batch() {
   const std::int64_t count = accumulated_count();
   if (count == 0) return;

@@ -52,6 +52,10 @@ class BatchNorm2d : public Module {
   void end_batch() override;
   void commit_micro_batch() override;
   void abort_micro_batch() override;
+  // [count, Σx per channel, Σx² per channel]: 1 + 2 * channels values (committed only; a
+  // pending micro-batch is committed first).
+  void append_batch_statistics(std::vector<double>& out) override;
+  void assign_batch_statistics(const std::vector<double>& in, std::size_t& at) override;
   void clear_cache() override;
 
   void set_update_per_forward(bool enabled) { update_per_forward_ = enabled; }

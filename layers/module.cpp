@@ -16,7 +16,9 @@ Tensor Module::backward(const Tensor& grad_output, const BackwardState& state) {
   MB_CHECK(grad_output.defined(), type_name_, ".backward: undefined gradient");
   MB_CHECK(grad_output.device() == device_, type_name_, ".backward: gradient on ",
            grad_output.device().str(), " but module on ", device_.str());
-  return backward_impl(grad_output, state);
+  Tensor grad_input = backward_impl(grad_output, state);
+  if (state.observer != nullptr) state.observer->backward_done(*this);
+  return grad_input;
 }
 
 void Module::begin_batch() {
@@ -25,6 +27,14 @@ void Module::begin_batch() {
 
 void Module::end_batch() {
   for (auto& [name, child] : children_) child->end_batch();
+}
+
+void Module::append_batch_statistics(std::vector<double>& out) {
+  for (auto& [name, child] : children_) child->append_batch_statistics(out);
+}
+
+void Module::assign_batch_statistics(const std::vector<double>& in, std::size_t& at) {
+  for (auto& [name, child] : children_) child->assign_batch_statistics(in, at);
 }
 
 void Module::commit_micro_batch() {
@@ -46,6 +56,12 @@ std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {
     for (auto& [name, p] : child->named_parameters())
       result.emplace_back(child_name + "." + name, p);
   }
+  return result;
+}
+
+std::vector<Parameter*> Module::own_parameters() {
+  std::vector<Parameter*> result;
+  for (auto& [name, p] : parameters_) result.push_back(p.get());
   return result;
 }
 

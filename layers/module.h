@@ -34,10 +34,22 @@ struct RunState {
   std::int64_t sample_offset = 0;  // global index of this micro-batch's first sample
 };
 
+class Module;
+
+// Told when a module's backward() has returned, so its own parameters' gradients for this
+// micro-batch are complete (the data-parallel engine starts all-reducing them then).
+class BackwardObserver {
+ public:
+  virtual ~BackwardObserver() = default;
+  virtual void backward_done(Module& module) = 0;
+};
+
 struct BackwardState {
   GradientMode mode = GradientMode::Overwrite;
   // False for the first layer of a network: its input gradient is never used.
   bool need_input_grad = true;
+  // Borrowed; composites pass it to their children with the rest of the state.
+  BackwardObserver* observer = nullptr;
 };
 
 // How the model zoo initializes a module's own parameters (its children are visited on
@@ -107,11 +119,19 @@ class Module {
   // redoes that micro-batch, which must not count twice).
   virtual void commit_micro_batch();
   virtual void abort_micro_batch();
+  // Data-parallel: the statistics aggregated since begin_batch() (committed; BatchNorm's
+  // element count, Σx and Σx² per channel), appended to `out` as fp64, children in
+  // registration order; and the same values read back from `in` at `at` (advanced) after
+  // they were summed over the ranks, so end_batch() sees the global batch's statistics.
+  virtual void append_batch_statistics(std::vector<double>& out);
+  virtual void assign_batch_statistics(const std::vector<double>& in, std::size_t& at);
   // Drops cached activations (after an OutOfMemory mid-step, or after inference).
   virtual void clear_cache();
 
   // Recursive, in registration order, with dotted names.
   std::vector<std::pair<std::string, Parameter*>> named_parameters();
+  // This module's own parameters, its children's excluded.
+  std::vector<Parameter*> own_parameters();
   std::vector<std::pair<std::string, Tensor*>> named_buffers();
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
