@@ -70,6 +70,17 @@ BatchLoader::BatchLoader(const Dataset& dataset, LoaderOptions options)
            "' needs CPU int32 labels [N] or [N, H, W] matching its images");
   MB_CHECK(options_.batch_size > 0, "BatchLoader: batch_size must be > 0, got ",
            options_.batch_size);
+  MB_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
+           "BatchLoader: shard ", options_.shard, " of ", options_.shards);
+  if (options_.shards > 1 && dataset_.size() > 0) {
+    const std::int64_t n = dataset_.size(), b = options_.batch_size;
+    const std::int64_t smallest = n < b ? n : (options_.drop_last || n % b == 0 ? b : n % b);
+    if (smallest < options_.shards) {
+      MB_THROW(InvalidArgument, "a batch of ", smallest, " sample(s) cannot give each of ",
+               options_.shards, " ranks one. Fix: use a --batch-size of at least ", options_.shards,
+               " (and a training set that large), or fewer ranks");
+    }
+  }
   MB_CHECK(options_.prefetch >= 1 && options_.prefetch <= 8,
            "BatchLoader: prefetch must be in [1, 8], got ", options_.prefetch);
   MB_CHECK(options_.augment.crop_padding >= 0, "BatchLoader: crop_padding must be >= 0, got ",
@@ -154,8 +165,12 @@ void BatchLoader::run_worker(int epoch, std::vector<std::int64_t> order, std::in
 
 Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
                               std::int64_t batch) const {
-  const std::int64_t first = batch * options_.batch_size;
-  const std::int64_t n = std::min(options_.batch_size, dataset_.size() - first);
+  const std::int64_t global_first = batch * options_.batch_size;
+  const std::int64_t global_n = std::min(options_.batch_size, dataset_.size() - global_first);
+  const std::int64_t shard_begin = global_n * options_.shard / options_.shards;
+  const std::int64_t shard_end = global_n * (options_.shard + 1) / options_.shards;
+  const std::int64_t first = global_first + shard_begin;
+  const std::int64_t n = shard_end - shard_begin;
   const std::int64_t channels = dataset_.images.dim(1), height = dataset_.images.dim(2),
                      width = dataset_.images.dim(3);
   const std::int64_t image = channels * height * width;
@@ -169,6 +184,8 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
   Batch out;
   out.first_index = first;
   out.epoch = epoch;
+  out.global_size = global_n;
+  out.shard_offset = shard_begin;
   out.sample_indices.assign(order.begin() + first, order.begin() + first + n);
   out.images = Tensor::empty(Shape{n, channels, height, width}, tensor_options);
   tensor_options.dtype = DType::Int32;

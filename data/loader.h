@@ -38,6 +38,12 @@ struct LoaderOptions {
   // (empty: none; normalize the Dataset up front instead and padding takes the mean).
   Normalization normalize;
   int prefetch = 2;  // batches prepared ahead of the consumer, 1..8
+  // Data-parallel sharding: every rank draws the same epoch order and takes its contiguous
+  // part of every global batch of n samples, rows [floor(n * shard / shards),
+  // floor(n * (shard + 1) / shards)), so shard sizes differ by at most one. Every batch must
+  // give every shard a sample.
+  int shard = 0;
+  int shards = 1;
   // Where batch buffers come from (tag Data); nullptr: host_batch_allocator().
   std::shared_ptr<Allocator> allocator;
 };
@@ -48,6 +54,9 @@ struct Batch {
   std::int64_t first_index = 0;  // position of the first sample in the epoch order
   int epoch = 0;
   std::vector<std::int64_t> sample_indices;  // dataset index of each row
+  // Sharded: the samples of the global batch, and this shard's first row's index in it.
+  std::int64_t global_size = 0;
+  std::int64_t shard_offset = 0;
   std::int64_t size() const { return images.defined() ? images.dim(0) : 0; }
 };
 

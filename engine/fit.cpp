@@ -17,6 +17,30 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Data-parallel evaluation: each rank evaluates its contiguous part of the test set and the
+// loss sums, correct and valid counts are summed, so every rank reports the global result.
+EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t chunk,
+                            const LossOptions& loss) {
+  Communicator& group = session.trainer().communicator();
+  if (!group.distributed()) return session.evaluate(test.images, test.labels, chunk, loss);
+  const std::int64_t n = test.size();
+  const std::int64_t begin = n * group.rank() / group.size();
+  const std::int64_t end = n * (group.rank() + 1) / group.size();
+  EvalResult part;
+  if (end > begin) {
+    part =
+        session.evaluate(test.images.slice(begin, end), test.labels.slice(begin, end), chunk, loss);
+  }
+  double values[3] = {part.loss * static_cast<double>(part.valid),
+                      static_cast<double>(part.correct), static_cast<double>(part.valid)};
+  group.all_reduce_sum(values, 3);
+  EvalResult total;
+  total.valid = static_cast<std::int64_t>(values[2]);
+  total.correct = static_cast<std::int64_t>(values[1]);
+  total.loss = total.valid > 0 ? values[0] / values[2] : 0.0;
+  return total;
+}
+
 }  // namespace
 
 std::map<std::string, std::string> sampler_metadata(const FitOptions& options,
@@ -64,6 +88,7 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   MB_CHECK(std::isfinite(options.lr) && options.lr >= 0.0, "learning rate ", options.lr,
            " is not a finite non-negative number. Fix: pass --lr > 0");
   Trainer& trainer = session.trainer();
+  Communicator& group = trainer.communicator();
   const Shape sample = train.sample_shape();
 
   LoaderOptions loader_options;
@@ -71,6 +96,8 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   loader_options.shuffle = options.shuffle;
   loader_options.drop_last = train.size() >= options.batch_size;
   loader_options.seed = options.seed;
+  loader_options.shard = group.rank();
+  loader_options.shards = group.size();
   if (options.augment) {
     loader_options.augment.flip = true;
     loader_options.augment.crop_padding = sample[1] >= 32 ? 4 : 2;
@@ -87,17 +114,29 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
 
   std::map<std::string, std::string> metadata = options.checkpoint_metadata;
   for (const auto& [key, value] : sampler_metadata(options, train.size())) metadata[key] = value;
+  // Data-parallel: the ranks must hold the same weights; rank 0 writes (atomically) and the
+  // others wait for it, so every rank can resume from the checkpoint once fit() goes on.
   const auto save = [&](const std::string& path, const TrainingPosition& position) {
-    save_checkpoint(path, trainer, options.model_name, position, metadata,
-                    options.keep_checkpoints);
-    if (callbacks.on_checkpoint) callbacks.on_checkpoint(path);
+    trainer.check_ranks_agree("before the checkpoint at epoch " + std::to_string(position.epoch) +
+                              ", step " + std::to_string(position.step_in_epoch));
+    if (group.rank() == 0) {
+      save_checkpoint(path, trainer, options.model_name, position, metadata,
+                      options.keep_checkpoints);
+      if (callbacks.on_checkpoint) callbacks.on_checkpoint(path);
+    }
+    group.barrier();
   };
   if (!options.initial_checkpoint.empty()) save(options.initial_checkpoint, options.start);
 
   const auto started = std::chrono::steady_clock::now();
   std::int64_t steps_this_run = 0;
+  // Data-parallel: a stop on any rank stops every rank after the same step (one small
+  // all-reduce per step, only when a stop can be requested).
   const auto stop = [&] {
-    return options.stop_requested != nullptr && options.stop_requested->load();
+    if (options.stop_requested == nullptr) return false;
+    std::int64_t requested = options.stop_requested->load() ? 1 : 0;
+    if (group.distributed()) group.all_reduce_sum(&requested, 1);
+    return requested > 0;
   };
   const auto out_of_steps = [&] {
     return stop() || (options.max_steps != kNoStepLimit && steps_this_run >= options.max_steps);
@@ -117,7 +156,7 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     report.step_in_epoch = first_step;
     while (!out_of_steps() && loader.next(batch)) {
       report.lr = static_cast<float>(schedule.at(trainer.steps()));
-      report.step = trainer.step(batch.images, batch.labels, report.lr);
+      report.step = trainer.step(batch.images, batch.labels, report.lr, batch.shard_offset);
       report.sample_indices = batch.sample_indices;
       loss_sum += report.step.loss * static_cast<double>(report.step.samples);
       samples += report.step.samples;
@@ -144,7 +183,7 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     const std::int64_t plan_chunk = trainer.current_plan().micro_batch;
     const std::int64_t chunk =
         options.eval_chunk > 0 ? options.eval_chunk : (plan_chunk > 0 ? plan_chunk : 256);
-    done.test = session.evaluate(test.images, test.labels, chunk, trainer.options().loss);
+    done.test = evaluate_sharded(session, test, chunk, trainer.options().loss);
     done.samples = samples;
     done.train_loss = samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0;
     done.train_accuracy =

@@ -49,6 +49,31 @@ const Module& checked(const std::shared_ptr<Module>& model) {
   return *model;
 }
 
+// Gradient views start at multiples of 64 floats (256 bytes), as separate allocations would.
+constexpr std::int64_t kGradientAlignment = 64;
+
+// Offsets of each parameter's gradient in the flat buffer: reverse registration order, the
+// order backward roughly finishes them in, so the first buckets are ready first.
+std::vector<std::int64_t> flat_offsets(
+    const std::vector<std::pair<std::string, Parameter*>>& parameters, std::int64_t& total) {
+  std::vector<std::int64_t> offsets(parameters.size());
+  total = 0;
+  for (std::size_t i = parameters.size(); i-- > 0;) {
+    offsets[i] = total;
+    const std::int64_t n = parameters[i].second->value.numel();
+    total += (n + kGradientAlignment - 1) / kGradientAlignment * kGradientAlignment;
+  }
+  return offsets;
+}
+
+std::uint64_t fnv1a(std::uint64_t hash, const unsigned char* bytes, std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i) {
+    hash ^= bytes[i];
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
 }  // namespace
 
 const char* accumulation_name(AccumulationMode mode) {
@@ -71,19 +96,45 @@ Trainer::Trainer(std::shared_ptr<Module> model, const TrainerOptions& options)
       feeder_(options_.device) {
   model_->to_device(options_.device);
   parameters_ = model_->named_parameters();
+  communicator_ =
+      options_.communicator != nullptr ? options_.communicator : single_process_communicator();
   TensorOptions grad_options;
   grad_options.device = options_.device;
   grad_options.tag = MemoryTag::Grad;
+  std::int64_t total = 0;
+  const std::vector<std::int64_t> offsets = flat_offsets(parameters_, total);
+  const bool buffers = options_.accumulation == AccumulationMode::Buffers;
   try {
-    for (auto& [name, p] : parameters_) {
-      if (!p->grad.defined()) p->grad = Tensor::zeros(p->value.shape(), grad_options);
-      if (options_.accumulation == AccumulationMode::Buffers) {
-        accumulators_.push_back(Tensor::zeros(p->value.shape(), grad_options));
+    flat_grads_ = Tensor::zeros(Shape{std::max<std::int64_t>(total, 1)}, grad_options);
+    if (buffers) {
+      flat_accumulators_ = Tensor::zeros(Shape{std::max<std::int64_t>(total, 1)}, grad_options);
+    }
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+      Parameter* p = parameters_[i].second;
+      const std::int64_t n = p->value.numel();
+      Tensor view = flat_grads_.slice(offsets[i], offsets[i] + n).view(p->value.shape().dims());
+      if (p->grad.defined()) view.copy_from(p->grad);
+      p->grad = view;
+      if (buffers) {
+        accumulators_.push_back(
+            flat_accumulators_.slice(offsets[i], offsets[i] + n).view(p->value.shape().dims()));
       }
     }
     optimizer_ = std::make_unique<Optimizer>(parameters_, options_.optimizer);
   } catch (const OutOfMemory& error) {
     throw_fixed_state_out_of_memory(error);
+  }
+  if (communicator_->distributed()) {
+    std::vector<Parameter*> parameters;
+    for (auto& [name, p] : parameters_) parameters.push_back(p);
+    reducer_ = std::make_unique<GradientReducer>(communicator_, parameters, offsets,
+                                                 buffers ? flat_accumulators_ : flat_grads_,
+                                                 options_.bucket_bytes, stream_);
+    log("data-parallel: rank " + std::to_string(communicator_->rank()) + " of " +
+        std::to_string(communicator_->size()) + " (" + communicator_->backend() + "), " +
+        std::to_string(reducer_->bucket_count()) + " gradient bucket(s) of up to " +
+        format_bytes(options_.bucket_bytes) + ", overlap " +
+        (options_.overlap_reduce && !buffers ? "on" : "off"));
   }
 }
 
@@ -208,7 +259,8 @@ std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_sh
 }
 
 Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset,
-                                         std::int64_t count, int index, std::int64_t total_valid) {
+                                         std::int64_t count, int index, std::int64_t total_valid,
+                                         BackwardObserver* observer) {
   allocator_->set_micro_batch(index);
   allocator_->mark("micro-batch " + std::to_string(index) + " start (" + std::to_string(count) +
                    " samples)");
@@ -216,7 +268,7 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   state.training = true;
   state.seed = options_.seed;
   state.step = static_cast<std::uint32_t>(steps());
-  state.sample_offset = offset;
+  state.sample_offset = first_sample_ + offset;
   Tensor logits = model_->forward(feeder_.take(index), state);
 
   const bool in_place = options_.accumulation == AccumulationMode::InPlace;
@@ -224,6 +276,7 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
       index == 0 ? GradientMode::Overwrite : GradientMode::Accumulate;
   BackwardState backward_state;
   backward_state.need_input_grad = false;
+  backward_state.observer = observer;
   // InPlace: a summed loss (seed 1 per sample), added into the gradient buffers; 1/B is
   // applied in the update. Buffers: this micro-batch's mean, overwriting its gradient.
   LossOptions loss_options = options_.loss;
@@ -262,6 +315,9 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
   std::int64_t offset = 0;
   std::size_t k = 0;
   model_->begin_batch();
+  if (reducer_) reducer_->begin_step();
+  const bool overlap = reducer_ != nullptr && options_.overlap_reduce &&
+                       options_.accumulation == AccumulationMode::InPlace;
   // Staging allocates on a device, so it runs inside the try: an OutOfMemory while staging
   // (also the re-stage after a re-plan) is re-planned like one in the micro-batch itself.
   bool staged = false;
@@ -272,7 +328,10 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
       if (!staged) feeder_.stage(images, offset, count, index);
       staged = true;
       if (k + 1 < sizes.size()) feeder_.stage(images, offset + count, sizes[k + 1], index + 1);
-      const Totals micro = run_micro_batch(labels, offset, count, index, total_valid);
+      const bool last = k + 1 == sizes.size();
+      if (overlap && last) reducer_->arm();
+      const Totals micro = run_micro_batch(labels, offset, count, index, total_valid,
+                                           overlap && last ? reducer_.get() : nullptr);
       totals.loss_sum += micro.loss_sum;
       totals.correct += micro.correct;
       result.micro_batches.push_back(count);
@@ -280,6 +339,7 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
       ++k;
     } catch (const OutOfMemory& error) {
       abandon_micro_batch();
+      if (reducer_) reducer_->keep_started();
       plan_ = planner_.after_out_of_memory(plan_, error, count, index);
       ++result.replans;
       if (options_.accumulation == AccumulationMode::InPlace && k > 0) {
@@ -301,11 +361,11 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
     }
   }
   allocator_->set_micro_batch(-1);
-  model_->end_batch();
   return totals;
 }
 
-StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
+StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
+                         std::int64_t first_sample) {
   const auto started = std::chrono::steady_clock::now();
   MB_CHECK(images.defined() && labels.defined(), "step: undefined batch");
   MB_CHECK(images.device().is_cpu() && labels.device().is_cpu(),
@@ -313,12 +373,32 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
   MB_CHECK(images.ndim() >= 2 && images.dim(0) == labels.dim(0), "step: ", images.dim(0),
            " images but ", labels.dim(0), " labels");
   MB_CHECK(labels.dtype() == DType::Int32, "step: labels must be int32");
+  MB_CHECK(images.dim(0) > 0, "step: an empty batch");
+  MB_CHECK(first_sample >= 0, "step: first sample ", first_sample, " is negative");
   if (plan_.batch_size == 0) plan(images.dim(0), row_shape(images), row_shape(labels));
 
   StepResult result;
-  result.samples = images.dim(0);
-  const std::int64_t total_valid = count_valid(labels, options_.loss.ignore_index);
-  const Totals totals = run_micro_batches(images, labels, total_valid, result);
+  result.local_samples = images.dim(0);
+  // The normalization counts the global batch: one all-reduce before the micro-batches.
+  std::int64_t counts[2] = {count_valid(labels, options_.loss.ignore_index), images.dim(0)};
+  communicator_->all_reduce_sum(counts, 2);
+  const std::int64_t total_valid = counts[0];
+  result.samples = counts[1];
+  first_sample_ = first_sample;
+  Totals totals = run_micro_batches(images, labels, total_valid, result);
+  if (reducer_) {
+    // Gradients in buckets, then one all-reduce of the loss, the correct count and every
+    // BatchNorm layer's count, Σx and Σx², so running statistics are the global batch's.
+    result.reduce = reducer_->finish();
+    std::vector<double> values{totals.loss_sum, static_cast<double>(totals.correct)};
+    model_->append_batch_statistics(values);
+    communicator_->all_reduce_sum(values.data(), static_cast<std::int64_t>(values.size()));
+    totals.loss_sum = values[0];
+    totals.correct = static_cast<std::int64_t>(values[1]);
+    std::size_t at = 2;
+    model_->assign_batch_statistics(values, at);
+  }
+  model_->end_batch();
 
   // The optimizer multiplies the gradient by grad_scale: 1/B for InPlace's summed gradient,
   // times the clipping coefficient.
@@ -352,6 +432,30 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr) {
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
+}
+
+std::uint64_t Trainer::state_checksum() {
+  std::uint64_t hash = 14695981039346656037ull;
+  const auto add = [&](const Tensor& t) {
+    const Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
+    hash = fnv1a(hash, static_cast<const unsigned char*>(host.raw_data()), host.nbytes());
+  };
+  for (auto& [name, p] : parameters_) add(p->value);
+  for (auto& [name, b] : model_->named_buffers()) add(*b);
+  return hash;
+}
+
+void Trainer::check_ranks_agree(const std::string& where) {
+  if (!communicator_->distributed()) return;
+  const std::uint64_t ours = state_checksum();
+  std::uint64_t low = ours, high = ours;
+  communicator_->all_reduce_min(&low, 1);
+  communicator_->all_reduce_max(&high, 1);
+  if (low != high) {
+    MB_THROW(Error, where, ": the weights differ between ranks (checksums from ", low, " to ", high,
+             "; rank ", communicator_->rank(), " has ", ours,
+             "). The ranks no longer train one model: a rank ran other code or other data");
+  }
 }
 
 }  // namespace mb

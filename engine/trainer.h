@@ -19,7 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/communicator.h"
 #include "engine/feeder.h"
+#include "engine/gradient_reducer.h"
 #include "engine/optimizer.h"
 #include "engine/planner.h"
 #include "layers/module.h"
@@ -50,16 +52,28 @@ struct TrainerOptions {
   std::int64_t tensor_element_limit = 0;
   // Receives every planner and re-planning decision, with its numbers.
   std::function<void(const std::string&)> log;
+  // The data-parallel group (null or size 1: this process alone). step() then takes this
+  // rank's shard of the global batch; the valid count is global (the factor of every
+  // micro-batch on every rank is n_k / B_global), and the gradients, BatchNorm sums, loss
+  // and correct count are summed over the ranks once per batch, before the update.
+  std::shared_ptr<Communicator> communicator;
+  // Gradient bytes per all-reduce bucket.
+  std::size_t bucket_bytes = std::size_t{4} << 20;
+  // Start a bucket as soon as backward has finished its gradients in the last micro-batch
+  // (in-place accumulation; with buffers the sums start after the accumulation kernel).
+  bool overlap_reduce = true;
 };
 
 struct StepResult {
-  double loss = 0.0;  // the exact full-batch loss (mean or sum per options.loss)
-  std::int64_t correct = 0;
-  std::int64_t samples = 0;
+  double loss = 0.0;               // the exact full-batch loss (mean or sum per options.loss)
+  std::int64_t correct = 0;        // over the global batch
+  std::int64_t samples = 0;        // the global batch
+  std::int64_t local_samples = 0;  // this rank's shard of it
   std::vector<std::int64_t> micro_batches;  // sizes that ran (after any re-planning)
   int replans = 0;
   double grad_norm = 0.0;  // L2 norm of the normalized gradient, before clipping
   double seconds = 0.0;
+  ReduceReport reduce;  // data-parallel only
 };
 
 class Trainer {
@@ -81,8 +95,19 @@ class Trainer {
   // One step over host tensors images [B, C, H, W] (float32) and labels [B] or [B, H, W]
   // (int32). Plans on first use. On OutOfMemory it re-plans smaller and redoes the work
   // (never skipping a sample); it throws only when one micro-batch of the minimum size no
-  // longer fits.
-  StepResult step(const Tensor& images, const Tensor& labels, float lr);
+  // longer fits. Data-parallel: images and labels are this rank's shard (at least one
+  // sample), and first_sample is the global batch index of its first row (dropout keys).
+  // Every rank calls step() once per batch.
+  StepResult step(const Tensor& images, const Tensor& labels, float lr,
+                  std::int64_t first_sample = 0);
+
+  // Data-parallel consistency: throws mb::Error naming `where` when the parameters and
+  // buffers (running statistics) differ between ranks, compared by a 64-bit checksum of
+  // their bytes (a collective: every rank calls it at the same point).
+  void check_ranks_agree(const std::string& where);
+  // FNV-1a over the bytes of every parameter and buffer, in registration order.
+  std::uint64_t state_checksum();
+  Communicator& communicator() { return *communicator_; }
 
   Module& model() { return *model_; }
   Optimizer& optimizer() { return *optimizer_; }
@@ -102,7 +127,7 @@ class Trainer {
                            StepResult& result);
   // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
   Totals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
-                         std::int64_t total_valid);
+                         std::int64_t total_valid, BackwardObserver* observer = nullptr);
   // The planner's measurement: peak allocated bytes above the baseline for one training
   // micro-batch of `samples` zeros.
   std::size_t probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
@@ -120,6 +145,13 @@ class Trainer {
   Stream stream_;
   std::vector<std::pair<std::string, Parameter*>> parameters_;
   std::vector<Tensor> accumulators_;  // Buffers mode only
+  // Every gradient (and accumulator) is a view into one flat fp32 tensor, parameters in
+  // reverse registration order at aligned offsets, so an all-reduce bucket is a range.
+  Tensor flat_grads_;
+  Tensor flat_accumulators_;
+  std::shared_ptr<Communicator> communicator_;
+  std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
+  std::int64_t first_sample_ = 0;             // of the current step's shard
   std::unique_ptr<Optimizer> optimizer_;
   Planner planner_;
   Plan plan_;

@@ -25,6 +25,7 @@
 #include "data/safetensors.h"
 #include "data/transforms.h"
 #include "engine/checkpoint.h"
+#include "engine/communicator.h"
 #include "engine/fit.h"
 #include "engine/session.h"
 #include "engine/trainer.h"
@@ -125,10 +126,17 @@ struct CommonArgs {
   std::string tf32 = "on";
 };
 
+// "rank 1 of 2: " when launched as ranks (mpirun), so a failing rank names itself.
+std::string rank_prefix() {
+  if (!launched_as_ranks()) return "";
+  return "rank " + std::to_string(launched_rank()) + " of " +
+         std::to_string(launched_rank_count()) + ": ";
+}
+
 // What a user reads: the message and its fix. The source location and the failed
 // expression (what()) are for bug reports: MB_DEBUG=1 prints them too.
 std::string user_error(const Error& e) {
-  std::string text = "error: " + e.message() + "\n";
+  std::string text = rank_prefix() + "error: " + e.message() + "\n";
   const char* debug = std::getenv("MB_DEBUG");
   if (debug != nullptr && *debug != '\0' && std::string(debug) != "0") {
     text += "debug: " + std::string(e.what()) + "\n";
@@ -179,10 +187,18 @@ Device resolve_device(const std::string& text) {
 }
 
 // The session's device and arena cap (--device, --memory-limit).
-SessionOptions session_options(const CommonArgs& a) {
+SessionOptions session_options(const CommonArgs& a, const Communicator& group) {
   SessionOptions options;
-  options.device = resolve_device(a.device);
-  if (a.threads > 0) set_cpu_threads(a.threads);
+  // One device per rank on a machine: a plain "cuda" means the local rank's GPU.
+  options.device = resolve_device(group.distributed() && a.device == "cuda"
+                                      ? "cuda:" + std::to_string(group.local_rank())
+                                      : a.device);
+  if (a.threads > 0) {
+    set_cpu_threads(a.threads);
+  } else if (group.local_size() > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    // Ranks on one machine share its cores instead of each taking all of them.
+    set_cpu_threads(std::max(1, available_cpu_cores() / group.local_size()));
+  }
   // The device's cuBLAS math mode and cuDNN's choice of math follow this (no effect on the
   // CPU, whose kernels are full fp32).
   Context::get(options.device).set_allow_tf32(a.tf32 == "on");
@@ -315,6 +331,11 @@ TrainerOptions trainer_options(const CommonArgs& a, std::function<void(const std
   return options;
 }
 
+// This rank's share of a global batch of `samples` (the loader's contiguous shards).
+std::int64_t shard_size(std::int64_t samples, const Communicator& group) {
+  return samples * (group.rank() + 1) / group.size() - samples * group.rank() / group.size();
+}
+
 class Output {
  public:
   Output(std::ostream& out, bool json)
@@ -404,8 +425,12 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
 }
 
 int command_train(const CommonArgs& a, std::ostream& out) {
-  Output output(out, a.json);
-  const SessionOptions options = session_options(a);
+  // Data-parallel (launched by mpirun or srun): rank 0 prints the run; the other ranks print
+  // only their own planner decisions (each plans its shard from its own memory), prefixed.
+  const std::shared_ptr<Communicator> group = launched_communicator();
+  std::ostream silent(nullptr);
+  Output output(group->rank() == 0 ? out : silent, a.json);
+  const SessionOptions options = session_options(a, *group);
   const ModelInfo& info = find_model(a.model);
   const Data data = load_data(a, info);
   Session session(options, [&] { return build_model(a.model, model_config(data.train, a)); });
@@ -415,12 +440,20 @@ int command_train(const CommonArgs& a, std::ostream& out) {
               std::to_string(data.test.size()) + " test), " + options.device.str() +
               (options.device.is_cpu() ? " (" + std::to_string(cpu_threads()) + " threads)" : "") +
               ", batch " + std::to_string(a.batch_size) + ", memory limit " +
-              format_bytes(session.allocator().report().capacity));
-  Trainer& trainer = session.make_trainer(trainer_options(a, [&](const std::string& message) {
+              format_bytes(session.allocator().report().capacity) +
+              (group->distributed()
+                   ? ", " + std::to_string(group->size()) + " ranks (" + group->backend() + ")"
+                   : std::string()));
+  const std::string rank_text = group->distributed() ? rank_prefix() : "";
+  TrainerOptions trainer_settings = trainer_options(a, [&](const std::string& message) {
+    if (group->rank() != 0 && !a.json) out << rank_text << message << "\n" << std::flush;
     output.line(message);
     output.event(Json{{"event", "log"}, {"message", message}});
-  }));
-  const Json settings = settings_json(trainer.options(), a);
+  });
+  trainer_settings.communicator = group;
+  Trainer& trainer = session.make_trainer(trainer_settings);
+  Json settings = settings_json(trainer.options(), a);
+  if (group->distributed()) settings["ranks"] = group->size();
   output.line("settings: " + settings.dump());
   output.event(Json{{"event", "settings"}, {"settings", settings}});
   FitOptions fit_options;
@@ -474,7 +507,13 @@ int command_train(const CommonArgs& a, std::ostream& out) {
     output.line(message);
     output.event(Json{{"event", "log"}, {"message", message}});
   }
-  trainer.plan(step_samples, data.train.sample_shape(), label_shape(data.train));
+  if (step_samples < group->size()) {
+    MB_THROW(InvalidArgument, "a batch of ", step_samples, " sample(s) cannot give each of ",
+             group->size(), " ranks one. Fix: use a --batch-size of at least ", group->size(),
+             " (and a training set that large), or fewer ranks");
+  }
+  trainer.plan(shard_size(step_samples, *group), data.train.sample_shape(),
+               label_shape(data.train));
   output.event(plan_json(trainer.current_plan()));
 
   FitCallbacks callbacks;
@@ -558,7 +597,7 @@ int command_train(const CommonArgs& a, std::ostream& out) {
 int command_eval(const CommonArgs& a, std::ostream& out) {
   MB_CHECK(!a.checkpoint.empty(), "eval needs --checkpoint PATH (a file written by train)");
   Output output(out, a.json);
-  const SessionOptions options = session_options(a);
+  const SessionOptions options = session_options(a, *single_process_communicator());
   const ModelInfo& info = find_model(a.model);
   const SafetensorsFile file = load_safetensors(a.checkpoint);
   const auto meta = [&](const std::string& key) {
@@ -595,7 +634,7 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
 
 int command_plan(const CommonArgs& a, std::ostream& out) {
   Output output(out, a.json);
-  const SessionOptions options = session_options(a);
+  const SessionOptions options = session_options(a, *single_process_communicator());
   const ModelInfo& info = find_model(a.model);
   ModelConfig config;
   config.image_size = a.image_size;
@@ -786,7 +825,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     err << user_error(e);
     return 1;
   } catch (const std::exception& e) {
-    err << "error: " << e.what() << "\n";
+    err << rank_prefix() << "error: " << e.what() << "\n";
     return 1;
   }
 }
