@@ -125,14 +125,15 @@ library_path="$build/lib"
 for dir in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$dir" ] && library_path="$library_path:$dir"
 done
-# cuDNN 9 and cuBLAS 13 where the system has none: PyTorch's nvidia-* wheels.
+# cuDNN 9, cuBLAS 13 and NCCL 2 (loaded with dlopen by the NCCL reducer's GPU test) where
+# the system has none: PyTorch's nvidia-* wheels.
 have_library() {
   local dir dirs
   IFS=: read -ra dirs <<<"$library_path"
   for dir in "${dirs[@]}"; do [ -e "$dir/$1" ] && return 0; done
   ldconfig -p 2>/dev/null | grep -q "$1 "
 }
-for name in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
+for name in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libnccl.so.2; do
   if ! have_library "$name"; then
     found=$(find /usr/local /opt /usr/lib -name "$name" 2>/dev/null | head -1)
     [ -n "$found" ] && library_path="$library_path:$(dirname "$found")"
