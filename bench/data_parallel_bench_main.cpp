@@ -159,14 +159,14 @@ Json run_case(const Case& c, const Settings& s, const std::shared_ptr<Communicat
           1e3 * (2.0 * (r - 1.0) * alpha +
                  2.0 * (r - 1.0) / r * static_cast<double>(gradient_bytes) / beta);
     }
-    result["reduce"] = {{"buckets", reduce.buckets},
-                        {"bytes", reduce.bytes},
-                        {"overlapped_fraction",
-                         reduce.bytes > 0 ? static_cast<double>(reduce.overlapped_bytes) /
-                                                static_cast<double>(reduce.bytes)
-                                          : 0.0},
-                        {"wait_ms", 1e3 * reduce_s},
-                        {"share_of_step", step_s > 0.0 ? reduce_s / step_s : 0.0}};
+    result["reduce"] = {
+        {"buckets", reduce.buckets},
+        {"bytes", reduce.bytes},
+        {"overlapped_fraction", reduce.bytes > 0 ? static_cast<double>(reduce.overlapped_bytes) /
+                                                       static_cast<double>(reduce.bytes)
+                                                 : 0.0},
+        {"wait_ms", 1e3 * reduce_s},
+        {"share_of_step", step_s > 0.0 ? reduce_s / step_s : 0.0}};
     result["all_reduce_model"] = {
         {"alpha_us", 1e6 * alpha},
         {"beta_gb_per_s", beta * 1e-9},
