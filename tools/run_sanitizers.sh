@@ -47,8 +47,18 @@ cd "$build_dir"
 status=0
 # --stop-time caps every test's own TIMEOUT (900 s, tests/CMakeLists.txt; --timeout alone
 # would not override it) at the end of the budget; the slowest test here takes about 20 s.
-ctest -j "$jobs" --output-on-failure --timeout 300 -E "$slow" \
-  --stop-time "$(date -d "+${budget_s} sec" +%H:%M:%S)" || status=$?
+stop_time="$(date -d "+${budget_s} sec" +%H:%M:%S)"
+ctest -j "$jobs" --output-on-failure --timeout 300 -E "$slow" -LE dist \
+  --stop-time "$stop_time" || status=$?
+# Note: the data-parallel tests (label dist, two ranks under mpirun) run with ASan and UBSan
+# but without LeakSanitizer. OpenMPI's own start-up allocations are never freed (about
+# 120 KB in 3,000 objects per rank, most from MCA plugins it has already dlclose'd, so their
+# stacks end in "<unknown module>" and no suppression pattern can name them). The trainer's
+# data-parallel path and the gradient reducer are leak-checked above, in one process, by
+# tests/engine/gradient_reducer_test.cpp.
+ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}" \
+  ctest -j "$jobs" --output-on-failure --timeout 300 -L dist \
+  --stop-time "$stop_time" || status=$?
 tested=$(date +%s)
 echo "run_sanitizers: build $((built - start)) s, tests $((tested - built)) s"
 exit $status
