@@ -216,8 +216,8 @@ TEST(GradientReducer, SmallBucketsSumEveryGradientOnceAndStartDuringBackward) {
                                                           run.group->ranges.begin() + 6);
   std::sort(step.begin(), step.end());
   for (std::size_t i = 1; i < step.size(); ++i) {
-    EXPECT_LE(step[i - 1].second, step[i].first) << "buckets " << i - 1 << " and " << i
-                                                 << " overlap";
+    EXPECT_LE(step[i - 1].second, step[i].first)
+        << "buckets " << i - 1 << " and " << i << " overlap";
   }
   std::size_t summed = 0;
   for (const auto& [begin, end] : step) summed += static_cast<std::size_t>(end - begin);
