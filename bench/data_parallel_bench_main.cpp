@@ -29,6 +29,7 @@
 
 #include "allocator/byte_size.h"
 #include "allocator/default_allocator.h"
+#include "bench/bench_util.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
 #include "engine/communicator.h"
@@ -43,11 +44,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-struct Case {
-  std::string model;
-  std::int64_t batch = 0;
-  std::string memory_limit;
-};
+using Case = bench::BatchCase;
 
 struct Settings {
   int warmup = 2;
@@ -58,12 +55,7 @@ struct Settings {
   bool verbose = false;
 };
 
-double median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
-}
+using bench::median;
 
 // The largest value over the ranks (nanosecond resolution).
 double slowest(Communicator& group, double seconds) {
@@ -93,13 +85,7 @@ Json run_case(const Case& c, const Settings& s, const std::shared_ptr<Communicat
   ModelConfig config;
   config.seed = s.seed;
   config = resolve_config(c.model, config);
-  SyntheticOptions synthetic;
-  synthetic.samples = c.batch;
-  synthetic.channels = config.in_channels;
-  synthetic.height = synthetic.width = config.image_size;
-  synthetic.num_classes = std::min<std::int64_t>(config.num_classes, 10);
-  synthetic.seed = s.seed;
-  const Dataset data = make_synthetic(synthetic);
+  const Dataset data = bench::synthetic_data_for(c.model, config, c.batch, s.seed);
   const std::int64_t begin = c.batch * group->rank() / group->size();
   const std::int64_t end = c.batch * (group->rank() + 1) / group->size();
   const Tensor images = data.images.slice(begin, end);
@@ -194,15 +180,7 @@ int main(int argc, char** argv) {
     mb::install_default_allocators();
     const std::shared_ptr<mb::Communicator> group = mb::launched_communicator();
     for (const std::string& text : cases) {
-      mb::Case c;
-      const std::size_t first = text.find(':');
-      const std::size_t second = text.find(':', first + 1);
-      MB_CHECK(first != std::string::npos && second != std::string::npos, "case '", text,
-               "' is not model:global-batch:memory-limit");
-      c.model = text.substr(0, first);
-      c.batch = std::stoll(text.substr(first + 1, second - first - 1));
-      c.memory_limit = text.substr(second + 1);
-      const nlohmann::json result = mb::run_case(c, s, group);
+      const nlohmann::json result = mb::run_case(mb::bench::parse_batch_case(text), s, group);
       if (group->rank() == 0) std::cout << result.dump() << std::endl;
     }
   } catch (const mb::Error& e) {

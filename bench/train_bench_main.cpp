@@ -31,6 +31,7 @@
 #include "allocator/byte_size.h"
 #include "allocator/default_allocator.h"
 #include "allocator/pool_allocator.h"
+#include "bench/bench_util.h"
 #include "data/dataset.h"
 #include "engine/session.h"
 #include "engine/trainer.h"
@@ -100,30 +101,17 @@ std::string device_name(const Device& device) {
   return device.str();
 }
 
-double median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
-}
+using bench::median;
 
 // Trains one case in a fresh capped arena and measures it. Throws what the engine throws
 // (mb::OutOfMemory when not even one sample fits).
 Measurement run_case(const Case& c, const Settings& s) {
-  const ModelInfo& info = find_model(c.model);
   ModelConfig config;
   config.image_size = c.image_size;
   config.seed = s.seed;
   config = resolve_config(c.model, config);
 
-  SyntheticOptions synthetic;
-  synthetic.samples = c.batch;
-  synthetic.channels = config.in_channels;
-  synthetic.height = synthetic.width = config.image_size;
-  synthetic.num_classes = std::min<std::int64_t>(config.num_classes, 10);
-  synthetic.segmentation = info.segmentation;
-  synthetic.seed = s.seed;
-  const Dataset data = make_synthetic(synthetic);
+  const Dataset data = bench::synthetic_data_for(c.model, config, c.batch, s.seed);
 
   SessionOptions session_options;
   session_options.device = s.device;

@@ -18,6 +18,7 @@
 #include "engine/trainer.h"
 #include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
+#include "tests/pool_delegate.h"
 
 namespace mb {
 namespace {
@@ -217,32 +218,25 @@ class BucketWatcher final : public Communicator {
   std::shared_ptr<Communicator> inner_;
 };
 
-class RefuseAfterBucket final : public Allocator {
+class RefuseAfterBucket final : public testing::PoolDelegate {
  public:
   RefuseAfterBucket(std::shared_ptr<PoolAllocator> pool, const BucketWatcher& watcher, int target)
-      : pool_(std::move(pool)), watcher_(watcher), target_(target) {}
+      : PoolDelegate(std::move(pool)), watcher_(watcher), target_(target) {}
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
     if (armed_ && !fired && watcher_.started > 0) {
       fired = true;
       buckets_started_at_failure = watcher_.started;
-      throw OutOfMemory(bytes, pool_->report(), "RefuseAfterBucket(test)");
+      throw OutOfMemory(bytes, report(), "RefuseAfterBucket(test)");
     }
-    return pool_->allocate(bytes, tag, stream);
+    return PoolDelegate::allocate(bytes, tag, stream);
   }
   void set_micro_batch(int index) override { armed_ = index == target_ && !fired && enabled; }
-  void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
-  FreeArenaReport report() const override { return pool_->report(); }
-  MemoryKind kind() const override { return pool_->kind(); }
-  int device_index() const override { return -1; }
-  std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
-  void reset_peak() override { pool_->reset_peak(); }
 
   bool enabled = false;  // after planning (its probes must not fail)
   bool fired = false;
   int buckets_started_at_failure = 0;
 
  private:
-  std::shared_ptr<PoolAllocator> pool_;
   const BucketWatcher& watcher_;
   int target_;
   bool armed_ = false;

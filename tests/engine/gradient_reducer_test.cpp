@@ -23,6 +23,7 @@
 #include "engine/trainer.h"
 #include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
+#include "tests/pool_delegate.h"
 
 namespace mb {
 namespace {
@@ -232,33 +233,26 @@ TEST(GradientReducer, SmallBucketsSumEveryGradientOnceAndStartDuringBackward) {
 
 // An OutOfMemory in the last micro-batch, after some buckets were summed: the sums are kept
 // and put back after the re-planned redo, so nothing is summed twice or lost.
-class RefuseOnceAfterBucket final : public Allocator {
+class RefuseOnceAfterBucket final : public testing::PoolDelegate {
  public:
   RefuseOnceAfterBucket(std::shared_ptr<PoolAllocator> pool, const MirrorCommunicator& group)
-      : pool_(std::move(pool)), group_(group) {}
+      : PoolDelegate(std::move(pool)), group_(group) {}
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
     if (armed_ && !fired && !group_.ranges.empty()) {
       fired = true;
       buckets_at_failure = group_.ranges.size();
-      throw OutOfMemory(bytes, pool_->report(), "RefuseOnceAfterBucket(test)");
+      throw OutOfMemory(bytes, report(), "RefuseOnceAfterBucket(test)");
     }
-    return pool_->allocate(bytes, tag, stream);
+    return PoolDelegate::allocate(bytes, tag, stream);
   }
   // Micro-batch 4 is the last of [4, 4, 4, 4, 3].
   void set_micro_batch(int index) override { armed_ = enabled && index == 4; }
-  void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
-  FreeArenaReport report() const override { return pool_->report(); }
-  MemoryKind kind() const override { return pool_->kind(); }
-  int device_index() const override { return -1; }
-  std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
-  void reset_peak() override { pool_->reset_peak(); }
 
   bool enabled = false;
   bool fired = false;
   std::size_t buckets_at_failure = 0;
 
  private:
-  std::shared_ptr<PoolAllocator> pool_;
   const MirrorCommunicator& group_;
   bool armed_ = false;
 };

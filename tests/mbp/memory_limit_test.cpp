@@ -6,6 +6,7 @@
 #include "allocator/pool_allocator.h"
 #include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
+#include "tests/pool_delegate.h"
 
 namespace mb {
 namespace {
@@ -94,32 +95,25 @@ TEST(BeyondTheLimit, FullBatchDoesNotFitButThePlannedRunMatchesIt) {
 
 // Delegates to a pool, but while armed refuses any allocation that would take the
 // allocated total above `limit` (an OutOfMemory like the pool's own).
-class FailingAllocator final : public Allocator {
+class FailingAllocator final : public testing::PoolDelegate {
  public:
   FailingAllocator(std::shared_ptr<PoolAllocator> pool, std::size_t limit)
-      : pool_(std::move(pool)), limit_(limit) {}
+      : PoolDelegate(std::move(pool)), limit_(limit) {}
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
-    if (armed && pool_->report().allocated + bytes > limit_) {
+    if (armed && report().allocated + bytes > limit_) {
       ++failures;
       last_request = bytes;
-      last_report = pool_->report();
+      last_report = report();
       throw OutOfMemory(bytes, last_report, "FailingAllocator(test)");
     }
-    return pool_->allocate(bytes, tag, stream);
+    return PoolDelegate::allocate(bytes, tag, stream);
   }
-  void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
-  FreeArenaReport report() const override { return pool_->report(); }
-  MemoryKind kind() const override { return pool_->kind(); }
-  int device_index() const override { return -1; }
-  std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
-  void reset_peak() override { pool_->reset_peak(); }
   bool armed = false;
   int failures = 0;
   std::size_t last_request = 0;  // the request and the report of the latest refusal
   FreeArenaReport last_report;
 
  private:
-  std::shared_ptr<PoolAllocator> pool_;
   std::size_t limit_;
 };
 

@@ -22,6 +22,7 @@
 #include "allocator/pool_allocator.h"
 #include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
+#include "tests/pool_delegate.h"
 
 namespace mb {
 namespace {
@@ -141,35 +142,28 @@ std::vector<std::vector<float>> first_layer_running_statistics(const testing::Ba
 // Delegates to a pool, but refuses one allocation in micro-batch `target` (the first time
 // that micro-batch runs): the first one after `watched` (the last BatchNorm) has added the
 // micro-batch's sums, so every BatchNorm of the model holds pending statistics then.
-class InjectingAllocator final : public Allocator {
+class InjectingAllocator final : public testing::PoolDelegate {
  public:
   InjectingAllocator(std::shared_ptr<PoolAllocator> pool, int target)
-      : pool_(std::move(pool)), target_(target) {}
+      : PoolDelegate(std::move(pool)), target_(target) {}
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
     if (in_target_ && !fired && watched->accumulated_count() > count_at_start_) {
       fired = true;
       pending_at_failure = watched->accumulated_count() - count_at_start_;
-      throw OutOfMemory(bytes, pool_->report(), "InjectingAllocator(test)");
+      throw OutOfMemory(bytes, report(), "InjectingAllocator(test)");
     }
-    return pool_->allocate(bytes, tag, stream);
+    return PoolDelegate::allocate(bytes, tag, stream);
   }
   void set_micro_batch(int index) override {
     in_target_ = index == target_ && !fired;
     if (in_target_) count_at_start_ = watched->accumulated_count();
   }
-  void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
-  FreeArenaReport report() const override { return pool_->report(); }
-  MemoryKind kind() const override { return pool_->kind(); }
-  int device_index() const override { return -1; }
-  std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
-  void reset_peak() override { pool_->reset_peak(); }
 
   BatchNorm2d* watched = nullptr;
   bool fired = false;
   std::int64_t pending_at_failure = 0;
 
  private:
-  std::shared_ptr<PoolAllocator> pool_;
   int target_;
   bool in_target_ = false;
   std::int64_t count_at_start_ = 0;
