@@ -8,7 +8,7 @@
 // OutOfMemory out of the trainer (a fixed micro-batch that does not fit is halved by the
 // trainer: replans > 0). The search starts at the planner's choice (it must fit), doubles
 // until a trial fails or the batch is reached, then bisects to one sample. It assumes that
-// fitting is monotone in the micro-batch; `non_monotone` reports a trial contradicting that.
+// fitting is monotone in the micro-batch (a bisection cannot see a size that breaks that).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
@@ -47,9 +47,8 @@ struct Settings {
 
 struct Trial {
   bool fits = false;
-  std::int64_t micro_batch = 0;  // that ran last (automatic: the planner's final choice)
   int replans = 0;
-  Plan plan;
+  Plan plan;            // the one that ran last (automatic: the planner's final choice)
   std::string failure;  // the OutOfMemory's message when one escaped
 };
 
@@ -84,17 +83,14 @@ class Runner {
         trial.replans += step.replans;
       }
       trial.plan = trainer.current_plan();
-      trial.micro_batch = trial.plan.micro_batch;
       trial.fits = trial.replans == 0;
     } catch (const OutOfMemory& error) {
       trial.failure = error.message();
     }
-    ++trials_;
     if (micro_batch > 0) fixed_[micro_batch] = trial.fits;
     return trial;
   }
 
-  int trials() const { return trials_; }
   const std::map<std::int64_t, bool>& fixed() const { return fixed_; }
 
  private:
@@ -102,7 +98,6 @@ class Runner {
   Settings settings_;
   ModelConfig config_;
   Dataset data_;
-  int trials_ = 0;
   std::map<std::int64_t, bool> fixed_;  // every fixed trial: micro-batch -> fits
 };
 
@@ -124,7 +119,7 @@ Json run_case(const Case& c, const Settings& s) {
     return result;
   }
   const Plan& plan = automatic.plan;
-  result["auto"] = {{"micro_batch", automatic.micro_batch},
+  result["auto"] = {{"micro_batch", plan.micro_batch},
                     {"replans", automatic.replans},
                     {"bytes_per_sample", plan.profile.bytes_per_sample},
                     {"analytic_bytes_per_sample", plan.profile.analytic_bytes_per_sample},
@@ -135,7 +130,7 @@ Json run_case(const Case& c, const Settings& s) {
   // [fits, fails): the largest fitting fixed micro-batch is in it.
   std::int64_t fits = 0;
   std::int64_t fails = c.batch + 1;
-  std::int64_t probe = std::max<std::int64_t>(automatic.micro_batch, 1);
+  std::int64_t probe = std::max<std::int64_t>(plan.micro_batch, 1);
   while (probe < fails) {
     if (runner.run(probe).fits) {
       fits = probe;
@@ -153,15 +148,12 @@ Json run_case(const Case& c, const Settings& s) {
       fails = mid;
     }
   }
-  bool non_monotone = false;
-  for (const auto& [m, ok] : runner.fixed()) non_monotone |= (ok && m > fits) || (!ok && m <= fits);
   result["largest_fixed_micro_batch"] = fits;
   result["smallest_failing_micro_batch"] = fails <= c.batch ? Json(fails) : Json(nullptr);
   result["ratio_auto_vs_largest"] =
-      fits > 0 ? static_cast<double>(automatic.micro_batch) / static_cast<double>(fits) : 0.0;
+      fits > 0 ? static_cast<double>(plan.micro_batch) / static_cast<double>(fits) : 0.0;
   result["target_ratio"] = 0.95;
-  result["trials"] = runner.trials();
-  result["non_monotone"] = non_monotone;
+  result["trials"] = runner.fixed().size() + 1;  // each fixed size once, and the planner's run
   Json trials = Json::array();
   for (const auto& [m, ok] : runner.fixed()) trials.push_back({{"micro_batch", m}, {"fits", ok}});
   result["fixed_trials"] = trials;

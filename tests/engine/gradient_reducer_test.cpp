@@ -182,9 +182,8 @@ TEST(GradientReducer, MirroredRankWithBatchNormMatchesOneProcessOverTheGlobalBat
   RunSetup setup;
   setup.extra = testing::Extra::BatchNorm;
   setup.micro_batch = 10;
-  MirrorRun run;
   TrainerOptions options = options_for(setup);
-  options.communicator = run.group;
+  options.communicator = std::make_shared<MirrorCommunicator>();
   Trainer mirrored(testing::small_cnn(setup.extra), options);
   const Outcome mirror = train(mirrored, 20);
   Trainer single(testing::small_cnn(setup.extra), options_for(setup));
