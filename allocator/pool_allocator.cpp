@@ -500,6 +500,11 @@ std::size_t PoolAllocator::peak_allocated() const {
   return stats_.peak_allocated_bytes;
 }
 
+std::size_t PoolAllocator::peak_reserved() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.peak_reserved_bytes;
+}
+
 void PoolAllocator::reset_peak() {
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.peak_allocated_bytes = stats_.allocated_bytes;

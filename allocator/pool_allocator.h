@@ -115,6 +115,7 @@ class PoolAllocator final : public Allocator {
   MemoryKind kind() const override { return resource_->kind(); }
   int device_index() const override { return resource_->device_index(); }
   std::size_t peak_allocated() const override;
+  std::size_t peak_reserved() const override;
   void reset_peak() override;
   std::size_t unknown_frees() const override;
   void empty_cache() override;

@@ -7,6 +7,12 @@
 namespace mb {
 namespace {
 
+// Where the margin came from, for the explanation.
+std::string margin_origin(const MemoryProfile& profile) {
+  if (profile.checked_samples == 0) return " (prior: before a plan check)";
+  return " (safety: after a plan check at " + std::to_string(profile.checked_samples) + " samples)";
+}
+
 // One line with the numbers behind an automatic plan.
 std::string explain(const Plan& plan, const FreeArenaReport& report) {
   const MemoryProfile& profile = plan.profile;
@@ -20,7 +26,7 @@ std::string explain(const Plan& plan, const FreeArenaReport& report) {
       << describe_split(plan.batch_size, plan.micro_batch, plan.min_micro_batch) << " (available "
       << format_bytes(plan.available_bytes) << " = free in arena "
       << format_bytes(report.free_in_arena) << " + headroom " << format_bytes(report.headroom)
-      << "; margin " << format_bytes(plan.margin_bytes) << "; fixed "
+      << "; margin " << format_bytes(plan.margin_bytes) << margin_origin(profile) << "; fixed "
       << format_bytes(profile.fixed_bytes) << "; bytes/sample "
       << format_bytes(profile.bytes_per_sample) << " measured, "
       << format_bytes(profile.analytic_bytes_per_sample) << " analytic; fits " << fits
@@ -127,6 +133,17 @@ std::string describe_split(std::int64_t batch, std::int64_t micro_batch, std::in
   return out.str();
 }
 
+std::size_t plan_margin(std::size_t available, const MemoryProfile& profile,
+                        const PlannerOptions& options) {
+  const double bytes = static_cast<double>(available);
+  if (profile.checked_samples == 0) {
+    return std::max<std::size_t>(options.margin_min_bytes,
+                                 static_cast<std::size_t>(options.margin_fraction * bytes));
+  }
+  return std::max<std::size_t>(options.safety_min_bytes,
+                               static_cast<std::size_t>(options.safety_fraction * bytes));
+}
+
 Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
                       const MemoryProfile& profile, const PlannerOptions& options) {
   MB_CHECK(batch_size > 0, "plan: batch size must be positive, got ", batch_size);
@@ -137,10 +154,7 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
   plan.automatic = true;
   plan.profile = profile;
   plan.available_bytes = report.available();
-  plan.margin_bytes =
-      std::max<std::size_t>(options.margin_min_bytes,
-                            static_cast<std::size_t>(options.margin_fraction *
-                                                     static_cast<double>(plan.available_bytes)));
+  plan.margin_bytes = plan_margin(plan.available_bytes, profile, options);
   const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
   std::int64_t m = 0;
   if (plan.available_bytes > overhead) {
@@ -192,7 +206,7 @@ MemoryProfile Planner::probe(const Measure& measure, std::size_t analytic_bytes_
   // The first run also creates lazily allocated state (algorithm choices, workspaces).
   try {
     measure(small);
-    profile.peak_small = measure(small);
+    profile.peak_small = measure(small).allocated;
   } catch (const OutOfMemory& error) {
     // The smallest micro-batch the planner may use does not run: no plan can help.
     const FreeArenaReport& report = error.report();
@@ -208,7 +222,7 @@ MemoryProfile Planner::probe(const Measure& measure, std::size_t analytic_bytes_
                           "), or use a smaller model or input, or an optimizer with less state");
   }
   try {
-    profile.peak_large = measure(large);
+    profile.peak_large = measure(large).allocated;
     profile.bytes_per_sample =
         (profile.peak_large > profile.peak_small)
             ? (profile.peak_large - profile.peak_small) / static_cast<std::size_t>(large - small)
@@ -281,35 +295,47 @@ Plan Planner::plan(std::int64_t batch_size, std::int64_t micro_batch, const Meas
 
 // Note: bytes per sample measured at 1-4 samples miss what only large tensors cost (the
 // pool's coarser size classes and segments, workspaces that grow with the batch), so the
-// planned size is run once for real. A run that fits refines bytes per sample from its
-// peak and re-plans (growing or shrinking); an OutOfMemory shrinks by the share of the
-// request that was available. A few rounds at most once a size has run, each logged; until
-// then the loop goes on, since every OutOfMemory shrinks by at least 10% and the probes'
-// sizes ran, so the plan returned is always a size that ran.
+// planned size is run once for real. A run that fits measures bytes per sample from its
+// peak (the pool's rounding at that size included) and re-plans with the safety margin
+// (growing or shrinking); an OutOfMemory shrinks by the share of the request that was
+// available, or, once a size has run, bisects between it and the size that failed (the
+// arena's fragmentation shows only in whether a size runs). It stops when the next size
+// would gain less than min_growth: so the plan ends within that share of the largest size
+// that fits (when fitting is monotone in the size). A few rounds at most once a size has
+// run, each logged; until then the loop goes on, since every OutOfMemory shrinks by at
+// least 10% and the probes' sizes ran, so the plan returned is always a size that ran.
 Plan Planner::verify(Plan plan, const FreeArenaReport& report, const Measure& measure) const {
   const std::int64_t min_samples = options_.min_micro_batch;
   std::int64_t verified = 0;                  // largest size that ran
   std::int64_t failed = plan.batch_size + 1;  // smallest size that did not
   Plan verified_plan;
-  for (int round = 0; (round < 6 || verified == 0) && plan.micro_batch > plan.profile.probe_large;
+  const auto growth_step = [&](std::int64_t m) {
+    return std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(options_.min_growth * static_cast<double>(m)));
+  };
+  for (int round = 0; (round < 8 || verified == 0) && plan.micro_batch > plan.profile.probe_large;
        ++round) {
     const std::int64_t m = plan.micro_batch;
     try {
-      const std::size_t peak = measure(m);
+      const RunPeak peak = measure(m);
       verified = m;
-      verified_plan = plan;
       MemoryProfile refined = plan.profile;
-      const std::size_t above_small =
-          peak > refined.peak_small ? peak - refined.peak_small : refined.bytes_per_sample;
+      const std::size_t above_small = peak.allocated > refined.peak_small
+                                          ? peak.allocated - refined.peak_small
+                                          : refined.bytes_per_sample;
       refined.bytes_per_sample =
           std::max<std::size_t>(1, above_small / static_cast<std::size_t>(m - refined.probe_small));
+      refined.checked_samples = m;
       const Plan refined_plan = plan_from_report(plan.batch_size, report, refined, options_);
-      log("plan check: micro-batch " + std::to_string(m) + " ran, peak " + format_bytes(peak) +
-          " -> bytes/sample " + format_bytes(refined.bytes_per_sample) + ", fits " +
+      verified_plan = with_micro_batch(refined_plan, m);
+      log("plan check: micro-batch " + std::to_string(m) + " ran, peak " +
+          format_bytes(peak.allocated) + " allocated, " + format_bytes(peak.reserved) +
+          " reserved -> bytes/sample " + format_bytes(refined.bytes_per_sample) + ", margin " +
+          format_bytes(refined_plan.margin_bytes) + ", fits " +
           std::to_string(refined_plan.micro_batch));
       std::int64_t next = refined_plan.micro_batch;
       if (next >= failed) next = m + (failed - m) / 2;
-      if (next <= m || next < m + m / 20) return plan;
+      if (next - m < growth_step(m)) return verified_plan;
       plan = with_micro_batch(refined_plan, next);  // room to grow: verify it next round
     } catch (const OutOfMemory& error) {
       failed = std::min(failed, m);
@@ -327,7 +353,7 @@ Plan Planner::verify(Plan plan, const FreeArenaReport& report, const Measure& me
           format_bytes(at_failure.largest_free_block) + ") -> micro-batch " +
           std::to_string(smaller));
       if (smaller >= m) throw;
-      if (smaller <= verified) return verified_plan;
+      if (verified > 0 && smaller - verified < growth_step(verified)) return verified_plan;
       plan = with_micro_batch(plan, smaller);
     }
   }

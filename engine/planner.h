@@ -20,6 +20,16 @@
 
 namespace mb {
 
+// What one measured training micro-batch cost above the baseline (the bytes allocated
+// before it ran).
+struct RunPeak {
+  std::size_t allocated = 0;  // peak bytes in live blocks
+  // Peak bytes the arena held (segments), from an emptied cache. Logged, not planned on:
+  // under a cap the pool reserves greedily up to the cap, so this says what was held, not
+  // what was needed.
+  std::size_t reserved = 0;
+};
+
 // What one training micro-batch costs, measured by probing (two probe sizes separate the
 // per-sample part from the fixed part: workspaces, the loss, rounding).
 struct MemoryProfile {
@@ -28,6 +38,10 @@ struct MemoryProfile {
   std::size_t analytic_bytes_per_sample = 0;  // from layer shapes, for the cross-check
   std::int64_t probe_small = 0, probe_large = 0;
   std::size_t peak_small = 0, peak_large = 0;  // peak allocated above the baseline
+  // The largest size a plan check ran (0: none yet). Its allocated peak holds the pool's
+  // rounding at that size, and whether a size runs tests the arena's fragmentation, so
+  // once one ran the margin is a safety share only (PlannerOptions).
+  std::int64_t checked_samples = 0;
 };
 
 // The fewest values per channel a BatchNorm layer may normalize over in one micro-batch.
@@ -87,8 +101,18 @@ struct Plan {
 std::int64_t parse_micro_batch(const std::string& text);
 
 struct PlannerOptions {
-  double margin_fraction = 0.05;  // of the available bytes
+  // The margin before a plan check has run (a prior): this share of the available bytes,
+  // at least margin_min_bytes. It covers what the 1-4 sample probes cannot see.
+  double margin_fraction = 0.05;
   std::size_t margin_min_bytes = 1 << 20;
+  // After a plan check ran a size, its measured peak replaces the prior: the margin is this
+  // share of the available bytes (at least safety_min_bytes), for what a training step adds
+  // beside the measured micro-batch.
+  double safety_fraction = 0.005;
+  std::size_t safety_min_bytes = 64 << 10;
+  // A plan check grows the micro-batch only when the gain is at least this share (or one
+  // sample), so the plan ends within it of the largest size that fits.
+  double min_growth = 0.02;
   // The smallest micro-batch that may run (1: any). The Trainer raises it to
   // min_micro_batch_for_statistics() of its model at the input's shape.
   std::int64_t min_micro_batch = 1;
@@ -101,6 +125,11 @@ struct PlannerOptions {
 // 2^31 - 1 elements is refused with CUDNN_STATUS_BAD_PARAM, not an out-of-memory.
 inline constexpr std::int64_t kMaxTensorElements = 2147483647;
 
+// The margin an automatic plan holds back from `available` bytes: the prior share before a
+// plan check ran (profile.checked_samples == 0), else the safety share.
+std::size_t plan_margin(std::size_t available, const MemoryProfile& profile,
+                        const PlannerOptions& options);
+
 // The arithmetic of an automatic plan: m = floor((available - margin - fixed) /
 // bytes_per_sample), at most batch_size. Throws mb::OutOfMemory (with `report`) when not
 // even min(min_micro_batch, batch_size) samples fit.
@@ -109,9 +138,9 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
 
 class Planner {
  public:
-  // Runs one training micro-batch of `samples` samples and returns its peak allocated
-  // bytes above the baseline; an OutOfMemory propagates.
-  using Measure = std::function<std::size_t(std::int64_t samples)>;
+  // Runs one training micro-batch of `samples` samples and returns its peaks above the
+  // baseline; an OutOfMemory propagates.
+  using Measure = std::function<RunPeak(std::int64_t samples)>;
   using Log = std::function<void(const std::string&)>;
 
   Planner(std::shared_ptr<Allocator> allocator, PlannerOptions options, Log log);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "data/loader.h"
 #include "kernels/accumulate_grads.h"
 #include "kernels/multi_tensor.h"
 #include "runtime/allocator_registry.h"
@@ -235,27 +236,50 @@ void Trainer::abandon_micro_batch() {
   feeder_.reset();
 }
 
-std::size_t Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
-                                std::int64_t samples) {
-  Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), TensorOptions{});
-  TensorOptions label_options;
+RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
+                            std::int64_t samples) {
+  // The inputs live where a step's batch does, outside the arena (host batch buffers); on
+  // CUDA the feeder copies them in, as in a step.
+  TensorOptions input_options;
+  input_options.tag = MemoryTag::Data;
+  input_options.allocator = host_batch_allocator();
+  Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), input_options);
+  TensorOptions label_options = input_options;
   label_options.dtype = DType::Int32;
   Tensor labels = Tensor::zeros(batch_shape(samples, label_shape), label_options);
+  // From an emptied cache, so that no segment an earlier size left behind decides where
+  // this size's blocks go (a training step releases cached segments before it runs out of
+  // memory too).
+  stream_.synchronize();
+  allocator_->empty_cache();
   const std::size_t baseline = allocator_->report().allocated;
   allocator_->reset_peak();
   try {
+    // A step holds the next micro-batch's input while this one runs (double buffering).
     feeder_.stage(images, 0, samples, 0);
+    feeder_.stage(images, 0, samples, 1);
     run_micro_batch(labels, 0, samples, 0, samples);
   } catch (...) {
     abandon_micro_batch();
     allocator_->set_micro_batch(-1);
+    images = Tensor();
+    labels = Tensor();
+    stream_.synchronize();
+    allocator_->empty_cache();  // what comes next starts from the state this one found
     throw;
   }
   model_->abort_micro_batch();  // a probe must not count in BatchNorm statistics
   stream_.synchronize();
+  feeder_.reset();
   allocator_->set_micro_batch(-1);
-  const std::size_t peak = allocator_->peak_allocated();
-  return peak > baseline ? peak - baseline : 0;
+  images = Tensor();
+  labels = Tensor();
+  allocator_->empty_cache();
+  const auto above = [baseline](std::size_t peak) { return peak > baseline ? peak - baseline : 0; };
+  RunPeak peak;
+  peak.allocated = above(allocator_->peak_allocated());
+  peak.reserved = std::max(peak.allocated, above(allocator_->peak_reserved()));
+  return peak;
 }
 
 Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset,

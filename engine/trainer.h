@@ -128,9 +128,9 @@ class Trainer {
   // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
   Totals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
                          std::int64_t total_valid, BackwardObserver* observer = nullptr);
-  // The planner's measurement: peak allocated bytes above the baseline for one training
-  // micro-batch of `samples` zeros.
-  std::size_t probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
+  // The planner's measurement: peak allocated and reserved bytes above the baseline for one
+  // training micro-batch of `samples` zeros.
+  RunPeak probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
   // The planner for inputs of `sample_shape`: its minimum micro-batch gives every
   // BatchNorm layer kMinValuesPerChannel values per channel (engine/planner.h).
   void configure_planner(const Shape& sample_shape);

@@ -36,6 +36,10 @@ class Allocator {
 
   // Peak allocated bytes since construction or the last reset_peak().
   virtual std::size_t peak_allocated() const = 0;
+  // Peak reserved bytes (segments held, allocated or not) since construction or the last
+  // reset_peak(): what the arena needed, rounding and fragmentation included. An allocator
+  // that holds nothing beyond its live blocks reserves what it allocates.
+  virtual std::size_t peak_reserved() const { return peak_allocated(); }
   virtual void reset_peak() = 0;
   // How many deallocate() calls passed a pointer this allocator does not know (release
   // builds; debug builds abort instead).

@@ -23,6 +23,8 @@ class PoolDelegate : public Allocator {
   MemoryKind kind() const override { return pool_->kind(); }
   int device_index() const override { return -1; }
   std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
+  std::size_t peak_reserved() const override { return pool_->peak_reserved(); }
+  void empty_cache() override { pool_->empty_cache(); }
   void reset_peak() override { pool_->reset_peak(); }
 
  private:

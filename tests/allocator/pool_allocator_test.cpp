@@ -712,6 +712,19 @@ TEST(PoolAllocator, PeakAndResetPeak) {
   EXPECT_EQ(pool.stats().cache_hits, 1u);  // only the first reserved a segment
 }
 
+TEST(PoolAllocator, PeakReservedCountsSegmentsUntilReset) {
+  PoolAllocator pool(make_host_memory_resource());
+  void* small = pool.allocate(100 * kKiB, MemoryTag::Activation);  // one 2 MiB segment
+  void* large = pool.allocate(12 * kMiB, MemoryTag::Activation);   // its own 12 MiB segment
+  pool.deallocate(large);
+  pool.empty_cache();
+  EXPECT_EQ(pool.report().reserved, 2 * kMiB);
+  EXPECT_EQ(pool.peak_reserved(), 14 * kMiB);
+  pool.reset_peak();
+  EXPECT_EQ(pool.peak_reserved(), 2 * kMiB);
+  pool.deallocate(small);
+}
+
 TEST(PoolAllocator, ConcurrentThreadsKeepTheBooks) {
   PoolAllocator pool(make_host_memory_resource());
   std::atomic<std::size_t> allocations{0};

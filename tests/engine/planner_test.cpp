@@ -156,11 +156,11 @@ struct FakeCosts {
   std::size_t per_sample = 0;
   std::size_t limit = 0;
   std::vector<std::int64_t> asked;
-  std::size_t operator()(std::int64_t n, const Allocator& allocator) {
+  RunPeak operator()(std::int64_t n, const Allocator& allocator) {
     asked.push_back(n);
     const std::size_t cost = fixed + static_cast<std::size_t>(n) * per_sample;
     if (cost > limit) throw OutOfMemory(cost, allocator.report(), "fake micro-batch");
-    return cost;
+    return RunPeak{cost, cost};
   }
 };
 
@@ -210,9 +210,9 @@ TEST(Planner, FixedPlanIsNotProbed) {
   Planner planner(pool, PlannerOptions{}, nullptr);
   const Plan plan = planner.plan(
       10, 4,
-      [](std::int64_t) -> std::size_t {
+      [](std::int64_t) -> RunPeak {
         ADD_FAILURE() << "probed";
-        return 0;
+        return RunPeak{};
       },
       0);
   EXPECT_FALSE(plan.automatic);
@@ -273,17 +273,20 @@ class FixedReportAllocator final : public Allocator {
 // run out of memory (a request of peak(n), with the arena's report), as fragmentation or
 // a workspace that grows with the batch would make them, unseen by the 1- and 3-sample
 // probes.
+// `reserved` (when set) is what the arena needs for n samples, rounding and fragmentation
+// included; else it needs exactly peak(n).
 struct FakeModel {
   std::function<std::size_t(std::int64_t)> peak;
+  std::function<std::size_t(std::int64_t)> reserved;
   std::int64_t largest_run = std::numeric_limits<std::int64_t>::max();
   const Allocator* allocator = nullptr;
   std::vector<std::int64_t> asked;
   std::vector<std::int64_t> ran;
-  std::size_t operator()(std::int64_t n) {
+  RunPeak operator()(std::int64_t n) {
     asked.push_back(n);
     if (n > largest_run) throw OutOfMemory(peak(n), allocator->report(), "fake micro-batch");
     ran.push_back(n);
-    return peak(n);
+    return RunPeak{peak(n), reserved ? reserved(n) : peak(n)};
   }
 };
 
@@ -314,29 +317,31 @@ TEST(PlannerRefine, VerificationRunsThePlannedSizeAndRefinesBytesPerSample) {
   std::vector<std::string> log;
   Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
   const Plan plan = planner.plan(2000, 0, std::ref(model), 0);
-  // Planned from the probe: floor((97280 - 2048) / 200) = 476 samples, which the planner
-  // runs: peak 2248 + 475 * 100 = 49748 KiB (48.58 MiB), so bytes/sample (49748 - 2248) /
-  // (476 - 1) = 100 KiB, and floor((97280 - 2048) / 100) = 952 fit; 952 runs and confirms
-  // 100 KiB, so the plan stays at 952.
-  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 952}));
+  // Planned from the probe with the prior margin: floor((97280 - 2048) / 200) = 476
+  // samples, which the planner runs: peak 2248 + 475 * 100 = 49748 KiB (48.58 MiB), so
+  // bytes/sample (49748 - 2248) / (476 - 1) = 100 KiB. Now that a size ran, the margin is
+  // the safety share, 0.5% of 100 MiB = 512 KiB, and floor((102400 - 512 - 2048) / 100) =
+  // 998 fit; 998 runs and confirms 100 KiB.
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 998}));
   EXPECT_TRUE(plan.automatic);
-  EXPECT_EQ(plan.micro_batch, 952);
+  EXPECT_EQ(plan.micro_batch, 998);
   EXPECT_EQ(plan.profile.bytes_per_sample, 100 * kKiB);
   EXPECT_EQ(plan.profile.fixed_bytes, 2048 * kKiB);
-  EXPECT_EQ(plan.sizes(), (std::vector<std::int64_t>{952, 952, 96}));
+  EXPECT_EQ(plan.sizes(), (std::vector<std::int64_t>{998, 998, 4}));
   EXPECT_TRUE(logged(log,
                      "probe: peak above baseline 2.20 MiB at 1 sample(s), 2.59 MiB at 3 -> "
                      "bytes/sample 200.00 KiB"))
       << joined(log);
   EXPECT_TRUE(logged(log,
-                     "plan check: micro-batch 476 ran, peak 48.58 MiB -> bytes/sample "
-                     "100.00 KiB, fits 952"))
+                     "plan check: micro-batch 476 ran, peak 48.58 MiB allocated, 48.58 MiB "
+                     "reserved -> bytes/sample 100.00 KiB, margin 512.00 KiB, fits 998"))
       << joined(log);
-  EXPECT_NE(plan.explanation.find("micro-batch 952 x 3"), std::string::npos) << plan.explanation;
-  EXPECT_NE(plan.explanation.find("margin 5.00 MiB; fixed 2.00 MiB; bytes/sample 100.00 KiB"),
+  EXPECT_NE(plan.explanation.find("micro-batch 998 x 3"), std::string::npos) << plan.explanation;
+  EXPECT_NE(plan.explanation.find("margin 512.00 KiB (safety: after a plan check at 998 "
+                                  "samples); fixed 2.00 MiB; bytes/sample 100.00 KiB"),
             std::string::npos)
       << plan.explanation;
-  EXPECT_NE(plan.explanation.find("micro-batch 952 verified by a run"), std::string::npos)
+  EXPECT_NE(plan.explanation.find("micro-batch 998 verified by a run"), std::string::npos)
       << plan.explanation;
 }
 
@@ -356,17 +361,17 @@ TEST(PlannerRefine, OutOfMemoryShrinksThenBisectsToTheLargestSizeThatRuns) {
   // 476 planned (as above) fails, requesting 2048 + 476 * 200 = 97248 KiB with 100 MiB
   // available: it shrinks by the share that was available, 102400 / (102400 + 97248), to
   // 244. 244 runs, so from now on it bisects between the largest size that ran and the
-  // smallest that failed: 360 fails, 302 runs, 331 runs, and 345 would grow by less than
-  // the planner's 5% step, so it keeps 331.
-  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 244, 360, 302, 331}));
+  // smallest that failed: 360 fails, 302 runs, 331 runs, 345 fails, 338 fails, and 334
+  // would grow by less than the planner's 2% step (6 samples), so it keeps 331.
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 244, 360, 302, 331, 345, 338}));
   EXPECT_EQ(plan.micro_batch, model.largest_run);
   EXPECT_TRUE(logged(log,
                      "plan check: micro-batch 476 ran out of memory (requested 94.97 MiB, "
                      "available 100.00 MiB, largest free block 3.00 MiB) -> micro-batch 244"))
       << joined(log);
   EXPECT_TRUE(logged(log,
-                     "plan check: micro-batch 244 ran, peak 49.66 MiB -> bytes/sample "
-                     "200.00 KiB, fits 476"))
+                     "plan check: micro-batch 244 ran, peak 49.66 MiB allocated, 49.66 MiB "
+                     "reserved -> bytes/sample 200.00 KiB, margin 512.00 KiB, fits 499"))
       << joined(log);
   EXPECT_TRUE(logged(log,
                      "plan check: micro-batch 360 ran out of memory (requested 72.31 MiB, "
@@ -375,6 +380,40 @@ TEST(PlannerRefine, OutOfMemoryShrinksThenBisectsToTheLargestSizeThatRuns) {
   EXPECT_TRUE(logged(log, "plan check: micro-batch 331 ran")) << joined(log);
   EXPECT_NE(plan.explanation.find("micro-batch 331 verified by a run"), std::string::npos)
       << plan.explanation;
+}
+
+TEST(PlannerRefine, FragmentationTheProbesCannotSeeIsBisectedToWithinTwoPercent) {
+  // The arena needs a quarter more than the live blocks (fragmentation): a size runs when
+  // 1.25 * (2048 KiB + 200 KiB * n) <= 100 MiB available, so at most 399 samples, though
+  // the measured peaks are exactly linear and say 499 fit.
+  auto arena = std::make_shared<FixedReportAllocator>();
+  FakeModel model;
+  model.allocator = arena.get();
+  model.peak = [](std::int64_t n) {
+    return 2048 * kKiB + 200 * kKiB * static_cast<std::size_t>(n);
+  };
+  model.reserved = [&](std::int64_t n) { return model.peak(n) / 4 * 5; };
+  std::int64_t largest = 0;
+  while (model.reserved(largest + 1) <= 100 << 20) ++largest;
+  ASSERT_EQ(largest, 399);
+  model.largest_run = largest;
+  std::vector<std::string> log;
+  Planner planner(arena, PlannerOptions{}, [&](const std::string& line) { log.push_back(line); });
+  const Plan plan = planner.plan(2000, 0, std::ref(model), 0);
+  // 476 (the prior margin) fails and shrinks to 244, which runs: with the safety margin
+  // (512 KiB) floor((102400 - 512 - 2048) / 200) = 499 fit, beyond the 476 that failed, so
+  // it bisects: 360 runs, 418 fails, 389 runs, 403 fails, 396 runs, and 399 would gain
+  // less than 2% of 396 (7 samples).
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 476, 244, 360, 418, 389, 403, 396}));
+  EXPECT_EQ(plan.micro_batch, 396);
+  EXPECT_GE(plan.micro_batch, largest * 98 / 100);
+  EXPECT_NE(plan.explanation.find("margin 512.00 KiB (safety: after a plan check at 396 samples)"),
+            std::string::npos)
+      << plan.explanation;
+  EXPECT_TRUE(logged(log,
+                     "plan check: micro-batch 244 ran, peak 49.66 MiB allocated, 62.07 MiB "
+                     "reserved -> bytes/sample 200.00 KiB, margin 512.00 KiB, fits 499"))
+      << joined(log);
 }
 
 TEST(PlannerRefine, RunsOfOutOfMemoryEndAtASizeThatRan) {

@@ -3,6 +3,8 @@
 // engine re-plan and still reach the same parameters.
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "allocator/pool_allocator.h"
 #include "runtime/allocator_registry.h"
 #include "tests/mbp/mbp_test_util.h"
@@ -91,6 +93,68 @@ TEST(BeyondTheLimit, FullBatchDoesNotFitButThePlannedRunMatchesIt) {
                                        std::string("capped ") + accumulation_name(mode));
     }
   }
+}
+
+// One training step of LeNet-5 on `batch` (made outside the arena, as a loader's batches
+// are) in a fresh arena capped at `cap`: the micro-batch that ran and whether the step had to
+// re-plan.
+struct CappedStep {
+  std::int64_t micro_batch = 0;
+  int replans = 0;
+};
+CappedStep capped_step(const testing::Batch& batch, std::size_t cap, std::int64_t micro_batch) {
+  auto pool = capped_pool(cap);
+  ScopedAllocator scope(Device::cpu(), pool);
+  TrainerOptions options;
+  options.micro_batch = micro_batch;
+  Trainer trainer(build_model("lenet5"), options);
+  const StepResult step = trainer.step(batch.images, batch.labels, 0.05f);
+  return CappedStep{trainer.current_plan().micro_batch, step.replans};
+}
+
+TEST(BeyondTheLimit, TheAutomaticPlanUsesTheCap) {
+  // Issue 18's target: the planned micro-batch is at least 0.95x the largest fixed one that
+  // runs a step under the same cap without an OutOfMemory, found here by trying every size
+  // up from the planned one (each in a fresh arena).
+  const std::size_t cap = std::size_t{8} << 20;
+  const testing::Batch batch = mnist_like_batch(7);
+  const CappedStep automatic = capped_step(batch, cap, 0);
+  EXPECT_EQ(automatic.replans, 0) << "the planned size did not run the step";
+  ASSERT_LT(automatic.micro_batch, kBatch) << "the whole batch fit: make the cap smaller";
+  std::int64_t largest = 0;
+  for (std::int64_t m = automatic.micro_batch; m <= kBatch; ++m) {
+    const CappedStep fixed = capped_step(batch, cap, m);
+    if (fixed.replans > 0) break;
+    largest = m;
+  }
+  EXPECT_GE(largest, automatic.micro_batch) << "the planned size does not run as a fixed one";
+  EXPECT_GE(static_cast<double>(automatic.micro_batch), 0.95 * static_cast<double>(largest))
+      << "planned " << automatic.micro_batch << ", but " << largest << " runs";
+}
+
+// Counts the arena's allocations by tag.
+class TagCountingAllocator final : public testing::PoolDelegate {
+ public:
+  using PoolDelegate::PoolDelegate;
+  void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
+    ++count[static_cast<int>(tag)];
+    return PoolDelegate::allocate(bytes, tag, stream);
+  }
+  std::array<int, kNumMemoryTags> count{};
+};
+
+TEST(BeyondTheLimit, PlanChecksKeepTheirInputsOutsideTheArenaLikeAStep) {
+  // On the CPU a step's micro-batches are views of the host batch, which lives outside the
+  // arena; the planner's runs must not charge the arena for inputs a step does not put there
+  // (at 64 MiB that cost ResNet-20 3 of its 36 samples).
+  auto counting = std::make_shared<TagCountingAllocator>(capped_pool(kCap));
+  ScopedAllocator scope(Device::cpu(), counting);
+  TrainerOptions options;
+  Trainer trainer(build_model("lenet5"), options);
+  const Plan& plan = trainer.plan(kBatch, Shape{1, 28, 28}, Shape{});
+  EXPECT_TRUE(plan.automatic);
+  EXPECT_GT(counting->count[static_cast<int>(MemoryTag::Activation)], 0) << "nothing ran";
+  EXPECT_EQ(counting->count[static_cast<int>(MemoryTag::Data)], 0);
 }
 
 // Delegates to a pool, but while armed refuses any allocation that would take the
