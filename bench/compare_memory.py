@@ -104,19 +104,26 @@ def main():
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--commit", default="")
+    parser.add_argument("--fuse", default="both", choices=["on", "off", "both"],
+                        help="ours with the fused layers, the plain ones, or both (default)")
     parser.add_argument("--out", help="JSON lines written here (via a temporary file)")
     args = parser.parse_args()
 
     ours = subprocess.run([args.memory_bench, "--batch", str(args.batch), "--commit", args.commit,
-                           "--cases"] + args.cases, check=True, capture_output=True, text=True)
+                           "--fuse", args.fuse, "--cases"] + args.cases, check=True,
+                          capture_output=True, text=True)
     lines = []
+    torch_rows = {}  # (model, image size): PyTorch's side, measured once for both of ours
     for line in ours.stdout.splitlines():
         row = json.loads(line)
         size = row["image_size"]
-        theirs = torch_side(row["model"], size, 2, 4)
+        key = (row["model"], size)
+        if key not in torch_rows:
+            torch_rows[key] = torch_side(row["model"], size, 2, 4)
+        theirs = torch_rows[key]
         per_sample = theirs["saved_bytes_per_sample"]
         result = {"kind": "compare_memory", "model": row["model"], "image_size": size,
-                  "ours": row, "pytorch": theirs,
+                  "fused": row.get("fused", False), "ours": row, "pytorch": theirs,
                   "ours_measured_vs_pytorch_saved": row["measured_bytes_per_sample"] / per_sample,
                   "ours_analytic_vs_pytorch_saved": row["analytic_bytes_per_sample"] / per_sample,
                   "cpu": platform.processor() or platform.machine()}

@@ -6,6 +6,8 @@
 //   with a cap             the planner's micro-batch for --batch under it (probe and plan
 //                          checks, as `microbatch plan` does), its bytes/sample at that size
 //                          and the seconds planning took
+// each with the zoo's fused layers and with the plain ones (--fuse both, the default;
+// "fused" in the JSON), so the saving of fusion is measured in the same run.
 // The PyTorch side of the comparison (saved tensors per sample for the same models and
 // sizes) is bench/compare_memory.py, which runs this program.
 #include <CLI/CLI.hpp>
@@ -55,15 +57,17 @@ Case parse_case(const std::string& text) {
   return c;
 }
 
-Json run_case(const Case& c, std::int64_t batch, const std::string& commit) {
+Json run_case(const Case& c, bool fuse, std::int64_t batch, const std::string& commit) {
   ModelConfig config;
   config.image_size = c.image_size;
+  config.fuse = fuse;
   config = resolve_config(c.model, config);
   const ModelInfo& info = find_model(c.model);
   const Shape sample{config.in_channels, config.image_size, config.image_size};
   const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
   Json result{{"kind", "memory"}, {"model", c.model},         {"image_size", config.image_size},
-              {"device", "cpu"},  {"threads", cpu_threads()}, {"commit", commit}};
+              {"fused", fuse},    {"device", "cpu"},          {"threads", cpu_threads()},
+              {"commit", commit}};
   {
     Session session(SessionOptions{}, [&] { return build_model(c.model, config); });
     result["parameters"] = session.model().parameter_count();
@@ -105,7 +109,10 @@ int main(int argc, char** argv) {
       "resnet50:224", "vgg11_bn:224", "mobilenet_v2:224", "resnet50:224:4GiB", "resnet50:224:8GiB"};
   std::int64_t batch = 1024;
   std::string commit;
+  std::string fuse = "both";
   app.add_option("--cases", cases, "model[:image_size[:memory-limit]]");
+  app.add_option("--fuse", fuse, "on | off | both (default): the zoo's fused layers or the plain")
+      ->check(CLI::IsMember({"on", "off", "both"}));
   app.add_option("--batch", batch, "batch size planned for under a cap")
       ->check(CLI::PositiveNumber);
   app.add_option("--commit", commit, "commit recorded in the JSON");
@@ -114,8 +121,14 @@ int main(int argc, char** argv) {
     mb::install_default_allocators();
     std::vector<mb::Case> parsed;
     for (const std::string& text : cases) parsed.push_back(mb::parse_case(text));
-    for (const mb::Case& c : parsed)
-      std::cout << mb::run_case(c, batch, commit).dump() << std::endl;
+    std::vector<bool> variants;
+    if (fuse != "off") variants.push_back(true);
+    if (fuse != "on") variants.push_back(false);
+    for (const mb::Case& c : parsed) {
+      for (const bool fused : variants) {
+        std::cout << mb::run_case(c, fused, batch, commit).dump() << std::endl;
+      }
+    }
   } catch (const mb::Error& e) {
     std::cerr << "memory_bench: " << e.message() << "\n";
     return 1;

@@ -53,40 +53,29 @@ Tensor activation_backward(Kind kind, const Tensor& output, const Tensor& grad_o
 
 }  // namespace
 
-MemoryTrace::Id ReLU::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+std::int64_t PointwiseActivation::forward_flops(const Shape& input) const {
+  return (relu6_ ? 2 : 1) * input.numel();
+}
+
+MemoryTrace::Id PointwiseActivation::trace_forward(MemoryTrace& trace,
+                                                   MemoryTrace::Id input) const {
+  if (absorbed_) return input;
   return trace.layer(input, trace.shape(input), Keep::Output);
 }
 
-Tensor ReLU::forward_impl(const Tensor& input, const RunState& /*state*/) {
-  output_ = activation_forward(Kind::Relu, input);
+Tensor PointwiseActivation::forward_impl(const Tensor& input, const RunState& /*state*/) {
+  if (absorbed_) return input;
+  output_ = activation_forward(relu6_ ? Kind::Relu6 : Kind::Relu, input);
   return output_;
 }
 
-Tensor ReLU::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+Tensor PointwiseActivation::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  if (absorbed_) return state.need_input_grad ? grad_output : Tensor();
   if (!state.need_input_grad) {
     output_ = Tensor();
     return Tensor();
   }
-  Tensor grad_input = activation_backward(Kind::Relu, output_, grad_output);
-  output_ = Tensor();
-  return grad_input;
-}
-
-MemoryTrace::Id ReLU6::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
-  return trace.layer(input, trace.shape(input), Keep::Output);
-}
-
-Tensor ReLU6::forward_impl(const Tensor& input, const RunState& /*state*/) {
-  output_ = activation_forward(Kind::Relu6, input);
-  return output_;
-}
-
-Tensor ReLU6::backward_impl(const Tensor& grad_output, const BackwardState& state) {
-  if (!state.need_input_grad) {
-    output_ = Tensor();
-    return Tensor();
-  }
-  Tensor grad_input = activation_backward(Kind::Relu6, output_, grad_output);
+  Tensor grad_input = activation_backward(relu6_ ? Kind::Relu6 : Kind::Relu, output_, grad_output);
   output_ = Tensor();
   return grad_input;
 }

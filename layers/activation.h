@@ -1,42 +1,48 @@
 // ReLU and ReLU6 modules. Each keeps its forward output for backward (the output says
 // where the input was in the linear range), not its input.
+//
+// Fusion (layers/fusion.h): when the BatchNorm2d before it applies the activation itself,
+// the module is absorbed: forward and backward pass their tensor through unchanged and it
+// keeps nothing (the BatchNorm keeps what backward needs).
 #pragma once
 
 #include "layers/module.h"
 
 namespace mb {
 
-class ReLU : public Module {
+// The shared module; ReLU and ReLU6 differ only in the function.
+class PointwiseActivation : public Module {
  public:
-  ReLU() : Module("ReLU") {}
   Shape output_shape(const Shape& input) const override { return input; }
-  std::int64_t forward_flops(const Shape& input) const override { return input.numel(); }
+  std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override { output_ = Tensor(); }
 
+  bool is_relu6() const { return relu6_; }
+  // Absorbed into the preceding layer (which applies the activation): pass-through.
+  void set_absorbed(bool absorbed) { absorbed_ = absorbed; }
+  bool absorbed() const { return absorbed_; }
+
  protected:
+  PointwiseActivation(const char* type_name, bool relu6) : Module(type_name), relu6_(relu6) {}
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
 
  private:
+  bool relu6_;
+  bool absorbed_ = false;
   Tensor output_;
 };
 
-// min(max(x, 0), 6), as in MobileNetV2.
-class ReLU6 : public Module {
+class ReLU : public PointwiseActivation {
  public:
-  ReLU6() : Module("ReLU6") {}
-  Shape output_shape(const Shape& input) const override { return input; }
-  std::int64_t forward_flops(const Shape& input) const override { return 2 * input.numel(); }
-  MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
-  void clear_cache() override { output_ = Tensor(); }
+  ReLU() : PointwiseActivation("ReLU", false) {}
+};
 
- protected:
-  Tensor forward_impl(const Tensor& input, const RunState& state) override;
-  Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
-
- private:
-  Tensor output_;
+// min(max(x, 0), 6), as in MobileNetV2.
+class ReLU6 : public PointwiseActivation {
+ public:
+  ReLU6() : PointwiseActivation("ReLU6", true) {}
 };
 
 }  // namespace mb

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activation.h"
 #include "kernels/batch_norm.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/error.h"
@@ -66,6 +67,25 @@ MemoryTrace::Id BatchNorm2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id i
 }
 
 Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
+  return run_forward(input, Tensor(), state);
+}
+
+Tensor BatchNorm2d::forward_residual(const Tensor& input, const Tensor& residual,
+                                     const RunState& state) {
+  MB_CHECK(input.defined() && residual.defined(), layer_name(channels_),
+           ".forward_residual: undefined input or residual");
+  MB_CHECK(input.device() == device_ && residual.device() == device_, layer_name(channels_),
+           ".forward_residual: input on ", input.device().str(), ", residual on ",
+           residual.device().str(), " but module on ", device_.str(),
+           ". Fix: call to_device() or move the tensors");
+  MB_CHECK(residual.shape() == input.shape() && residual.dtype() == DType::Float32,
+           layer_name(channels_), ".forward_residual: residual ", residual.shape().to_string(),
+           " must be float32 with the input's shape ", input.shape().to_string());
+  return run_forward(input, residual, state);
+}
+
+Tensor BatchNorm2d::run_forward(const Tensor& input, const Tensor& residual,
+                                const RunState& state) {
   check_input(input.shape());
   MB_CHECK(input.dtype() == DType::Float32, layer_name(channels_), ": input must be float32, got ",
            dtype_name(input.dtype()));
@@ -76,6 +96,7 @@ Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
   save_mean_ = Tensor::empty(Shape{channels_}, options);
   save_invstd_ = Tensor::empty(Shape{channels_}, options);
   const float eps = static_cast<float>(eps_);
+  const float* residual_data = residual.defined() ? residual.data<float>() : nullptr;
 
   if (state.training) {
     MB_CHECK(n * hw > 1, layer_name(channels_),
@@ -85,19 +106,23 @@ Tensor BatchNorm2d::forward_impl(const Tensor& input, const RunState& state) {
     ensure_statistics();
     double* pending = static_cast<double*>(statistics_.get());
     batch_norm_forward_training(stream(), input.data<float>(), weight_->value.data<float>(),
-                                bias_->value.data<float>(), n, channels_, hw, eps,
-                                output.data<float>(), save_mean_.data<float>(),
+                                bias_->value.data<float>(), residual_data, activation_, n,
+                                channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
                                 save_invstd_.data<float>(), pending);
     pending_count_ += n * hw;
     if (update_per_forward_) end_batch();
   } else {
     batch_norm_forward_inference(
         stream(), input.data<float>(), running_mean_->data<float>(), running_var_->data<float>(),
-        weight_->value.data<float>(), bias_->value.data<float>(), n, channels_, hw, eps,
-        output.data<float>(), save_mean_.data<float>(), save_invstd_.data<float>());
+        weight_->value.data<float>(), bias_->value.data<float>(), residual_data, activation_, n,
+        channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
+        save_invstd_.data<float>());
   }
   cached_input_ = input;
   cached_training_ = state.training;
+  residual_output_ = residual.defined() ? output : Tensor();
+  residual_grad_ = Tensor();
+  last_output_ = output.data<float>();
   return output;
 }
 
@@ -116,12 +141,62 @@ Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState
     grad_input =
         Tensor::empty(cached_input_.shape(), tensor_options(device_, MemoryTag::Activation));
   float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
-  batch_norm_backward(
-      stream(), grad_output.data<float>(), cached_input_.data<float>(), save_mean_.data<float>(),
-      save_invstd_.data<float>(), weight_->value.data<float>(), n, channels_, hw, cached_training_,
-      grad_input_data, weight_->grad.data<float>(), bias_->grad.data<float>(), state.mode);
+  // After forward_residual the mask comes from the kept output (z + residual), and the
+  // masked gradient is also the residual's; otherwise the kernel masks by act'(z).
+  Tensor grad_z = grad_output;
+  BnActivation mask_by = activation_;
+  if (residual_output_.defined()) {
+    mask_by = BnActivation::None;
+    const std::int64_t count = grad_output.numel();
+    if (activation_ != BnActivation::None) {
+      grad_z = Tensor::empty(grad_output.shape(), tensor_options(device_, MemoryTag::Activation));
+      if (activation_ == BnActivation::ReLU) {
+        relu_backward(stream(), residual_output_.data<float>(), grad_output.data<float>(),
+                      grad_z.data<float>(), count);
+      } else {
+        relu6_backward(stream(), residual_output_.data<float>(), grad_output.data<float>(),
+                       grad_z.data<float>(), count);
+      }
+    }
+  }
+  batch_norm_backward(stream(), grad_z.data<float>(), cached_input_.data<float>(),
+                      save_mean_.data<float>(), save_invstd_.data<float>(),
+                      weight_->value.data<float>(), bias_->value.data<float>(), mask_by, n,
+                      channels_, hw, cached_training_, grad_input_data, weight_->grad.data<float>(),
+                      bias_->grad.data<float>(), state.mode);
+  const bool residual = residual_output_.defined();
   clear_cache();
+  if (residual) residual_grad_ = grad_z;
   return grad_input;
+}
+
+Tensor BatchNorm2d::take_residual_grad() {
+  MB_CHECK(residual_grad_.defined(), layer_name(channels_),
+           ".take_residual_grad: no residual gradient. Fix: call forward_residual() and "
+           "backward() first, and take it once");
+  Tensor grad = residual_grad_;
+  residual_grad_ = Tensor();
+  return grad;
+}
+
+bool BatchNorm2d::can_recompute(const Tensor& tensor) const {
+  return cached_input_.defined() && cached_training_ && !residual_output_.defined() &&
+         tensor.defined() && tensor.data<float>() == last_output_ &&
+         tensor.shape() == cached_input_.shape() && tensor.device() == device_;
+}
+
+Tensor BatchNorm2d::recompute_output() const {
+  MB_CHECK(cached_input_.defined() && cached_training_ && !residual_output_.defined(),
+           layer_name(channels_),
+           ".recompute_output: no training forward to recompute (its backward already ran, or "
+           "it was forward_residual). Fix: recompute before this layer's backward");
+  const Shape& shape = cached_input_.shape();
+  Tensor output = Tensor::empty(shape, tensor_options(device_, MemoryTag::Activation));
+  batch_norm_apply(stream(), cached_input_.data<float>(), save_mean_.data<float>(),
+                   save_invstd_.data<float>(), weight_->value.data<float>(),
+                   bias_->value.data<float>(), activation_, shape[0], channels_,
+                   shape[2] * shape[3], output.data<float>());
+  return output;
 }
 
 void BatchNorm2d::begin_batch() {
@@ -213,6 +288,9 @@ void BatchNorm2d::clear_cache() {
   cached_input_ = Tensor();
   save_mean_ = Tensor();
   save_invstd_ = Tensor();
+  residual_output_ = Tensor();
+  residual_grad_ = Tensor();
+  last_output_ = nullptr;
 }
 
 void BatchNorm2d::ensure_statistics() {

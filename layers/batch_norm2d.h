@@ -21,6 +21,15 @@
 // set_update_per_forward(true): every training forward then updates the running statistics
 // from its own batch immediately, as PyTorch's BatchNorm2d does.
 //
+// Fusion (docs/architecture.md, "Memory"): set_activation(ReLU or ReLU6) makes the layer
+// BatchNorm + activation in one pass; it still keeps only its input, and backward
+// recomputes the activation's mask from it. recompute_output() gives the forward's output
+// again, bit for bit, until backward runs: a Conv2d reading that output recomputes it
+// instead of keeping it (Conv2d::recompute_input_from). forward_residual() is BatchNorm +
+// add + activation: it keeps its output too (the mask: z + residual is not a function of
+// the input alone), which the next block keeps anyway; backward then also leaves the
+// residual's gradient for take_residual_grad().
+//
 // Note: on CUDA the sums live in device fp64 buffers (per-thread fp64 sums in the
 // statistics kernel, folded on the device), so the only host transfer is in end_batch()
 // (and in abort_micro_batch(), rare). Repeating a forward on the same micro-batch without
@@ -30,6 +39,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/batch_norm_activation.h"
 #include "layers/module.h"
 #include "runtime/allocator.h"
 #include "runtime/error.h"
@@ -60,6 +70,22 @@ class BatchNorm2d : public Module {
 
   void set_update_per_forward(bool enabled) { update_per_forward_ = enabled; }
 
+  // The activation fused after the normalization (None: plain BatchNorm2d).
+  void set_activation(BnActivation act) { activation_ = act; }
+  BnActivation activation() const { return activation_; }
+  // act(bn(input) + residual) with activation(); `residual` has the input's shape.
+  // Throws mb::InvalidArgument on a shape, dtype or device mismatch.
+  Tensor forward_residual(const Tensor& input, const Tensor& residual, const RunState& state);
+  // After a backward that followed forward_residual(): the gradient of the residual (the
+  // gradient of z + residual), handed over once.
+  Tensor take_residual_grad();
+  // True when `tensor` is the output of the last training forward (not forward_residual)
+  // and recompute_output() can give it again.
+  bool can_recompute(const Tensor& tensor) const;
+  // The last training forward's output recomputed from the kept input; throws
+  // mb::InvalidArgument when there is none (backward already ran, or no forward).
+  Tensor recompute_output() const;
+
   std::int64_t channels() const { return channels_; }
   double eps() const { return eps_; }
   double momentum() const { return momentum_; }
@@ -88,6 +114,8 @@ class BatchNorm2d : public Module {
 
  private:
   void check_input(const Shape& input) const;
+  // forward_impl and forward_residual (residual undefined: none).
+  Tensor run_forward(const Tensor& input, const Tensor& residual, const RunState& state);
   // Allocates the fp64 accumulator on device_ (moving its contents when the module moved).
   void ensure_statistics();
   std::vector<double> read_statistics() const;
@@ -117,6 +145,12 @@ class BatchNorm2d : public Module {
   Tensor save_mean_;
   Tensor save_invstd_;
   bool cached_training_ = false;
+  BnActivation activation_ = BnActivation::None;
+  // forward_residual: the output (for the activation's mask) and, after backward, the
+  // residual's gradient.
+  Tensor residual_output_;
+  Tensor residual_grad_;
+  const void* last_output_ = nullptr;  // identifies the last forward's output (not owned)
 };
 
 }  // namespace mb

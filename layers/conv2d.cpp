@@ -6,6 +6,7 @@
 
 #include "kernels/channel_bias.h"
 #include "kernels/conv.h"
+#include "layers/batch_norm2d.h"
 #include "layers/init.h"
 #include "runtime/error.h"
 
@@ -113,15 +114,22 @@ std::int64_t Conv2d::forward_flops(const Shape& input) const {
 }
 
 MemoryTrace::Id Conv2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
-  // The input, for the filter gradient.
-  return trace.layer(input, output_shape(trace.shape(input)), Keep::Input);
+  const Shape out = output_shape(trace.shape(input));
+  // The input, for the filter gradient; or, recomputed, only for the filter gradient's
+  // moment in backward.
+  if (recompute_source_ != nullptr) {
+    return trace.layer(input, out, Keep::Nothing, std::size_t{0},
+                       static_cast<std::size_t>(trace.shape(input).numel()) * sizeof(float));
+  }
+  return trace.layer(input, out, Keep::Input);
 }
 
 void Conv2d::clear_cache() {
   cached_input_ = Tensor();
+  recompute_pending_ = false;
 }
 
-Tensor Conv2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
+Tensor Conv2d::forward_impl(const Tensor& input, const RunState& state) {
   const Shape out_shape = output_shape(input.shape());
   Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
   const ConvGeometry g = geometry_of(input.shape(), out_channels_, kernel_size_, stride_, padding_,
@@ -132,14 +140,31 @@ Tensor Conv2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
     add_channel_bias(stream(), output.data<float>(), bias_->value.data<float>(), out_shape[0],
                      out_channels_, out_shape[2] * out_shape[3]);
   }
-  cached_input_ = input;
+  recompute_pending_ = state.training && recompute_source_ != nullptr &&
+                       recompute_source_->can_recompute(input);
+  if (recompute_pending_) {
+    cached_input_ = Tensor();
+    recompute_shape_ = input.shape();
+  } else {
+    cached_input_ = input;
+  }
   return output;
 }
 
 Tensor Conv2d::backward_impl(const Tensor& grad_output, const BackwardState& state) {
-  const Tensor input = take_cached_input(cached_input_, grad_output, describe());
-  const Shape out_shape = output_shape(input.shape());
-  const ConvGeometry g = geometry_of(input.shape(), out_channels_, kernel_size_, stride_, padding_,
+  Tensor input;
+  if (recompute_pending_) {
+    MB_CHECK(grad_output.shape() == output_shape(recompute_shape_), describe(),
+             ".backward: gradient ", grad_output.shape().to_string(),
+             " does not match the forward output ", output_shape(recompute_shape_).to_string());
+    input = recompute_source_->recompute_output();
+    recompute_pending_ = false;
+  } else {
+    input = take_cached_input(cached_input_, grad_output, describe());
+  }
+  const Shape input_shape = input.shape();
+  const Shape out_shape = output_shape(input_shape);
+  const ConvGeometry g = geometry_of(input_shape, out_channels_, kernel_size_, stride_, padding_,
                                      dilation_, groups_);
   ensure_grad(*weight_);
   conv2d_backward_filter(stream(), g, input.data<float>(), grad_output.data<float>(),
@@ -149,8 +174,9 @@ Tensor Conv2d::backward_impl(const Tensor& grad_output, const BackwardState& sta
     channel_bias_grad(stream(), grad_output.data<float>(), out_shape[0], out_channels_,
                       out_shape[2] * out_shape[3], bias_->grad.data<float>(), state.mode);
   }
+  input = Tensor();  // a recomputed input is freed before the input gradient exists
   if (!state.need_input_grad) return Tensor();
-  Tensor grad_input = Tensor::empty(input.shape(), tensor_options(device_, MemoryTag::Activation));
+  Tensor grad_input = Tensor::empty(input_shape, tensor_options(device_, MemoryTag::Activation));
   conv2d_backward_data(stream(), g, weight_->value.data<float>(), grad_output.data<float>(),
                        grad_input.data<float>(), GradientMode::Overwrite);
   return grad_input;

@@ -38,10 +38,10 @@ const Shape& MemoryTrace::shape(Id tensor) const {
 }
 
 MemoryTrace::Id MemoryTrace::layer(Id input, const Shape& output_shape, Keep keep,
-                                   std::size_t own_bytes) {
+                                   std::size_t own_bytes, std::size_t recompute_bytes) {
   value(input);
   const Id output = new_value(output_shape);
-  steps_.push_back(Step{StepKind::Layer, {input}, output, keep, own_bytes});
+  steps_.push_back(Step{StepKind::Layer, {input}, output, keep, own_bytes, recompute_bytes});
   return output;
 }
 
@@ -152,6 +152,7 @@ std::size_t MemoryTrace::backward_peak_bytes(Id output) const {
   std::size_t peak = alive;
 
   for (auto step = steps_.rbegin(); step != steps_.rend(); ++step) {
+    peak = std::max(peak, alive + step->recompute_bytes);
     const int output_gradient = gradient_of[static_cast<std::size_t>(step->output)];
     // A tensor that already has a gradient (it feeds several steps) gets this step's part
     // as a temporary that is added into it.

@@ -50,7 +50,11 @@ class MemoryTrace {
   // One layer: `input` -> a new tensor of `output_shape`. The layer keeps `keep` and
   // `own_bytes` of tensors only it holds (MaxPool2d's argmax, BatchNorm2d's mean and
   // invstd) until its backward, which allocates the gradient of its input.
-  Id layer(Id input, const Shape& output_shape, Keep keep, std::size_t own_bytes = 0);
+  // recompute_bytes: what its backward recomputes instead of keeping (a fused layer's
+  // output, Conv2d::recompute_input_from), alive at the start of its backward and freed
+  // before the input's gradient is allocated.
+  Id layer(Id input, const Shape& output_shape, Keep keep, std::size_t own_bytes = 0,
+           std::size_t recompute_bytes = 0);
   // A layer whose output shares its input's storage (Flatten): nothing kept, and its
   // backward's gradient is a view of the output's.
   Id view(Id input, const Shape& output_shape);
@@ -94,6 +98,7 @@ class MemoryTrace {
     Id output;
     Keep keep;
     std::size_t own_bytes;
+    std::size_t recompute_bytes = 0;
   };
 
   Id new_value(const Shape& shape);

@@ -1,6 +1,7 @@
 // Module bookkeeping and Sequential.
 #include "layers/module.h"
 
+#include "layers/fusion.h"
 #include "runtime/error.h"
 
 namespace mb {
@@ -47,6 +48,10 @@ void Module::abort_micro_batch() {
 
 void Module::clear_cache() {
   for (auto& [name, child] : children_) child->clear_cache();
+}
+
+void Module::fuse_memory_bound_layers() {
+  for (auto& [name, child] : children_) child->fuse_memory_bound_layers();
 }
 
 std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {
@@ -204,6 +209,13 @@ MemoryTrace::Id Sequential::trace_forward(MemoryTrace& trace, MemoryTrace::Id in
   MemoryTrace::Id x = input;
   for (const auto& [name, m] : children()) x = m->trace_forward(trace, x);
   return x;
+}
+
+void Sequential::fuse_memory_bound_layers() {
+  std::vector<Module*> chain;
+  append_chain(*this, chain);
+  fuse_chain(chain);
+  for (Module* module : chain) module->fuse_memory_bound_layers();
 }
 
 Tensor Sequential::forward_impl(const Tensor& input, const RunState& state) {

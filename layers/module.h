@@ -127,6 +127,12 @@ class Module {
   virtual void assign_batch_statistics(const std::vector<double>& in, std::size_t& at);
   // Drops cached activations (after an OutOfMemory mid-step, or after inference).
   virtual void clear_cache();
+  // Fuses the memory-bound layers below this module (layers/fusion.h): BatchNorm2d +
+  // ReLU/ReLU6 into one layer, and a Conv2d reading a BatchNorm2d's output recomputes it
+  // in backward instead of keeping it. Exact: the same numbers, computed twice. Default:
+  // each child fuses its own; Sequential fuses its chain; residual blocks fuse BatchNorm +
+  // add + ReLU. Call once, before training.
+  virtual void fuse_memory_bound_layers();
 
   // Recursive, in registration order, with dotted names.
   std::vector<std::pair<std::string, Parameter*>> named_parameters();
@@ -203,6 +209,9 @@ class Sequential : public Module {
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
+  // fuse_chain() over its children, nested Sequentials flattened (their input reaches only
+  // their first child), then each composite in the chain fuses itself.
+  void fuse_memory_bound_layers() override;
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;

@@ -5,6 +5,8 @@
 #include "layers/batch_norm2d.h"
 #include "layers/conv2d.h"
 #include "layers/elementwise.h"
+#include "layers/fusion.h"
+#include "runtime/error.h"
 
 namespace mb {
 
@@ -72,12 +74,38 @@ MemoryTrace::Id ResidualBlock::trace_forward(MemoryTrace& trace, MemoryTrace::Id
   const MemoryTrace::Id shortcut = downsample_ ? downsample_->trace_forward(trace, input) : input;
   MemoryTrace::Id main = input;
   for (const auto& [name, child] : main_->children()) main = child->trace_forward(trace, main);
-  return relu_out_->trace_forward(trace, trace.add(main, shortcut));
+  const MemoryTrace::Id sum = trace.add(main, shortcut);
+  // Fused, the last BatchNorm keeps the block's output for the mask, as relu_out does.
+  if (fused_residual_) return trace.layer(sum, trace.shape(sum), Keep::Output);
+  return relu_out_->trace_forward(trace, sum);
+}
+
+void ResidualBlock::fuse_memory_bound_layers() {
+  std::vector<Module*> chain;
+  for (const auto& [name, child] : main_->children()) append_chain(*child, chain);
+  fuse_chain(chain);
+  if (downsample_) downsample_->fuse_memory_bound_layers();
+  last_batch_norm().set_activation(BnActivation::ReLU);
+  relu_out_->set_absorbed(true);
+  fused_residual_ = true;
+}
+
+BatchNorm2d& ResidualBlock::last_batch_norm() const {
+  auto* bn = dynamic_cast<BatchNorm2d*>(main_->children().back().second.get());
+  MB_CHECK(bn != nullptr, type_name(), ": the main path must end with a BatchNorm2d");
+  return *bn;
 }
 
 Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
   // main_ is not registered itself (its children are, under this block), so its stages
   // are run one by one rather than through main_->forward.
+  if (fused_residual_) {
+    const auto& stages = main_->children();
+    Tensor main = input;
+    for (std::size_t i = 0; i + 1 < stages.size(); ++i) main = stages[i].second->forward(main, state);
+    Tensor shortcut = downsample_ ? downsample_->forward(input, state) : input;
+    return last_batch_norm().forward_residual(main, shortcut, state);
+  }
   Tensor main = input;
   for (const auto& [name, child] : main_->children()) main = child->forward(main, state);
   Tensor shortcut = downsample_ ? downsample_->forward(input, state) : input;
@@ -90,10 +118,20 @@ Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
 Tensor ResidualBlock::backward_impl(const Tensor& grad_output, const BackwardState& state) {
   BackwardState inner = state;
   inner.need_input_grad = true;
-  Tensor grad_sum = relu_out_->backward(grad_output, inner);
   const auto& stages = main_->children();
-  Tensor grad_input = grad_sum;
-  for (int i = static_cast<int>(stages.size()) - 1; i >= 0; --i) {
+  Tensor grad_sum;
+  Tensor grad_input;
+  int last = static_cast<int>(stages.size()) - 1;
+  if (fused_residual_) {
+    // The fused last BatchNorm: its input's gradient, and the sum's for the shortcut.
+    grad_input = stages[static_cast<std::size_t>(last)].second->backward(grad_output, inner);
+    grad_sum = last_batch_norm().take_residual_grad();
+    --last;
+  } else {
+    grad_sum = relu_out_->backward(grad_output, inner);
+    grad_input = grad_sum;
+  }
+  for (int i = last; i >= 0; --i) {
     grad_input = stages[i].second->backward(grad_input, i > 0 ? inner : state);
   }
   if (downsample_) {

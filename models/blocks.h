@@ -12,7 +12,7 @@ namespace mb {
 
 class Conv2d;
 class BatchNorm2d;
-class ReLU;
+class PointwiseActivation;
 
 // conv-bn-relu-conv-bn (+ shortcut) - relu. Bottleneck: 1x1, 3x3 (stride), 1x1 x4.
 class ResidualBlock : public Module {
@@ -24,6 +24,9 @@ class ResidualBlock : public Module {
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
+  // The main path as a chain (layers/fusion.h), the shortcut's own, and the last
+  // BatchNorm + add + relu_out as one layer (BatchNorm2d::forward_residual).
+  void fuse_memory_bound_layers() override;
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
@@ -32,7 +35,10 @@ class ResidualBlock : public Module {
  private:
   std::shared_ptr<Sequential> main_;        // conv1, bn1, relu, conv2, bn2[, relu, conv3, bn3]
   std::shared_ptr<Sequential> downsample_;  // null: identity shortcut
-  std::shared_ptr<Module> relu_out_;
+  BatchNorm2d& last_batch_norm() const;
+
+  std::shared_ptr<PointwiseActivation> relu_out_;
+  bool fused_residual_ = false;
 };
 
 // MobileNetV2's inverted residual: [1x1 expand-bn-relu6], 3x3 depthwise-bn-relu6,

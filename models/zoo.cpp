@@ -77,6 +77,7 @@ std::shared_ptr<Module> build_model(const std::string& name, const ModelConfig& 
   MB_CHECK(model != nullptr, "model '", name, "' is in the catalog but has no builder");
   initialize_parameters(*model, c.seed);
   configure_batch_norm(*model, c.bn_eps, c.bn_momentum);
+  if (c.fuse) model->fuse_memory_bound_layers();
   return model;
 }
 

@@ -23,6 +23,9 @@ struct ModelConfig {
   // Every BatchNorm2d of the model (PyTorch's defaults and conventions).
   double bn_eps = 1e-5;
   double bn_momentum = 0.1;
+  // Fuse the memory-bound layers (Module::fuse_memory_bound_layers, layers/fusion.h): the
+  // same numbers with less memory per sample. False: the plain layers, for comparison.
+  bool fuse = true;
 };
 
 struct ModelInfo {

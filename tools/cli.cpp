@@ -122,6 +122,7 @@ struct CommonArgs {
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double trust_coefficient = 0.001;
   double bn_momentum = 0.1, bn_eps = 1e-5;
+  bool no_fuse = false;
   int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
   std::string tf32 = "on";
 };
@@ -169,6 +170,9 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
       ->check(finite_in(0.0, 1.0));
   cmd.add_option("--bn-eps", a.bn_eps, "BatchNorm epsilon (default 1e-5)")
       ->check(finite_in(1e-30, 1.0));
+  cmd.add_flag("--no-fuse", a.no_fuse,
+               "keep BatchNorm, ReLU and the residual add as separate layers that each keep "
+               "their tensors (default: fused, the same numbers with less memory per sample)");
   cmd.add_option("--threads", a.threads,
                  "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the cores "
                  "this process may use)")
@@ -305,6 +309,7 @@ ModelConfig model_config(const Dataset& data, const CommonArgs& a) {
   ModelConfig config;
   config.bn_eps = a.bn_eps;
   config.bn_momentum = a.bn_momentum;
+  config.fuse = !a.no_fuse;
   const Shape sample = data.sample_shape();
   config.in_channels = sample[0];
   config.image_size = sample[1];
@@ -421,6 +426,7 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
               {"augment", a.augment},
               {"bn_eps", a.bn_eps},
               {"bn_momentum", a.bn_momentum},
+              {"fused", !a.no_fuse},
               {"tf32", a.tf32 == "on"}};
 }
 
@@ -641,6 +647,7 @@ int command_plan(const CommonArgs& a, std::ostream& out) {
   config.seed = a.seed;
   config.bn_eps = a.bn_eps;
   config.bn_momentum = a.bn_momentum;
+  config.fuse = !a.no_fuse;
   config = resolve_config(a.model, config);
   Session session(options, [&] { return build_model(a.model, config); });
   Trainer& trainer = session.make_trainer(

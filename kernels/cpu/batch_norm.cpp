@@ -3,6 +3,7 @@
 #include "kernels/cpu/parallel.h"
 
 #include <cmath>
+#include <vector>
 
 namespace mb::cpu {
 namespace {
@@ -71,11 +72,61 @@ void add_grad_sums(const float* g, const float* x, std::int64_t size, double mea
   }
 }
 
+// z = (x - mean) * scale + shift, the one expression every variant evaluates (forward,
+// recomputation, backward's mask), so all of them see the same float values.
+inline float normalized(float x, float mean, float scale, float shift) {
+  return (x - mean) * scale + shift;
+}
+
+inline float activate(float z, BnActivation act) {
+  switch (act) {
+    case BnActivation::None: return z;
+    case BnActivation::ReLU: return z > 0.0f ? z : 0.0f;
+    case BnActivation::ReLU6: return z > 0.0f ? (z < 6.0f ? z : 6.0f) : 0.0f;
+  }
+  return z;
+}
+
+// One channel of y = act(z [+ residual]).
+void normalize_channel(const float* x, float mean, float scale, float shift,
+                       const float* residual, BnActivation act, std::int64_t n, std::int64_t c,
+                       std::int64_t hw, std::int64_t ch, float* y) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t base = (i * c + ch) * hw;
+    const float* in = x + base;
+    float* out = y + base;
+    if (residual != nullptr) {
+      const float* r = residual + base;
+      for (std::int64_t j = 0; j < hw; ++j) {
+        out[j] = activate(normalized(in[j], mean, scale, shift) + r[j], act);
+      }
+    } else if (act == BnActivation::None) {
+      for (std::int64_t j = 0; j < hw; ++j) out[j] = normalized(in[j], mean, scale, shift);
+    } else {
+      for (std::int64_t j = 0; j < hw; ++j) {
+        out[j] = activate(normalized(in[j], mean, scale, shift), act);
+      }
+    }
+  }
+}
+
+// out = grad * act'(z) over one plane: grad where z is in act's linear range, else 0 (at the
+// kinks too, as the unfused activations' backward).
+void mask_plane(const float* grad, const float* x, float mean, float scale, float shift,
+                BnActivation act, std::int64_t size, float* out) {
+  for (std::int64_t j = 0; j < size; ++j) {
+    const float z = normalized(x[j], mean, scale, shift);
+    const bool pass = act == BnActivation::ReLU6 ? (z > 0.0f && z < 6.0f) : z > 0.0f;
+    out[j] = pass ? grad[j] : 0.0f;
+  }
+}
+
 }  // namespace
 
 void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const float* weight,
-                                 const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
-                                 float eps, float* y, float* save_mean, float* save_invstd,
+                                 const float* bias, const float* residual, BnActivation act,
+                                 std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
+                                 float* y, float* save_mean, float* save_invstd,
                                  double* statistics) {
   const double count = static_cast<double>(n * hw);
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
@@ -97,48 +148,60 @@ void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const
       statistics[ch] += sum;
       statistics[c + ch] += sum_sq;
     }
-    const float scale = invstd * weight[ch];
-    const float shift = bias[ch];
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* in = x + (i * c + ch) * hw;
-      float* out = y + (i * c + ch) * hw;
-      for (std::int64_t j = 0; j < hw; ++j) out[j] = (in[j] - mean_f) * scale + shift;
-    }
+    normalize_channel(x, mean_f, invstd * weight[ch], bias[ch], residual, act, n, c, hw, ch, y);
   });
 }
 
 void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
                                   const float* running_mean, const float* running_var,
-                                  const float* weight, const float* bias, std::int64_t n,
-                                  std::int64_t c, std::int64_t hw, float eps, float* y,
-                                  float* save_mean, float* save_invstd) {
+                                  const float* weight, const float* bias, const float* residual,
+                                  BnActivation act, std::int64_t n, std::int64_t c,
+                                  std::int64_t hw, float eps, float* y, float* save_mean,
+                                  float* save_invstd) {
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const float mean = running_mean[ch];
     const float invstd =
         static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps));
     save_mean[ch] = mean;
     save_invstd[ch] = invstd;
-    const float scale = invstd * weight[ch];
-    const float shift = bias[ch];
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float* in = x + (i * c + ch) * hw;
-      float* out = y + (i * c + ch) * hw;
-      for (std::int64_t j = 0; j < hw; ++j) out[j] = (in[j] - mean) * scale + shift;
-    }
+    normalize_channel(x, mean, invstd * weight[ch], bias[ch], residual, act, n, c, hw, ch, y);
+  });
+}
+
+void batch_norm_apply(const Stream& /*stream*/, const float* x, const float* mean,
+                      const float* invstd, const float* weight, const float* bias,
+                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
+                      float* y) {
+  parallel_for(c, 2 * n * c * hw, [&](std::int64_t ch) {
+    normalize_channel(x, mean[ch], invstd[ch] * weight[ch], bias[ch], nullptr, act, n, c, hw, ch,
+                      y);
   });
 }
 
 void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const float* x,
                          const float* save_mean, const float* save_invstd, const float* weight,
-                         std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
-                         float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode) {
+                         const float* bias, BnActivation act, std::int64_t n, std::int64_t c,
+                         std::int64_t hw, bool batch_statistics, float* grad_x, float* grad_weight,
+                         float* grad_bias, GradientMode mode) {
   const double count = static_cast<double>(n * hw);
+  const std::int64_t plane_values = act == BnActivation::None ? 0 : hw;
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const double mean = save_mean[ch];
     const double invstd = save_invstd[ch];
+    // With a fused activation, one plane of the masked gradient at a time (act'(z) * grad_y,
+    // z recomputed from x), so the sums and grad_x read exactly the values an unfused
+    // activation's backward would have written.
+    std::vector<float> masked(static_cast<std::size_t>(plane_values));
+    const auto plane_grad = [&](std::int64_t i) -> const float* {
+      const float* g = grad_y + (i * c + ch) * hw;
+      if (act == BnActivation::None) return g;
+      mask_plane(g, x + (i * c + ch) * hw, save_mean[ch], save_invstd[ch] * weight[ch], bias[ch],
+                 act, hw, masked.data());
+      return masked.data();
+    };
     LaneSums sums;
     for (std::int64_t i = 0; i < n; ++i) {
-      add_grad_sums(grad_y + (i * c + ch) * hw, x + (i * c + ch) * hw, hw, mean, invstd, sums);
+      add_grad_sums(plane_grad(i), x + (i * c + ch) * hw, hw, mean, invstd, sums);
     }
     const double sum_g = sums.total_a();
     const double sum_g_xhat = sums.total_b();
@@ -156,7 +219,7 @@ void batch_norm_backward(const Stream& /*stream*/, const float* grad_y, const fl
     const double mean_g = batch_statistics ? sum_g / count : 0.0;
     const double mean_g_xhat = batch_statistics ? sum_g_xhat / count : 0.0;
     for (std::int64_t i = 0; i < n; ++i) {
-      const float* g = grad_y + (i * c + ch) * hw;
+      const float* g = plane_grad(i);
       const float* in = x + (i * c + ch) * hw;
       float* out = grad_x + (i * c + ch) * hw;
       for (std::int64_t j = 0; j < hw; ++j) {

@@ -33,10 +33,30 @@ __device__ __forceinline__ Index element(Index j, Index ch, Index c, Index hw) {
   return (sample * c + ch) * hw + (j - sample * hw);
 }
 
+// z = (x - mean) * scale + shift with one rounding (fma), the expression every kernel here
+// evaluates, so recomputed values and backward's masks equal the forward's.
+__device__ __forceinline__ float normalized(float x, float mean, float scale, float shift) {
+  return fmaf(x - mean, scale, shift);
+}
+
+__device__ __forceinline__ float activate(float z, BnActivation act) {
+  if (act == BnActivation::ReLU) return z > 0.0f ? z : 0.0f;
+  if (act == BnActivation::ReLU6) return z > 0.0f ? (z < 6.0f ? z : 6.0f) : 0.0f;
+  return z;
+}
+
+// act'(z) as a 0/1 factor: 0 outside the linear range and at the kinks.
+__device__ __forceinline__ bool passes(float z, BnActivation act) {
+  if (act == BnActivation::ReLU) return z > 0.0f;
+  if (act == BnActivation::ReLU6) return z > 0.0f && z < 6.0f;
+  return true;
+}
+
 template <typename Index>
 __global__ void __launch_bounds__(kBlockThreads)
     forward_training_kernel(const float* __restrict__ x, const float* __restrict__ weight,
-                            const float* __restrict__ bias, std::int64_t n, std::int64_t c,
+                            const float* __restrict__ bias, const float* __restrict__ residual,
+                            BnActivation act, std::int64_t n, std::int64_t c,
                             std::int64_t hw, float eps, float* __restrict__ y,
                             float* __restrict__ save_mean, float* __restrict__ save_invstd,
                             double* __restrict__ statistics) {
@@ -69,7 +89,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float shift = bias[ch];
   for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
-    y[e] = (x[e] - mean_f) * scale + shift;
+    const float z = normalized(x[e], mean_f, scale, shift);
+    y[e] = activate(residual != nullptr ? z + residual[e] : z, act);
   }
 }
 
@@ -86,12 +107,15 @@ __global__ void inference_statistics_kernel(const float* __restrict__ running_me
 
 __global__ void normalize_kernel(const float* __restrict__ x, const float* __restrict__ mean,
                                  const float* __restrict__ invstd, const float* __restrict__ weight,
-                                 const float* __restrict__ bias, std::int64_t total, std::int64_t c,
-                                 std::int64_t hw, float* __restrict__ y) {
+                                 const float* __restrict__ bias,
+                                 const float* __restrict__ residual, BnActivation act,
+                                 std::int64_t total, std::int64_t c, std::int64_t hw,
+                                 float* __restrict__ y) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t ch = (i / hw) % c;
-    y[i] = (x[i] - mean[ch]) * (invstd[ch] * weight[ch]) + bias[ch];
+    const float z = normalized(x[i], mean[ch], invstd[ch] * weight[ch], bias[ch]);
+    y[i] = activate(residual != nullptr ? z + residual[i] : z, act);
   }
 }
 
@@ -99,8 +123,9 @@ template <typename Index>
 __global__ void __launch_bounds__(kBlockThreads)
     backward_kernel(const float* __restrict__ grad_y, const float* __restrict__ x,
                     const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
-                    const float* __restrict__ weight, std::int64_t n, std::int64_t c,
-                    std::int64_t hw, bool batch_statistics, float* __restrict__ grad_x,
+                    const float* __restrict__ weight, const float* __restrict__ bias,
+                    BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
+                    bool batch_statistics, float* __restrict__ grad_x,
                     float* __restrict__ grad_weight, float* __restrict__ grad_bias,
                     bool accumulate) {
   __shared__ double shared[kBlockThreads / 32];
@@ -109,11 +134,21 @@ __global__ void __launch_bounds__(kBlockThreads)
   const Index channels = static_cast<Index>(c), plane = static_cast<Index>(hw);
   const double mean = save_mean[ch];
   const double invstd = save_invstd[ch];
+  // With a fused activation the gradient is masked by act'(z), z recomputed from x as the
+  // forward computed it.
+  const float mean_f = save_mean[ch];
+  const float scale_f = save_invstd[ch] * weight[ch];
+  const float shift_f = act == BnActivation::None ? 0.0f : bias[ch];
+  const auto masked = [&](Index e) {
+    const float g = grad_y[e];
+    if (act == BnActivation::None) return g;
+    return passes(normalized(x[e], mean_f, scale_f, shift_f), act) ? g : 0.0f;
+  };
   double sum_g = 0.0;
   double sum_g_xhat = 0.0;
   for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
-    const double g = grad_y[e];
+    const double g = masked(e);
     sum_g += g;
     sum_g_xhat += g * ((x[e] - mean) * invstd);
   }
@@ -135,7 +170,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (Index j = threadIdx.x; j < count; j += kBlockThreads) {
     const Index e = element<Index>(j, ch, channels, plane);
     const double xhat = (x[e] - mean) * invstd;
-    grad_x[e] = static_cast<float>(scale * (grad_y[e] - mean_g - xhat * mean_g_xhat));
+    grad_x[e] = static_cast<float>(scale * (masked(e) - mean_g - xhat * mean_g_xhat));
   }
 }
 
@@ -165,8 +200,9 @@ unsigned elementwise_blocks(std::int64_t total, int threads) {
 }  // namespace
 
 void batch_norm_forward_training(const Stream& where, const float* x, const float* weight,
-                                 const float* bias, std::int64_t n, std::int64_t c, std::int64_t hw,
-                                 float eps, float* y, float* save_mean, float* save_invstd,
+                                 const float* bias, const float* residual, BnActivation act,
+                                 std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
+                                 float* y, float* save_mean, float* save_invstd,
                                  double* statistics) {
   const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_forward_training", n, c, hw);
@@ -174,18 +210,19 @@ void batch_norm_forward_training(const Stream& where, const float* x, const floa
            "cuda::batch_norm_forward_training: null pointer argument");
   if (fits_uint32(n, c, hw)) {
     forward_training_kernel<std::uint32_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
-        x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
+        x, weight, bias, residual, act, n, c, hw, eps, y, save_mean, save_invstd, statistics);
   } else {
     forward_training_kernel<std::int64_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
-        x, weight, bias, n, c, hw, eps, y, save_mean, save_invstd, statistics);
+        x, weight, bias, residual, act, n, c, hw, eps, y, save_mean, save_invstd, statistics);
   }
   MB_CUDA_LAUNCH_CHECK();
 }
 
 void batch_norm_forward_inference(const Stream& where, const float* x, const float* running_mean,
                                   const float* running_var, const float* weight, const float* bias,
-                                  std::int64_t n, std::int64_t c, std::int64_t hw, float eps,
-                                  float* y, float* save_mean, float* save_invstd) {
+                                  const float* residual, BnActivation act, std::int64_t n,
+                                  std::int64_t c, std::int64_t hw, float eps, float* y,
+                                  float* save_mean, float* save_invstd) {
   const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_forward_inference", n, c, hw);
   MB_CHECK(x && running_mean && running_var && weight && bias && y && save_mean && save_invstd,
@@ -197,27 +234,43 @@ void batch_norm_forward_inference(const Stream& where, const float* x, const flo
   MB_CUDA_LAUNCH_CHECK();
   const std::int64_t total = n * c * hw;
   normalize_kernel<<<elementwise_blocks(total, kSmallThreads), kSmallThreads, 0, stream>>>(
-      x, save_mean, save_invstd, weight, bias, total, c, hw, y);
+      x, save_mean, save_invstd, weight, bias, residual, act, total, c, hw, y);
+  MB_CUDA_LAUNCH_CHECK();
+}
+
+void batch_norm_apply(const Stream& where, const float* x, const float* mean, const float* invstd,
+                      const float* weight, const float* bias, BnActivation act, std::int64_t n,
+                      std::int64_t c, std::int64_t hw, float* y) {
+  const cudaStream_t stream = cuda_stream(where);
+  check_sizes("cuda::batch_norm_apply", n, c, hw);
+  MB_CHECK(x && mean && invstd && weight && bias && y,
+           "cuda::batch_norm_apply: null pointer argument");
+  constexpr int kSmallThreads = 256;
+  const std::int64_t total = n * c * hw;
+  normalize_kernel<<<elementwise_blocks(total, kSmallThreads), kSmallThreads, 0, stream>>>(
+      x, mean, invstd, weight, bias, nullptr, act, total, c, hw, y);
   MB_CUDA_LAUNCH_CHECK();
 }
 
 void batch_norm_backward(const Stream& where, const float* grad_y, const float* x,
                          const float* save_mean, const float* save_invstd, const float* weight,
-                         std::int64_t n, std::int64_t c, std::int64_t hw, bool batch_statistics,
-                         float* grad_x, float* grad_weight, float* grad_bias, GradientMode mode) {
+                         const float* bias, BnActivation act, std::int64_t n, std::int64_t c,
+                         std::int64_t hw, bool batch_statistics, float* grad_x, float* grad_weight,
+                         float* grad_bias, GradientMode mode) {
   const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_backward", n, c, hw);
-  MB_CHECK(grad_y && x && save_mean && save_invstd && weight && grad_weight && grad_bias,
+  MB_CHECK(grad_y && x && save_mean && save_invstd && weight && grad_weight && grad_bias &&
+               (act == BnActivation::None || bias),
            "cuda::batch_norm_backward: null pointer argument");
   const bool accumulate = mode == GradientMode::Accumulate;
   if (fits_uint32(n, c, hw)) {
     backward_kernel<std::uint32_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
-        grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
-        grad_bias, accumulate);
+        grad_y, x, save_mean, save_invstd, weight, bias, act, n, c, hw, batch_statistics, grad_x,
+        grad_weight, grad_bias, accumulate);
   } else {
     backward_kernel<std::int64_t><<<static_cast<unsigned>(c), kBlockThreads, 0, stream>>>(
-        grad_y, x, save_mean, save_invstd, weight, n, c, hw, batch_statistics, grad_x, grad_weight,
-        grad_bias, accumulate);
+        grad_y, x, save_mean, save_invstd, weight, bias, act, n, c, hw, batch_statistics, grad_x,
+        grad_weight, grad_bias, accumulate);
   }
   MB_CUDA_LAUNCH_CHECK();
 }

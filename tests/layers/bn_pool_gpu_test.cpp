@@ -1,6 +1,7 @@
 // BatchNorm2d and the pooling layers on CUDA against the CPU reference: outputs, input and
 // parameter gradients (Overwrite and Accumulate), and BatchNorm's running statistics after
-// micro-batches [7, 7, 2] with an aborted micro-batch in between. Skips without a GPU.
+// micro-batches [7, 7, 2] with an aborted micro-batch in between; the fused BatchNorm +
+// activation (+ residual) kernels. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -32,6 +33,60 @@ Tensor channel_data(const Shape& shape, std::uint64_t seed) {
     d[e] = d[e] * (0.5f + 0.3f * ch) + 2.0f * static_cast<float>(ch) - 1.0f;
   }
   return x;
+}
+
+// The fused kernels (kernels/batch_norm.h): BatchNorm + ReLU/ReLU6 (mask recomputed from the
+// input in backward), the recomputed output (bit for bit the forward's on the same device),
+// and BatchNorm + add + ReLU with the residual's gradient; CUDA against the CPU twins.
+TEST(BnPoolGpu, FusedActivationResidualAndRecomputeMatchCpu) {
+  MB_SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda();
+  const std::int64_t channels = 4;
+  Tensor x = channel_data(Shape{6, channels, 9, 11}, 5);
+  Tensor residual = random_tensor(x.shape(), 6, -2.0f, 2.0f);
+  Tensor grad = random_tensor(x.shape(), 7);
+  for (const BnActivation act : {BnActivation::ReLU, BnActivation::ReLU6}) {
+    for (const bool with_residual : {false, true}) {
+      const std::string what = std::string(act == BnActivation::ReLU ? "ReLU" : "ReLU6") +
+                               (with_residual ? " + residual" : "");
+      BatchNorm2d cpu_bn(channels), gpu_bn(channels);
+      for (BatchNorm2d* bn : {&cpu_bn, &gpu_bn}) {
+        // Scales up to 4 put part of ReLU6's input above 6.
+        set_values(bn->weight().value, {0.5f, -1.0f, 4.0f, 2.0f});
+        set_values(bn->bias().value, {0.1f, 0.2f, 3.0f, 0.0f});
+        bn->set_activation(act);
+      }
+      gpu_bn.to_device(gpu);
+      RunState training;
+      Tensor y_cpu = with_residual ? cpu_bn.forward_residual(x, residual, training)
+                                   : cpu_bn.forward(x, training);
+      Tensor y_gpu = with_residual
+                         ? gpu_bn.forward_residual(x.to(gpu), residual.to(gpu), training)
+                         : gpu_bn.forward(x.to(gpu), training);
+      expect_close(y_gpu.to_vector(), y_cpu.to_vector(), 1e-5, 1e-5, what + " output");
+      if (!with_residual) {
+        ASSERT_TRUE(gpu_bn.can_recompute(y_gpu)) << what;
+        EXPECT_EQ(gpu_bn.recompute_output().to_vector(), y_gpu.to_vector())
+            << what << ": the recomputed output differs from the forward's";
+      }
+      BackwardState state;
+      Tensor dx_cpu = cpu_bn.backward(grad, state);
+      Tensor dx_gpu = gpu_bn.backward(grad.to(gpu), state);
+      // Where z is within a rounding of a kink, the twins' masks may differ (the CPU rounds
+      // twice, CUDA's fma once): a few elements may.
+      expect_close(dx_gpu.to_vector(), dx_cpu.to_vector(), 1e-4, 1e-5, what + " input gradient",
+                   0.002);
+      expect_close(gpu_bn.weight().grad.to_vector(), cpu_bn.weight().grad.to_vector(), 1e-4,
+                   1e-4, what + " weight gradient");
+      expect_close(gpu_bn.bias().grad.to_vector(), cpu_bn.bias().grad.to_vector(), 1e-4, 1e-4,
+                   what + " bias gradient");
+      if (with_residual) {
+        expect_close(gpu_bn.take_residual_grad().to_vector(),
+                     cpu_bn.take_residual_grad().to_vector(), 0.0, 0.0,
+                     what + " residual gradient", 0.002);
+      }
+    }
+  }
 }
 
 TEST(BnPoolGpu, BatchNormTrainingMicroBatchesMatchCpu) {

@@ -1,0 +1,46 @@
+// Chain fusion: BatchNorm2d + activation, and Conv2d inputs recomputed from a BatchNorm2d.
+#include "layers/fusion.h"
+
+#include <cstddef>
+
+#include "layers/activation.h"
+#include "layers/batch_norm2d.h"
+#include "layers/conv2d.h"
+#include "layers/module.h"
+
+namespace mb {
+
+void append_chain(Module& module, std::vector<Module*>& chain) {
+  // Exactly Sequential: its forward feeds each child's output to the next child only.
+  if (dynamic_cast<Sequential*>(&module) != nullptr) {
+    for (const auto& [name, child] : module.children()) append_chain(*child, chain);
+    return;
+  }
+  chain.push_back(&module);
+}
+
+void fuse_chain(const std::vector<Module*>& chain) {
+  for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNorm2d*>(chain[i]);
+    auto* act = dynamic_cast<PointwiseActivation*>(chain[i + 1]);
+    if (bn == nullptr || act == nullptr || act->absorbed() ||
+        bn->activation() != BnActivation::None) {
+      continue;
+    }
+    bn->set_activation(act->is_relu6() ? BnActivation::ReLU6 : BnActivation::ReLU);
+    act->set_absorbed(true);
+  }
+  for (std::size_t i = 1; i < chain.size(); ++i) {
+    auto* conv = dynamic_cast<Conv2d*>(chain[i]);
+    if (conv == nullptr) continue;
+    std::size_t producer = i - 1;
+    while (producer > 0) {
+      auto* act = dynamic_cast<PointwiseActivation*>(chain[producer]);
+      if (act == nullptr || !act->absorbed()) break;
+      --producer;
+    }
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(chain[producer])) conv->recompute_input_from(bn);
+  }
+}
+
+}  // namespace mb
