@@ -56,6 +56,7 @@ struct Case {
   int warmup = 1;
   int steps = 3;
   bool overhead = false;  // run the MBP overhead comparison instead of one training case
+  bool fuse = true;       // the zoo's fused layers (false: --no-fuse, the plain ones)
 };
 
 struct Settings {
@@ -109,6 +110,7 @@ Measurement run_case(const Case& c, const Settings& s) {
   ModelConfig config;
   config.image_size = c.image_size;
   config.seed = s.seed;
+  config.fuse = c.fuse;
   config = resolve_config(c.model, config);
 
   const Dataset data = bench::synthetic_data_for(c.model, config, c.batch, s.seed);
@@ -156,6 +158,7 @@ Measurement run_case(const Case& c, const Settings& s) {
   result.json = Json{{"kind", "train"},
                      {"model", c.model},
                      {"image_size", config.image_size},
+                     {"fused", c.fuse},
                      {"device", s.device.str()},
                      {"device_name", device_name(s.device)},
                      {"batch", c.batch},
@@ -278,6 +281,11 @@ std::vector<Case> builtin_cases(const std::string& name) {
     for (std::int64_t m : {32, 64}) add("resnet50", 224, 256, m, "", "inplace", 3, 10);
     add("resnet50", 224, 256, 0, "", "inplace", 3, 10);
     add("resnet50", 224, 256, 0, "8GiB", "inplace", 3, 10);
+    // Fusion's cost in time and what it buys under a cap: the same cases with plain layers.
+    add("resnet50", 224, 256, 64, "", "inplace", 3, 10);
+    cases.back().fuse = false;
+    add("resnet50", 224, 256, 0, "8GiB", "inplace", 3, 10);
+    cases.back().fuse = false;
     add("resnet50", 224, 256, 64, "", "buffers", 3, 10);
     add("resnet18", 224, 256, 64, "", "inplace", 3, 10);
     add("resnet18", 224, 256, 0, "4GiB", "inplace", 3, 10);
@@ -300,6 +308,11 @@ std::vector<Case> builtin_cases(const std::string& name) {
       add("resnet20", 32, 64, 0, "32MiB", mode, 1, 3);
     }
     add("resnet18", 32, 32, 8, "", "inplace", 1, 2);
+    // Fusion's cost in time: the same cases with plain layers.
+    add("resnet20", 32, 64, 16, "", "inplace", 1, 3);
+    cases.back().fuse = false;
+    add("resnet18", 32, 32, 8, "", "inplace", 1, 2);
+    cases.back().fuse = false;
     add("resnet20", 32, 64, 16, "", "inplace", 1, 3, true);
   } else {
     MB_THROW(InvalidArgument, "--cases '", name, "' is unknown. Fix: use default or cpu-small");
@@ -324,6 +337,8 @@ int run(int argc, char** argv) {
   app.add_option("--optimizer", single.optimizer, "sgd | adamw | lars");
   app.add_option("--warmup", single.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--steps", single.steps, "timed steps")->check(CLI::PositiveNumber);
+  app.add_flag("--no-fuse", [&](std::int64_t) { single.fuse = false; },
+               "the plain layers instead of the zoo's fused ones");
   app.add_flag("--overhead", single.overhead,
                "MBP overhead: B as micro-batches of m vs plain steps of m vs one step of B");
   app.add_option("--device", device_text, "auto | cpu | cuda | cuda:N");
