@@ -65,8 +65,8 @@ Json run_case(const Case& c, bool fuse, std::int64_t batch, const std::string& c
   const ModelInfo& info = find_model(c.model);
   const Shape sample{config.in_channels, config.image_size, config.image_size};
   const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
-  Json result{{"kind", "memory"}, {"model", c.model},         {"image_size", config.image_size},
-              {"fused", fuse},    {"device", "cpu"},          {"threads", cpu_threads()},
+  Json result{{"kind", "memory"}, {"model", c.model}, {"image_size", config.image_size},
+              {"fused", fuse},    {"device", "cpu"},  {"threads", cpu_threads()},
               {"commit", commit}};
   {
     Session session(SessionOptions{}, [&] { return build_model(c.model, config); });

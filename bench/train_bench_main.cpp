@@ -337,8 +337,9 @@ int run(int argc, char** argv) {
   app.add_option("--optimizer", single.optimizer, "sgd | adamw | lars");
   app.add_option("--warmup", single.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--steps", single.steps, "timed steps")->check(CLI::PositiveNumber);
-  app.add_flag("--no-fuse", [&](std::int64_t) { single.fuse = false; },
-               "the plain layers instead of the zoo's fused ones");
+  app.add_flag(
+      "--no-fuse", [&](std::int64_t) { single.fuse = false; },
+      "the plain layers instead of the zoo's fused ones");
   app.add_flag("--overhead", single.overhead,
                "MBP overhead: B as micro-batches of m vs plain steps of m vs one step of B");
   app.add_option("--device", device_text, "auto | cpu | cuda | cuda:N");

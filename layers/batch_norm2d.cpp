@@ -112,11 +112,11 @@ Tensor BatchNorm2d::run_forward(const Tensor& input, const Tensor& residual,
     pending_count_ += n * hw;
     if (update_per_forward_) end_batch();
   } else {
-    batch_norm_forward_inference(
-        stream(), input.data<float>(), running_mean_->data<float>(), running_var_->data<float>(),
-        weight_->value.data<float>(), bias_->value.data<float>(), residual_data, activation_, n,
-        channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
-        save_invstd_.data<float>());
+    batch_norm_forward_inference(stream(), input.data<float>(), running_mean_->data<float>(),
+                                 running_var_->data<float>(), weight_->value.data<float>(),
+                                 bias_->value.data<float>(), residual_data, activation_, n,
+                                 channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
+                                 save_invstd_.data<float>());
   }
   cached_input_ = input;
   cached_training_ = state.training;

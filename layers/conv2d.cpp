@@ -140,8 +140,8 @@ Tensor Conv2d::forward_impl(const Tensor& input, const RunState& state) {
     add_channel_bias(stream(), output.data<float>(), bias_->value.data<float>(), out_shape[0],
                      out_channels_, out_shape[2] * out_shape[3]);
   }
-  recompute_pending_ = state.training && recompute_source_ != nullptr &&
-                       recompute_source_->can_recompute(input);
+  recompute_pending_ =
+      state.training && recompute_source_ != nullptr && recompute_source_->can_recompute(input);
   if (recompute_pending_) {
     cached_input_ = Tensor();
     recompute_shape_ = input.shape();
@@ -164,8 +164,8 @@ Tensor Conv2d::backward_impl(const Tensor& grad_output, const BackwardState& sta
   }
   const Shape input_shape = input.shape();
   const Shape out_shape = output_shape(input_shape);
-  const ConvGeometry g = geometry_of(input_shape, out_channels_, kernel_size_, stride_, padding_,
-                                     dilation_, groups_);
+  const ConvGeometry g =
+      geometry_of(input_shape, out_channels_, kernel_size_, stride_, padding_, dilation_, groups_);
   ensure_grad(*weight_);
   conv2d_backward_filter(stream(), g, input.data<float>(), grad_output.data<float>(),
                          weight_->grad.data<float>(), state.mode);

@@ -72,7 +72,7 @@ class Conv2d : public Module {
   Parameter* bias_ = nullptr;
   Tensor cached_input_;
   BatchNorm2d* recompute_source_ = nullptr;
-  Shape recompute_shape_;     // the input's shape when it is to be recomputed
+  Shape recompute_shape_;  // the input's shape when it is to be recomputed
   bool recompute_pending_ = false;
 };
 

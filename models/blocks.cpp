@@ -102,7 +102,8 @@ Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
   if (fused_residual_) {
     const auto& stages = main_->children();
     Tensor main = input;
-    for (std::size_t i = 0; i + 1 < stages.size(); ++i) main = stages[i].second->forward(main, state);
+    for (std::size_t i = 0; i + 1 < stages.size(); ++i)
+      main = stages[i].second->forward(main, state);
     Tensor shortcut = downsample_ ? downsample_->forward(input, state) : input;
     return last_batch_norm().forward_residual(main, shortcut, state);
   }

@@ -88,9 +88,9 @@ inline float activate(float z, BnActivation act) {
 }
 
 // One channel of y = act(z [+ residual]).
-void normalize_channel(const float* x, float mean, float scale, float shift,
-                       const float* residual, BnActivation act, std::int64_t n, std::int64_t c,
-                       std::int64_t hw, std::int64_t ch, float* y) {
+void normalize_channel(const float* x, float mean, float scale, float shift, const float* residual,
+                       BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
+                       std::int64_t ch, float* y) {
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t base = (i * c + ch) * hw;
     const float* in = x + base;
@@ -155,9 +155,8 @@ void batch_norm_forward_training(const Stream& /*stream*/, const float* x, const
 void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
                                   const float* running_mean, const float* running_var,
                                   const float* weight, const float* bias, const float* residual,
-                                  BnActivation act, std::int64_t n, std::int64_t c,
-                                  std::int64_t hw, float eps, float* y, float* save_mean,
-                                  float* save_invstd) {
+                                  BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
+                                  float eps, float* y, float* save_mean, float* save_invstd) {
   parallel_for(c, 3 * n * c * hw, [&](std::int64_t ch) {
     const float mean = running_mean[ch];
     const float invstd =
@@ -169,9 +168,8 @@ void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
 }
 
 void batch_norm_apply(const Stream& /*stream*/, const float* x, const float* mean,
-                      const float* invstd, const float* weight, const float* bias,
-                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
-                      float* y) {
+                      const float* invstd, const float* weight, const float* bias, BnActivation act,
+                      std::int64_t n, std::int64_t c, std::int64_t hw, float* y) {
   parallel_for(c, 2 * n * c * hw, [&](std::int64_t ch) {
     normalize_channel(x, mean[ch], invstd[ch] * weight[ch], bias[ch], nullptr, act, n, c, hw, ch,
                       y);

@@ -56,10 +56,9 @@ template <typename Index>
 __global__ void __launch_bounds__(kBlockThreads)
     forward_training_kernel(const float* __restrict__ x, const float* __restrict__ weight,
                             const float* __restrict__ bias, const float* __restrict__ residual,
-                            BnActivation act, std::int64_t n, std::int64_t c,
-                            std::int64_t hw, float eps, float* __restrict__ y,
-                            float* __restrict__ save_mean, float* __restrict__ save_invstd,
-                            double* __restrict__ statistics) {
+                            BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
+                            float eps, float* __restrict__ y, float* __restrict__ save_mean,
+                            float* __restrict__ save_invstd, double* __restrict__ statistics) {
   __shared__ double shared[kBlockThreads / 32];
   const Index ch = blockIdx.x;
   const Index count = static_cast<Index>(n * hw);
@@ -107,10 +106,9 @@ __global__ void inference_statistics_kernel(const float* __restrict__ running_me
 
 __global__ void normalize_kernel(const float* __restrict__ x, const float* __restrict__ mean,
                                  const float* __restrict__ invstd, const float* __restrict__ weight,
-                                 const float* __restrict__ bias,
-                                 const float* __restrict__ residual, BnActivation act,
-                                 std::int64_t total, std::int64_t c, std::int64_t hw,
-                                 float* __restrict__ y) {
+                                 const float* __restrict__ bias, const float* __restrict__ residual,
+                                 BnActivation act, std::int64_t total, std::int64_t c,
+                                 std::int64_t hw, float* __restrict__ y) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t ch = (i / hw) % c;

@@ -60,9 +60,8 @@ TEST(BnPoolGpu, FusedActivationResidualAndRecomputeMatchCpu) {
       RunState training;
       Tensor y_cpu = with_residual ? cpu_bn.forward_residual(x, residual, training)
                                    : cpu_bn.forward(x, training);
-      Tensor y_gpu = with_residual
-                         ? gpu_bn.forward_residual(x.to(gpu), residual.to(gpu), training)
-                         : gpu_bn.forward(x.to(gpu), training);
+      Tensor y_gpu = with_residual ? gpu_bn.forward_residual(x.to(gpu), residual.to(gpu), training)
+                                   : gpu_bn.forward(x.to(gpu), training);
       expect_close(y_gpu.to_vector(), y_cpu.to_vector(), 1e-5, 1e-5, what + " output");
       if (!with_residual) {
         ASSERT_TRUE(gpu_bn.can_recompute(y_gpu)) << what;
@@ -76,14 +75,14 @@ TEST(BnPoolGpu, FusedActivationResidualAndRecomputeMatchCpu) {
       // twice, CUDA's fma once): a few elements may.
       expect_close(dx_gpu.to_vector(), dx_cpu.to_vector(), 1e-4, 1e-5, what + " input gradient",
                    0.002);
-      expect_close(gpu_bn.weight().grad.to_vector(), cpu_bn.weight().grad.to_vector(), 1e-4,
-                   1e-4, what + " weight gradient");
+      expect_close(gpu_bn.weight().grad.to_vector(), cpu_bn.weight().grad.to_vector(), 1e-4, 1e-4,
+                   what + " weight gradient");
       expect_close(gpu_bn.bias().grad.to_vector(), cpu_bn.bias().grad.to_vector(), 1e-4, 1e-4,
                    what + " bias gradient");
       if (with_residual) {
         expect_close(gpu_bn.take_residual_grad().to_vector(),
-                     cpu_bn.take_residual_grad().to_vector(), 0.0, 0.0,
-                     what + " residual gradient", 0.002);
+                     cpu_bn.take_residual_grad().to_vector(), 0.0, 0.0, what + " residual gradient",
+                     0.002);
       }
     }
   }

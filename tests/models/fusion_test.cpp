@@ -135,12 +135,13 @@ TEST_P(FusionExact, TrainingStepsEqualThePlainLayersBitForBit) {
                        std::string(c.name) + " evaluation logits");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Zoo, FusionExact,
-    ::testing::Values(Case{"resnet20", 16, 10}, Case{"resnet18", 32, 10},
-                      Case{"resnet50", 32, 10}, Case{"vgg11_bn", 32, 10},
-                      Case{"mobilenet_v2", 32, 10}, Case{"unet", 16, 3}),
-    [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
+INSTANTIATE_TEST_SUITE_P(Zoo, FusionExact,
+                         ::testing::Values(Case{"resnet20", 16, 10}, Case{"resnet18", 32, 10},
+                                           Case{"resnet50", 32, 10}, Case{"vgg11_bn", 32, 10},
+                                           Case{"mobilenet_v2", 32, 10}, Case{"unet", 16, 3}),
+                         [](const ::testing::TestParamInfo<Case>& param) {
+                           return std::string(param.param.name);
+                         });
 
 // The bytes per sample of a training step, measured by the production probe (as in
 // tests/models/memory_estimate_test.cpp: a pass-through allocator, probes at 16 and 18).
@@ -175,16 +176,18 @@ TEST_P(FusionMemory, AStepKeepsLessPerSampleByWhatTheTracePredicts) {
       << c.name << ": fused " << format_bytes(static_cast<std::size_t>(fused)) << " vs plain "
       << format_bytes(static_cast<std::size_t>(plain)) << " per sample";
   EXPECT_NEAR(measured_saving, predicted_saving, 0.25 * predicted_saving)
-      << c.name << ": the trace predicts " << format_bytes(static_cast<std::size_t>(predicted_saving))
+      << c.name << ": the trace predicts "
+      << format_bytes(static_cast<std::size_t>(predicted_saving))
       << " saved per sample, the probe measured "
       << format_bytes(static_cast<std::size_t>(measured_saving));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Zoo, FusionMemory,
-    ::testing::Values(Case{"resnet18", 32, 10}, Case{"resnet50", 32, 10},
-                      Case{"vgg11_bn", 32, 10}, Case{"mobilenet_v2", 32, 10}),
-    [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
+INSTANTIATE_TEST_SUITE_P(Zoo, FusionMemory,
+                         ::testing::Values(Case{"resnet18", 32, 10}, Case{"resnet50", 32, 10},
+                                           Case{"vgg11_bn", 32, 10}, Case{"mobilenet_v2", 32, 10}),
+                         [](const ::testing::TestParamInfo<Case>& param) {
+                           return std::string(param.param.name);
+                         });
 
 TEST(Fusion, RecomputingAfterBackwardNamesTheOrderToFollow) {
   BatchNorm2d bn(2);

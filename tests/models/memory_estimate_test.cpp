@@ -85,8 +85,7 @@ TEST_P(MemoryEstimate, AnalyticBytesPerSampleMatchesTheProbe) {
 
 INSTANTIATE_TEST_SUITE_P(Zoo, MemoryEstimate, ::testing::ValuesIn(zoo_cases()),
                          [](const ::testing::TestParamInfo<SizedModel>& param) {
-                           return param.param.name + "_" +
-                                  std::to_string(param.param.image_size);
+                           return param.param.name + "_" + std::to_string(param.param.image_size);
                          });
 
 // The contract behind the estimate: a ReLU keeps its output and the Conv2d after it keeps
