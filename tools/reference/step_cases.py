@@ -11,7 +11,7 @@ inputs and initial weights stored here (float64 results rounded to float32 on wr
                                   over the 24 samples, backward, optimizer.step(). The C++
                                   test runs it as [10, 10, 4].
   step_resnet20_sgd.safetensors   ResNet-20 (models/resnet.cpp), one SGD step, B = 16 of
-                                  3x32x32 as [6, 6, 4]. BatchNorm makes the split part of
+                                  3x8x8 as [6, 6, 4]. BatchNorm makes the split part of
                                   the definition, so the reference is PyTorch gradient
                                   accumulation with the same split (see resnet20_case).
   step_segment_ignore.safetensors a 2-conv per-pixel classifier, B = 10 of 3x8x8 with
@@ -33,6 +33,16 @@ not hidden under the float32 rounding of the parameter itself (at lr 0.1 every d
 the test saw was exactly that one rounding). These are one- and two-step checks of the
 arithmetic, not training recipes.
 
+ReLU inputs keep a margin from zero. A ReLU input within float32 round-off of 0 takes
+either side of the mask depending on the order of a sum (which GEMM kernel OpenBLAS picks
+for the CPU), and one flipped element moved ResNet-20's update by 100x the test's bound on
+an AVX-512 machine while it passed on others (3x32x32 images: 3.3 M ReLU inputs, 21 of
+them within 1e-5 of 0, float32 PyTorch off float64 by up to 2e-5). So the ResNet-20 images
+are 8x8 px and drawn until every ReLU input of the float64 forward is at least
+RELU_MARGIN_FACTOR times farther from 0 than the largest difference between a float32
+PyTorch forward and the float64 one over all ReLU inputs; metadata "relu_margin",
+"relu_input_float32_error" and "image_draws" record the draw.
+
 Every fixture also records, in metadata "one_over_k_relative_change", how far the update
 moves (max over tensors of max|change| / max|update|) when the micro-batch factor n_k/B
 is replaced by 1/K (the MBP paper's code): the test checks its tolerance is far below it.
@@ -51,6 +61,9 @@ from fixture_io import fp32_values, write_fixture
 IGNORE_INDEX = 255
 BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
+# How far from 0 every ReLU input of the ResNet-20 fixture must be, in units of the largest
+# float32 error of any ReLU input (see the top of this file).
+RELU_MARGIN_FACTOR = 2.5
 
 
 # ---- the formula for ResNet-20's initial state (mirrored in the C++ test) ----------------
@@ -150,6 +163,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.relu = nn.ReLU()  # called twice; no state, so the state_dict is unchanged
         self.downsample = None
         if stride != 1 or in_channels != planes:
             self.downsample = nn.Sequential(
@@ -157,9 +171,9 @@ class BasicBlock(nn.Module):
                 nn.BatchNorm2d(planes, eps=BN_EPS, momentum=BN_MOMENTUM))
 
     def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
         shortcut = self.downsample(x) if self.downsample is not None else x
-        return F.relu(out + shortcut)
+        return self.relu(out + shortcut)
 
 
 def resnet20(num_classes=10):
@@ -313,16 +327,46 @@ def lenet5_case(out_dir, seed):
 # ---- (b) ResNet-20, one SGD step, gradient accumulation with BatchNorm --------------------
 
 
+def relu_inputs(model, x, sizes):
+    """Every ReLU input of a training forward of each micro-batch, flattened into one float64
+    vector (the model's BatchNorm running statistics move: pass a copy)."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(
+        lambda m, inputs: seen.append(inputs[0].detach().double().flatten()))
+        for m in model.modules() if isinstance(m, nn.ReLU)]
+    model.train()
+    offset = 0
+    with torch.no_grad():
+        for n in sizes:
+            model(x[offset:offset + n])
+            offset += n
+    for h in hooks:
+        h.remove()
+    return torch.cat(seen)
+
+
 def resnet20_case(out_dir, seed):
     batch, micro_batch, lr, momentum, weight_decay = 16, 6, 2.0, 0.9, 5e-4
+    image_size, max_draws = 8, 2000
     sizes = split_sizes(batch, micro_batch)  # [6, 6, 4]
-    torch.manual_seed(seed + 1)
-    images = torch.randn(batch, 3, 32, 32)
-    labels = torch.randint(0, 10, (batch,))
-    x = fp32_values(images)
-
     model = resnet20()
     init = formula_state(model, seed)
+    float32_model = resnet20()
+    float32_model.load_state_dict(init)
+    torch.manual_seed(seed + 1)
+    for draw in range(1, max_draws + 1):
+        images = torch.randn(batch, 3, image_size, image_size)
+        labels = torch.randint(0, 10, (batch,))
+        x = fp32_values(images)
+        exact = relu_inputs(float64_copy(resnet20(), init), x, sizes)
+        float32_error = float((relu_inputs(float32_model, images, sizes) - exact).abs().max())
+        float32_model.load_state_dict(init)  # its running statistics moved
+        margin = float(exact.abs().min())
+        if margin >= RELU_MARGIN_FACTOR * float32_error:
+            break
+    else:
+        raise RuntimeError(f"resnet20_case: in {max_draws} draws no ReLU input margin reached "
+                           f"{RELU_MARGIN_FACTOR}x the float32 error")
     model = float64_copy(model, init)
     micro = micro_batch_gradients(model, x, labels, sizes, lambda z, y: F.cross_entropy(z, y))
     model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in init.items()})
@@ -391,6 +435,8 @@ def resnet20_case(out_dir, seed):
                          "Not torch's sequential per-micro-batch momentum updates.",
         "initial_state": "formula_state() in tools/reference/step_cases.py, not stored",
         "model": "resnet20", "batch": batch, "micro_batch": micro_batch, "split": sizes,
+        "image_size": image_size, "image_draws": draw, "relu_margin": margin,
+        "relu_input_float32_error": float32_error,
         "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
         "weight_decay_on": "conv and linear weights only",
         "one_over_k_relative_change": wrong_factor_change(micro, sizes, update, lr),
