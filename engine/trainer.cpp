@@ -75,6 +75,36 @@ std::uint64_t fnv1a(std::uint64_t hash, const unsigned char* bytes, std::size_t 
   return hash;
 }
 
+// The planner's line on segment recomputation: the forward it repeats, the bytes per sample
+// it saves (analytic, both ways) and, for an automatic plan, the micro-batch the same
+// available bytes would give without it (the measured bytes per sample scaled by the
+// analytic ratio).
+std::string describe_recompute(const RecomputeCost& cost, const Plan& plan) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(2);
+  const double gflop = 1e-9;
+  // Note: a training step is taken as 3 forwards (backward computes the input and the
+  // weight gradients, each about one forward's FLOPs, for convolutions and linear layers).
+  const double share = static_cast<double>(cost.recomputed_flops) /
+                       (3.0 * static_cast<double>(std::max<std::int64_t>(cost.forward_flops, 1)));
+  out << "planner: segment recomputation runs " << cost.recomputed_flops * gflop << " of "
+      << cost.forward_flops * gflop << " GFLOP of forward per sample again (+" << 100.0 * share
+      << "% of a step of 3 forwards) and keeps " << format_bytes(cost.bytes_per_sample)
+      << " per sample instead of " << format_bytes(cost.bytes_per_sample_without) << " (analytic)";
+  const MemoryProfile& profile = plan.profile;
+  const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
+  if (plan.automatic && cost.bytes_per_sample > 0 && plan.available_bytes > overhead) {
+    const double without = static_cast<double>(profile.bytes_per_sample) *
+                           static_cast<double>(cost.bytes_per_sample_without) /
+                           static_cast<double>(cost.bytes_per_sample);
+    const auto fits_without = static_cast<std::int64_t>(
+        static_cast<double>(plan.available_bytes - overhead) / std::max(without, 1.0));
+    out << " -> micro-batch " << plan.micro_batch << " instead of about "
+        << std::min(fits_without, plan.batch_size);
+  }
+  return out.str();
+}
 }  // namespace
 
 const char* accumulation_name(AccumulationMode mode) {
@@ -227,6 +257,8 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
       batch_size, options_.micro_batch,
       [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },
       training_bytes_per_sample(*model_, sample_shape));
+  const RecomputeCost cost = recompute_cost(*model_, sample_shape);
+  if (cost.recomputed_flops > 0) log(describe_recompute(cost, plan_));
   return plan_;
 }
 

@@ -102,15 +102,16 @@ Tensor BatchNorm2d::run_forward(const Tensor& input, const Tensor& residual,
     MB_CHECK(n * hw > 1, layer_name(channels_),
              ": training needs more than one value per channel, got input ",
              input.shape().to_string(), ". Fix: use a micro-batch of at least 2 samples");
-    if (update_per_forward_) begin_batch();
+    const bool count = !state.recompute;
+    if (update_per_forward_ && count) begin_batch();
     ensure_statistics();
-    double* pending = static_cast<double*>(statistics_.get());
+    double* pending = count ? static_cast<double*>(statistics_.get()) : nullptr;
     batch_norm_forward_training(stream(), input.data<float>(), weight_->value.data<float>(),
                                 bias_->value.data<float>(), residual_data, activation_, n,
                                 channels_, hw, eps, output.data<float>(), save_mean_.data<float>(),
                                 save_invstd_.data<float>(), pending);
-    pending_count_ += n * hw;
-    if (update_per_forward_) end_batch();
+    if (count) pending_count_ += n * hw;
+    if (update_per_forward_ && count) end_batch();
   } else {
     batch_norm_forward_inference(stream(), input.data<float>(), running_mean_->data<float>(),
                                  running_var_->data<float>(), weight_->value.data<float>(),

@@ -12,7 +12,9 @@ namespace mb {
 
 void append_chain(Module& module, std::vector<Module*>& chain) {
   // Exactly Sequential: its forward feeds each child's output to the next child only.
-  if (dynamic_cast<Sequential*>(&module) != nullptr) {
+  // A recomputed segment drops its children's caches when it returns: a chain of its own.
+  auto* sequential = dynamic_cast<Sequential*>(&module);
+  if (sequential != nullptr && !sequential->recomputes()) {
     for (const auto& [name, child] : module.children()) append_chain(*child, chain);
     return;
   }

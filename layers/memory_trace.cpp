@@ -45,6 +45,22 @@ MemoryTrace::Id MemoryTrace::layer(Id input, const Shape& output_shape, Keep kee
   return output;
 }
 
+MemoryTrace::Id MemoryTrace::segment(Id input, const MemoryTrace& inner, Id inner_output,
+                                     std::int64_t forward_flops) {
+  value(input);
+  const Id output = new_value(inner.shape(inner_output));
+  Step step{StepKind::Segment, {input}, output, Keep::Input, 0};
+  step.segment_peak = inner.backward_peak_bytes(inner_output);
+  steps_.push_back(step);
+  largest_values_ = std::max(largest_values_, inner.largest_values_);
+  if (inner.min_statistics_values_ > 0 &&
+      (min_statistics_values_ == 0 || inner.min_statistics_values_ < min_statistics_values_)) {
+    min_statistics_values_ = inner.min_statistics_values_;
+  }
+  recomputed_flops_ += forward_flops + inner.recomputed_flops_;
+  return output;
+}
+
 MemoryTrace::Id MemoryTrace::view(Id input, const Shape& output_shape) {
   MB_CHECK(output_shape.numel() == value(input).shape.numel(), "MemoryTrace: a view ",
            output_shape.to_string(), " of ", value(input).shape.to_string(),
@@ -154,6 +170,12 @@ std::size_t MemoryTrace::backward_peak_bytes(Id output) const {
   for (auto step = steps_.rbegin(); step != steps_.rend(); ++step) {
     peak = std::max(peak, alive + step->recompute_bytes);
     const int output_gradient = gradient_of[static_cast<std::size_t>(step->output)];
+    if (step->kind == StepKind::Segment) {
+      // Its own peak counts its output's gradient, which is alive here already.
+      const std::size_t own_gradient =
+          output_gradient >= 0 ? gradients[static_cast<std::size_t>(output_gradient)].bytes : 0;
+      peak = std::max(peak, alive - own_gradient + step->segment_peak);
+    }
     // A tensor that already has a gradient (it feeds several steps) gets this step's part
     // as a temporary that is added into it.
     std::size_t temporaries = 0;
@@ -162,6 +184,7 @@ std::size_t MemoryTrace::backward_peak_bytes(Id output) const {
       const bool has_gradient = gradient_of[static_cast<std::size_t>(input)] >= 0;
       switch (step->kind) {
         case StepKind::Layer:
+        case StepKind::Segment:
         case StepKind::Concat:
           if (has_gradient) {
             temporaries += float_bytes(value(input).shape);

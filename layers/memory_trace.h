@@ -41,6 +41,11 @@ class MemoryTrace {
  public:
   using Id = int;  // a tensor of the traced forward
 
+  // recompute_segments false: recomputed segments trace as their children inline, i.e.
+  // what the model would keep without recomputation (the planner's comparison).
+  explicit MemoryTrace(bool recompute_segments = true) : recompute_segments_(recompute_segments) {}
+  bool recompute_segments() const { return recompute_segments_; }
+
   // A tensor from outside the traced forward (the traced module's input). It counts in
   // saved_bytes() when kept, never in backward_peak_bytes() (its owner counts it), and it
   // gets no gradient (the network's first layer computes none).
@@ -58,6 +63,12 @@ class MemoryTrace {
   // A layer whose output shares its input's storage (Flatten): nothing kept, and its
   // backward's gradient is a view of the output's.
   Id view(Id input, const Shape& output_shape);
+  // A recomputed segment (Sequential::set_recompute), traced on its own as `inner` from an
+  // input() of `input`'s shape to `inner_output`: here `input` -> a new tensor that keeps
+  // only its input; its backward first holds inner's backward peak (its output's gradient
+  // included) on top of what is alive outside, and runs its forward again (`forward_flops`,
+  // counted in recomputed_flops()). Inner's batch statistics and largest tensor count here.
+  Id segment(Id input, const MemoryTrace& inner, Id inner_output, std::int64_t forward_flops);
   // The functional ops composite modules call (layers/elementwise.h); both keep nothing.
   // add: a new tensor; backward hands the output's gradient to both inputs (no copy).
   Id add(Id a, Id b);
@@ -74,6 +85,8 @@ class MemoryTrace {
   // The most elements of any tensor of the trace (views share their input's): per sample
   // when traced at batch 1. cuDNN's tensor descriptors bound it (engine/planner.h).
   std::int64_t largest_tensor_values() const { return largest_values_; }
+  // Forward FLOPs that backward runs again (the recomputed segments').
+  std::int64_t recomputed_flops() const { return recomputed_flops_; }
 
   // Bytes kept for backward when forward has ended, each buffer once (inputs included).
   std::size_t saved_bytes() const;
@@ -83,7 +96,7 @@ class MemoryTrace {
   std::size_t backward_peak_bytes(Id output) const;
 
  private:
-  enum class StepKind { Layer, View, Add, Concat };
+  enum class StepKind { Layer, View, Add, Concat, Segment };
   struct Value {
     Shape shape;
     int buffer;  // views share their input's buffer
@@ -99,6 +112,7 @@ class MemoryTrace {
     Keep keep;
     std::size_t own_bytes;
     std::size_t recompute_bytes = 0;
+    std::size_t segment_peak = 0;  // Segment: its replayed backward's peak
   };
 
   Id new_value(const Shape& shape);
@@ -109,8 +123,10 @@ class MemoryTrace {
   std::vector<Value> values_;
   std::vector<Buffer> buffers_;
   std::vector<Step> steps_;  // in forward order
+  bool recompute_segments_;
   std::int64_t min_statistics_values_ = 0;
   std::int64_t largest_values_ = 0;
+  std::int64_t recomputed_flops_ = 0;
 };
 
 }  // namespace mb

@@ -144,34 +144,47 @@ std::size_t Module::saved_bytes(const Shape& input) const {
   return trace.saved_bytes();
 }
 
-std::size_t Module::training_bytes(const Shape& input) const {
-  MemoryTrace trace;
+std::size_t Module::training_bytes(const Shape& input, bool recompute_segments) const {
+  MemoryTrace trace(recompute_segments);
   const MemoryTrace::Id output = trace_forward(trace, trace.input(input));
   return trace.backward_peak_bytes(output);
 }
 
-std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape) {
-  std::vector<std::int64_t> one{1}, two{2};
-  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
-  two.insert(two.end(), sample_shape.dims().begin(), sample_shape.dims().end());
-  const std::size_t at_one = model.training_bytes(Shape(one));
-  const std::size_t at_two = model.training_bytes(Shape(two));
-  return (at_two > at_one ? at_two - at_one : 0) +
-         static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
-}
-
 namespace {
+
+// `sample_shape` with a batch dimension of `batch` in front.
+Shape batch_of(std::int64_t batch, const Shape& sample_shape) {
+  std::vector<std::int64_t> dims{batch};
+  dims.insert(dims.end(), sample_shape.dims().begin(), sample_shape.dims().end());
+  return Shape(dims);
+}
 
 // The model's forward traced for one sample of `sample_shape`.
 MemoryTrace trace_one_sample(const Module& model, const Shape& sample_shape) {
-  std::vector<std::int64_t> one{1};
-  one.insert(one.end(), sample_shape.dims().begin(), sample_shape.dims().end());
   MemoryTrace trace;
-  model.trace_forward(trace, trace.input(Shape(one)));
+  model.trace_forward(trace, trace.input(batch_of(1, sample_shape)));
   return trace;
 }
 
 }  // namespace
+
+std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape,
+                                      bool recompute_segments) {
+  const std::size_t at_one = model.training_bytes(batch_of(1, sample_shape), recompute_segments);
+  const std::size_t at_two = model.training_bytes(batch_of(2, sample_shape), recompute_segments);
+  return (at_two > at_one ? at_two - at_one : 0) +
+         static_cast<std::size_t>(sample_shape.numel()) * sizeof(float);
+}
+
+RecomputeCost recompute_cost(const Module& model, const Shape& sample_shape) {
+  RecomputeCost cost;
+  cost.recomputed_flops = trace_one_sample(model, sample_shape).recomputed_flops();
+  if (cost.recomputed_flops == 0) return cost;
+  cost.forward_flops = model.forward_flops(batch_of(1, sample_shape));
+  cost.bytes_per_sample = training_bytes_per_sample(model, sample_shape);
+  cost.bytes_per_sample_without = training_bytes_per_sample(model, sample_shape, false);
+  return cost;
+}
 
 std::int64_t batch_statistics_values_per_sample(const Module& model, const Shape& sample_shape) {
   return trace_one_sample(model, sample_shape).min_statistics_values_per_sample();
@@ -206,25 +219,54 @@ std::int64_t Sequential::forward_flops(const Shape& input) const {
 }
 
 MemoryTrace::Id Sequential::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
+  if (recompute_ && trace.recompute_segments()) {
+    // Its own trace, replayed when its backward runs; outside, only its input is kept.
+    MemoryTrace inner;
+    MemoryTrace::Id x = inner.input(trace.shape(input));
+    for (const auto& [name, m] : children()) x = m->trace_forward(inner, x);
+    return trace.segment(input, inner, x, forward_flops(trace.shape(input)));
+  }
   MemoryTrace::Id x = input;
   for (const auto& [name, m] : children()) x = m->trace_forward(trace, x);
   return x;
 }
 
 void Sequential::fuse_memory_bound_layers() {
+  // Its own children, also when it is a recomputed segment (a chain of its own).
   std::vector<Module*> chain;
-  append_chain(*this, chain);
+  for (const auto& [name, child] : children()) append_chain(*child, chain);
   fuse_chain(chain);
   for (Module* module : chain) module->fuse_memory_bound_layers();
+}
+
+void Sequential::clear_cache() {
+  Module::clear_cache();
+  segment_input_ = Tensor();
 }
 
 Tensor Sequential::forward_impl(const Tensor& input, const RunState& state) {
   Tensor x = input;
   for (const auto& [name, m] : children()) x = m->forward(x, state);
+  if (recompute_ && state.training) {
+    Module::clear_cache();
+    segment_input_ = input;
+    segment_state_ = state;
+  }
   return x;
 }
 
 Tensor Sequential::backward_impl(const Tensor& grad_output, const BackwardState& state) {
+  if (segment_input_.defined()) {
+    RunState again = segment_state_;
+    again.recompute = true;
+    Tensor x = segment_input_;
+    segment_input_ = Tensor();
+    for (const auto& [name, m] : children()) x = m->forward(x, again);
+    MB_CHECK(x.shape() == grad_output.shape(), "Sequential.backward: gradient ",
+             grad_output.shape().to_string(), " does not match the recomputed output ",
+             x.shape().to_string());
+    // The children keep what their backward needs; the output itself is not needed.
+  }
   Tensor g = grad_output;
   const auto& modules = children();
   for (int i = static_cast<int>(modules.size()) - 1; i >= 0; --i) {

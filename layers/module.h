@@ -32,6 +32,10 @@ struct RunState {
   std::uint64_t seed = 0;
   std::uint32_t step = 0;
   std::int64_t sample_offset = 0;  // global index of this micro-batch's first sample
+  // This forward repeats one whose batch state already counted (segment recomputation,
+  // Sequential::set_recompute): layers that gather state across micro-batches (BatchNorm's
+  // sums) compute as before but add nothing.
+  bool recompute = false;
 };
 
 class Module;
@@ -101,8 +105,9 @@ class Module {
   std::size_t saved_bytes(const Shape& input) const;
   // The peak of one training forward + backward for `input` (whole batch): what forward
   // keeps plus the gradients alive at backward's worst moment; the input itself (its
-  // owner's) and workspaces excluded.
-  std::size_t training_bytes(const Shape& input) const;
+  // owner's) and workspaces excluded. recompute_segments false: as if no segment were
+  // recomputed (Sequential::set_recompute).
+  std::size_t training_bytes(const Shape& input, bool recompute_segments = true) const;
 
   // True when training this module needs more than one value per channel in a micro-batch
   // (batch statistics: BatchNorm). The planner then never runs a 1-sample micro-batch.
@@ -181,7 +186,18 @@ class Module {
 // slope, as the probe measures one, so per-batch tensors such as BatchNorm's mean and
 // invstd do not count per sample), plus the sample itself, which the engine's input holds
 // until backward ends.
-std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape);
+std::size_t training_bytes_per_sample(const Module& model, const Shape& sample_shape,
+                                      bool recompute_segments = true);
+
+// What recomputing segments (Sequential::set_recompute) costs and buys per sample of
+// `sample_shape`, for the planner's log; all zero when no segment is recomputed.
+struct RecomputeCost {
+  std::int64_t recomputed_flops = 0;         // forward FLOPs that backward runs again
+  std::int64_t forward_flops = 0;            // one forward of the whole model
+  std::size_t bytes_per_sample = 0;          // training_bytes_per_sample, recomputing
+  std::size_t bytes_per_sample_without = 0;  // the same with every segment kept
+};
+RecomputeCost recompute_cost(const Module& model, const Shape& sample_shape);
 
 // True when `module` or any module below it uses batch statistics.
 bool needs_batch_statistics(const Module& module);
@@ -210,12 +226,27 @@ class Sequential : public Module {
   std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   // fuse_chain() over its children, nested Sequentials flattened (their input reaches only
-  // their first child), then each composite in the chain fuses itself.
+  // their first child; a recomputed segment fuses on its own), then each composite in the
+  // chain fuses itself.
   void fuse_memory_bound_layers() override;
+  void clear_cache() override;
+
+  // Segment recomputation (activation checkpointing, Chen et al. 2016): a training forward
+  // keeps only this Sequential's input (its children's caches are dropped as it returns);
+  // backward first runs the forward again (RunState::recompute, so BatchNorm's statistics
+  // count once) and then the children's backward. The same numbers, at the cost of one more
+  // forward of the segment; the most kept at once is one segment's worth.
+  void set_recompute(bool enabled) { recompute_ = enabled; }
+  bool recomputes() const { return recompute_; }
 
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+
+ private:
+  bool recompute_ = false;
+  Tensor segment_input_;  // a recomputed segment's input, until its backward
+  RunState segment_state_;
 };
 
 }  // namespace mb

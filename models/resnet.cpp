@@ -56,8 +56,9 @@ std::shared_ptr<Module> make_resnet(int depth, const ModelConfig& c) {
   std::int64_t channels = 64;
   const std::int64_t planes[] = {64, 128, 256, 512};
   for (int i = 0; i < 4; ++i) {
-    net->add("layer" + std::to_string(i + 1),
-             make_stage(channels, planes[i], blocks[i], i == 0 ? 1 : 2, bottleneck));
+    auto stage = make_stage(channels, planes[i], blocks[i], i == 0 ? 1 : 2, bottleneck);
+    stage->set_recompute(c.recompute_segments);
+    net->add("layer" + std::to_string(i + 1), stage);
   }
   net->add("avgpool", std::make_shared<GlobalAvgPool2d>());
   net->add("flatten", std::make_shared<Flatten>());
@@ -74,8 +75,9 @@ std::shared_ptr<Module> make_resnet20(const ModelConfig& c) {
   std::int64_t channels = 16;
   const std::int64_t planes[] = {16, 32, 64};
   for (int i = 0; i < 3; ++i) {
-    net->add("layer" + std::to_string(i + 1),
-             make_stage(channels, planes[i], 3, i == 0 ? 1 : 2, false));
+    auto stage = make_stage(channels, planes[i], 3, i == 0 ? 1 : 2, false);
+    stage->set_recompute(c.recompute_segments);
+    net->add("layer" + std::to_string(i + 1), stage);
   }
   net->add("avgpool", std::make_shared<GlobalAvgPool2d>());
   net->add("flatten", std::make_shared<Flatten>());

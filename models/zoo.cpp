@@ -60,6 +60,9 @@ ModelConfig resolve_config(const std::string& name, const ModelConfig& config) {
 
 std::shared_ptr<Module> build_model(const std::string& name, const ModelConfig& config) {
   const ModelConfig c = resolve_config(name, config);
+  MB_CHECK(!c.recompute_segments || name.rfind("resnet", 0) == 0, "model '", name,
+           "' has no residual stages to recompute. Fix: drop --recompute-segments, or use a "
+           "ResNet (resnet20, resnet18 ... resnet152)");
   std::shared_ptr<Module> model;
   if (name == "lenet5") model = make_lenet5(c);
   if (name == "resnet20") model = make_resnet20(c);

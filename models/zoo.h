@@ -26,6 +26,10 @@ struct ModelConfig {
   // Fuse the memory-bound layers (Module::fuse_memory_bound_layers, layers/fusion.h): the
   // same numbers with less memory per sample. False: the plain layers, for comparison.
   bool fuse = true;
+  // Recompute each residual stage in backward instead of keeping its activations
+  // (Sequential::set_recompute; ResNets only): less memory per sample for one more forward
+  // of the stages. Off by default.
+  bool recompute_segments = false;
 };
 
 struct ModelInfo {

@@ -123,6 +123,7 @@ struct CommonArgs {
   double trust_coefficient = 0.001;
   double bn_momentum = 0.1, bn_eps = 1e-5;
   bool no_fuse = false;
+  bool recompute_segments = false;
   int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
   std::string tf32 = "on";
 };
@@ -173,6 +174,9 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_flag("--no-fuse", a.no_fuse,
                "keep BatchNorm, ReLU and the residual add as separate layers that each keep "
                "their tensors (default: fused, the same numbers with less memory per sample)");
+  cmd.add_flag("--recompute-segments", a.recompute_segments,
+               "ResNets: recompute each residual stage in backward instead of keeping its "
+               "activations (less memory per sample, one more forward of the stages)");
   cmd.add_option("--threads", a.threads,
                  "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the cores "
                  "this process may use)")
@@ -310,6 +314,7 @@ ModelConfig model_config(const Dataset& data, const CommonArgs& a) {
   config.bn_eps = a.bn_eps;
   config.bn_momentum = a.bn_momentum;
   config.fuse = !a.no_fuse;
+  config.recompute_segments = a.recompute_segments;
   const Shape sample = data.sample_shape();
   config.in_channels = sample[0];
   config.image_size = sample[1];
@@ -427,6 +432,7 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
               {"bn_eps", a.bn_eps},
               {"bn_momentum", a.bn_momentum},
               {"fused", !a.no_fuse},
+              {"recompute_segments", a.recompute_segments},
               {"tf32", a.tf32 == "on"}};
 }
 
@@ -648,10 +654,13 @@ int command_plan(const CommonArgs& a, std::ostream& out) {
   config.bn_eps = a.bn_eps;
   config.bn_momentum = a.bn_momentum;
   config.fuse = !a.no_fuse;
+  config.recompute_segments = a.recompute_segments;
   config = resolve_config(a.model, config);
   Session session(options, [&] { return build_model(a.model, config); });
-  Trainer& trainer = session.make_trainer(
-      trainer_options(a, [&](const std::string& message) { output.line(message); }));
+  Trainer& trainer = session.make_trainer(trainer_options(a, [&](const std::string& message) {
+    output.line(message);
+    output.event(Json{{"event", "log"}, {"message", message}});
+  }));
   const Shape sample{config.in_channels, config.image_size, config.image_size};
   const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
   const Plan& plan = trainer.plan(a.batch_size, sample, label);

@@ -101,6 +101,27 @@ TEST(Cli, PlanSplitsABatchBeyondTheLimit) {
   EXPECT_EQ(total, 4096);
 }
 
+TEST(Cli, PlanWithRecomputedSegmentsSaysWhatTheyCostAndBuy) {
+  CliResult r =
+      run({"plan", "--model", "resnet20", "--dataset", "synthetic", "--device", "cpu",
+           "--batch-size", "256", "--memory-limit", "24MiB", "--recompute-segments", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string recompute_line;
+  std::istringstream lines(r.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    nlohmann::json object = nlohmann::json::parse(line);
+    if (object.value("event", "") != "log") continue;
+    const std::string message = object["message"].get<std::string>();
+    if (contains(message, "segment recomputation")) recompute_line = message;
+  }
+  EXPECT_TRUE(contains(recompute_line, "GFLOP of forward per sample again")) << r.out;
+  EXPECT_TRUE(contains(recompute_line, "instead of about")) << r.out;
+  CliResult refused = run({"plan", "--model", "lenet5", "--recompute-segments"});
+  EXPECT_EQ(refused.code, 2);
+  EXPECT_TRUE(contains(refused.err, "drop --recompute-segments")) << refused.err;
+}
+
 TEST(Cli, ShortTrainingRunBeatsChance) {
   const bool have_fashion =
       std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");

@@ -10,20 +10,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
-#include <vector>
 
-#include "allocator/passthrough_allocator.h"
-#include "engine/trainer.h"
 #include "layers/batch_norm2d.h"
 #include "layers/init.h"
-#include "layers/softmax_cross_entropy.h"
 #include "models/zoo.h"
-#include "runtime/allocator_registry.h"
 #include "runtime/memory_report.h"
-#include "runtime/memory_resource.h"
+#include "tests/models/step_compare.h"
 
 namespace mb {
 namespace {
@@ -43,50 +37,6 @@ std::shared_ptr<Module> build(const Case& c, bool fuse) {
   return build_model(c.name, config);
 }
 
-// Bitwise equality of two float tensors; reports the first mismatch.
-void expect_bitwise_equal(const Tensor& fused, const Tensor& plain, const std::string& what) {
-  ASSERT_TRUE(fused.defined() && plain.defined()) << what;
-  ASSERT_EQ(fused.shape(), plain.shape()) << what;
-  const std::vector<float> a = fused.to_vector();
-  const std::vector<float> b = plain.to_vector();
-  std::size_t mismatches = 0;
-  std::size_t first = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && mismatches++ == 0) first = i;
-  }
-  EXPECT_EQ(mismatches, 0u) << what << ": " << mismatches << " of " << a.size()
-                            << " values differ, first at " << first << ": fused "
-                            << (a.empty() ? 0.0f : a[first]) << " vs plain "
-                            << (b.empty() ? 0.0f : b[first]);
-}
-
-struct StepResult {
-  Tensor logits;
-  Tensor grad_input;
-  float loss = 0.0f;
-};
-
-// Two training micro-batches (gradients accumulated) and one full-batch end: the engine's
-// calls, so BatchNorm's pooled statistics are covered as well.
-StepResult train_step(Module& model, const Case& c, const Tensor& input, const Tensor& labels) {
-  model.begin_batch();
-  StepResult result;
-  for (int micro = 0; micro < 2; ++micro) {
-    RunState state;
-    state.sample_offset = micro * input.dim(0);
-    result.logits = model.forward(input, state);
-    LossResult loss = SoftmaxCrossEntropy().forward_backward(result.logits, labels);
-    result.loss += loss.loss;
-    BackwardState backward;
-    backward.mode = micro == 0 ? GradientMode::Overwrite : GradientMode::Accumulate;
-    result.grad_input = model.backward(loss.grad_logits, backward);
-    model.commit_micro_batch();
-  }
-  model.end_batch();
-  (void)c;
-  return result;
-}
-
 class FusionExact : public ::testing::TestWithParam<Case> {};
 
 TEST_P(FusionExact, TrainingStepsEqualThePlainLayersBitForBit) {
@@ -95,44 +45,8 @@ TEST_P(FusionExact, TrainingStepsEqualThePlainLayersBitForBit) {
   std::shared_ptr<Module> fused = build(c, true);
   std::shared_ptr<Module> plain = build(c, false);
 
-  Tensor input = Tensor::empty(Shape{3, info.in_channels, c.size, c.size});
-  fill_uniform(input, 2.0f, 11, 0);
-  TensorOptions label_options;
-  label_options.dtype = DType::Int32;
-  std::vector<std::int32_t> label_values;
-  const std::int64_t label_count = info.segmentation ? 3 * c.size * c.size : 3;
-  for (std::int64_t i = 0; i < label_count; ++i) {
-    label_values.push_back(static_cast<std::int32_t>((i * 7 + 3) % c.classes));
-  }
-  const Tensor labels = Tensor::from_vector_int(
-      label_values, info.segmentation ? Shape{3, c.size, c.size} : Shape{3});
-
-  const StepResult a = train_step(*fused, c, input, labels);
-  const StepResult b = train_step(*plain, c, input, labels);
-  EXPECT_EQ(a.loss, b.loss) << c.name;
-  expect_bitwise_equal(a.logits, b.logits, std::string(c.name) + " logits");
-  expect_bitwise_equal(a.grad_input, b.grad_input, std::string(c.name) + " input gradient");
-  const auto fused_params = fused->named_parameters();
-  const auto plain_params = plain->named_parameters();
-  ASSERT_EQ(fused_params.size(), plain_params.size());
-  for (std::size_t i = 0; i < fused_params.size(); ++i) {
-    ASSERT_EQ(fused_params[i].first, plain_params[i].first);
-    expect_bitwise_equal(fused_params[i].second->grad, plain_params[i].second->grad,
-                         std::string(c.name) + " grad " + fused_params[i].first);
-  }
-  const auto fused_buffers = fused->named_buffers();
-  const auto plain_buffers = plain->named_buffers();
-  ASSERT_EQ(fused_buffers.size(), plain_buffers.size());
-  for (std::size_t i = 0; i < fused_buffers.size(); ++i) {
-    if (fused_buffers[i].second->dtype() != DType::Float32) continue;
-    expect_bitwise_equal(*fused_buffers[i].second, *plain_buffers[i].second,
-                         std::string(c.name) + " buffer " + fused_buffers[i].first);
-  }
-  // Evaluation (running statistics, the fused activation in the inference kernel).
-  RunState eval;
-  eval.training = false;
-  expect_bitwise_equal(fused->forward(input, eval), plain->forward(input, eval),
-                       std::string(c.name) + " evaluation logits");
+  const testing::Batch batch = testing::small_batch(info, c.size, c.classes);
+  testing::expect_identical_training(*fused, *plain, batch.input, batch.labels, c.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, FusionExact,
@@ -143,18 +57,12 @@ INSTANTIATE_TEST_SUITE_P(Zoo, FusionExact,
                            return std::string(param.param.name);
                          });
 
-// The bytes per sample of a training step, measured by the production probe (as in
-// tests/models/memory_estimate_test.cpp: a pass-through allocator, probes at 16 and 18).
+// Bytes per sample measured by the production probe (tests/models/step_compare.h).
 std::size_t measured_bytes_per_sample(const Case& c, bool fuse, std::size_t* analytic) {
   const ModelInfo& info = find_model(c.name);
-  ScopedAllocator exact(Device::cpu(),
-                        std::make_shared<PassThroughAllocator>(make_host_memory_resource()));
-  TrainerOptions options;
-  options.planner.min_micro_batch = 16;
-  Trainer trainer(build(c, fuse), options);
   const Shape sample{info.in_channels, c.size, c.size};
   const Shape label = info.segmentation ? Shape{c.size, c.size} : Shape{};
-  const MemoryProfile profile = trainer.measure(sample, label);
+  const MemoryProfile profile = testing::measure_training_memory(build(c, fuse), sample, label);
   *analytic = profile.analytic_bytes_per_sample;
   return profile.bytes_per_sample;
 }
@@ -197,7 +105,7 @@ TEST(Fusion, RecomputingAfterBackwardNamesTheOrderToFollow) {
   RunState state;
   Tensor y = bn.forward(x, state);
   EXPECT_TRUE(bn.can_recompute(y));
-  expect_bitwise_equal(bn.recompute_output(), y, "recomputed output");
+  testing::expect_bitwise_equal(bn.recompute_output(), y, "recomputed output");
   BackwardState backward;
   bn.backward(Tensor::full(y.shape(), 1.0f), backward);
   EXPECT_FALSE(bn.can_recompute(y));
