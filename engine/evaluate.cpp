@@ -22,17 +22,29 @@ EvalResult evaluate(Module& model, const Device& device, const Tensor& images, c
   state.training = false;
   EvalResult result;
   double loss_sum = 0.0;
-  for (std::int64_t begin = 0; begin < images.dim(0); begin += chunk) {
+  std::int64_t begin = 0;
+  while (begin < images.dim(0)) {
     const std::int64_t end = std::min(images.dim(0), begin + chunk);
-    Tensor input = images.slice(begin, end);
-    if (!device.is_cpu()) input = input.to(device);
-    Tensor logits = model.forward(input, state);
-    model.clear_cache();
-    const LossResult chunk_loss = criterion.forward(logits, labels.slice(begin, end));
+    LossResult chunk_loss;
+    try {
+      Tensor input = images.slice(begin, end);
+      if (!device.is_cpu()) input = input.to(device);
+      const Tensor logits = model.forward(input, state);
+      model.clear_cache();
+      chunk_loss = criterion.forward(logits, labels.slice(begin, end));
+    } catch (const OutOfMemory&) {
+      model.clear_cache();
+      if (end - begin == 1) throw;
+      chunk = (end - begin) / 2;
+      ++result.halvings;
+      continue;
+    }
     loss_sum += chunk_loss.loss_sum;
     result.correct += chunk_loss.correct;
     result.valid += chunk_loss.valid_count;
+    begin = end;
   }
+  result.chunk = chunk;
   result.loss = result.valid > 0 ? loss_sum / static_cast<double>(result.valid) : 0.0;
   return result;
 }

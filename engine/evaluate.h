@@ -14,11 +14,18 @@ struct EvalResult {
   double loss = 0.0;  // mean over valid elements (label smoothing off)
   std::int64_t correct = 0;
   std::int64_t valid = 0;
+  // Samples per chunk at the end: the chunk asked for, or less after an OutOfMemory
+  // (`halvings` times halved).
+  std::int64_t chunk = 0;
+  int halvings = 0;
   double accuracy() const { return valid > 0 ? static_cast<double>(correct) / valid : 0.0; }
 };
 
 // images [N, C, H, W] (float32) and labels [N] or [N, H, W] (int32) in host memory; `model`
-// on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations.
+// on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations. A
+// chunk that runs out of memory (the arena holds more after training than when the
+// micro-batch was planned: optimizer state, fragmentation) is run again in halves, down to
+// one sample, whose OutOfMemory is rethrown.
 EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
                     std::int64_t chunk, const LossOptions& loss);
 

@@ -38,6 +38,8 @@ EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t 
   total.valid = static_cast<std::int64_t>(values[2]);
   total.correct = static_cast<std::int64_t>(values[1]);
   total.loss = total.valid > 0 ? values[0] / values[2] : 0.0;
+  total.chunk = part.chunk;  // this rank's
+  total.halvings = part.halvings;
   return total;
 }
 

@@ -568,13 +568,17 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                 fixed(100.0 * r.train_accuracy, 2) + "%, test loss " + fixed(r.test.loss, 4) +
                 ", test acc " + fixed(100.0 * r.test.accuracy(), 2) + "%, " + fixed(r.seconds, 1) +
                 " s (" + fixed(static_cast<double>(r.samples) / std::max(r.seconds, 1e-9), 0) +
-                " samples/s), peak reserved " + format_bytes(r.memory.reserved));
+                " samples/s), peak reserved " + format_bytes(r.memory.reserved) +
+                (r.test.halvings > 0 ? ", evaluated in chunks of " + std::to_string(r.test.chunk) +
+                                           " after an out-of-memory"
+                                     : std::string()));
     output.event(Json{{"event", "epoch"},
                       {"epoch", r.epoch},
                       {"train_loss", r.train_loss},
                       {"train_accuracy", r.train_accuracy},
                       {"test_loss", r.test.loss},
                       {"test_accuracy", r.test.accuracy()},
+                      {"eval_chunk", r.test.chunk},
                       {"seconds", r.seconds},
                       {"complete", r.complete},
                       {"step_in_epoch", r.step_in_epoch},

@@ -18,7 +18,9 @@
 #include "layers/dropout.h"
 #include "layers/flatten.h"
 #include "layers/linear.h"
+#include "runtime/allocator_registry.h"
 #include "runtime/error.h"
+#include "tests/pool_delegate.h"
 
 namespace mb {
 namespace {
@@ -217,6 +219,49 @@ TEST(Evaluate, RefusesWhatItCannotRun) {
                InvalidArgument);
   EXPECT_THROW(evaluate(*m.net, Device::cpu(), images, Tensor::zeros({3}, label_options), 2, {}),
                InvalidArgument);
+}
+
+// Refuses every activation larger than `limit` bytes, as an arena too full for the chunk.
+class RefuseLargeActivations final : public testing::PoolDelegate {
+ public:
+  RefuseLargeActivations(std::size_t limit)
+      : PoolDelegate(std::make_shared<PoolAllocator>(make_host_memory_resource(), PoolOptions{})),
+        limit_(limit) {}
+  void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
+    if (tag == MemoryTag::Activation && bytes > limit_) {
+      throw OutOfMemory(bytes, report(), "RefuseLargeActivations(test)");
+    }
+    return PoolDelegate::allocate(bytes, tag, stream);
+  }
+
+ private:
+  std::size_t limit_;
+};
+
+TEST(Evaluate, AChunkThatRunsOutOfMemoryIsRunAgainInHalves) {
+  constexpr std::int64_t kSamples = 7;
+  const std::vector<float> x = normal_values(2 * kSamples, 11);
+  const std::vector<std::int32_t> labels = {1, 2, 2, 0, -100, 0, 0};
+  const Truth truth = classifier_truth(x, labels, -100);
+  ClassifierModel m = classifier();
+  const Tensor images = Tensor::from_vector(x, {kSamples, 2, 1, 1});
+  const Tensor label_tensor = Tensor::from_vector_int(labels, {kSamples});
+  // The largest activation of n samples is the logits, n x kClasses floats: 3 samples fit.
+  const std::size_t three_samples = 3 * kClasses * sizeof(float);
+  {
+    ScopedAllocator scope(Device::cpu(), std::make_shared<RefuseLargeActivations>(three_samples));
+    const EvalResult result = evaluate(*m.net, Device::cpu(), images, label_tensor, kSamples, {});
+    expect_matches(result, truth, "7 refused, then chunks of 3");
+    EXPECT_EQ(result.chunk, 3);
+    EXPECT_EQ(result.halvings, 1);
+  }
+  {
+    ScopedAllocator scope(Device::cpu(), std::make_shared<RefuseLargeActivations>(0));
+    EXPECT_THROW(evaluate(*m.net, Device::cpu(), images, label_tensor, kSamples, {}), OutOfMemory);
+  }
+  const EvalResult plain = evaluate(*m.net, Device::cpu(), images, label_tensor, kSamples, {});
+  EXPECT_EQ(plain.chunk, kSamples);
+  EXPECT_EQ(plain.halvings, 0);
 }
 
 }  // namespace
