@@ -7,7 +7,9 @@
 //                          checks, as `microbatch plan` does), its bytes/sample at that size
 //                          and the seconds planning took
 // each with the zoo's fused layers and with the plain ones (--fuse both, the default;
-// "fused" in the JSON), so the saving of fusion is measured in the same run.
+// "fused" in the JSON), so the saving of fusion is measured in the same run, and for the
+// ResNets with and without segment recomputation on request (--recompute on|both;
+// "recompute_segments" in the JSON).
 // The PyTorch side of the comparison (saved tensors per sample for the same models and
 // sizes) is bench/compare_memory.py, which runs this program.
 #include <CLI/CLI.hpp>
@@ -57,16 +59,23 @@ Case parse_case(const std::string& text) {
   return c;
 }
 
-Json run_case(const Case& c, bool fuse, std::int64_t batch, const std::string& commit) {
+Json run_case(const Case& c, bool fuse, bool recompute, std::int64_t batch,
+              const std::string& commit) {
   ModelConfig config;
   config.image_size = c.image_size;
   config.fuse = fuse;
+  config.recompute_segments = recompute;
   config = resolve_config(c.model, config);
   const ModelInfo& info = find_model(c.model);
   const Shape sample{config.in_channels, config.image_size, config.image_size};
   const Shape label = info.segmentation ? Shape{config.image_size, config.image_size} : Shape{};
-  Json result{{"kind", "memory"}, {"model", c.model}, {"image_size", config.image_size},
-              {"fused", fuse},    {"device", "cpu"},  {"threads", cpu_threads()},
+  Json result{{"kind", "memory"},
+              {"model", c.model},
+              {"image_size", config.image_size},
+              {"fused", fuse},
+              {"recompute_segments", recompute},
+              {"device", "cpu"},
+              {"threads", cpu_threads()},
               {"commit", commit}};
   {
     Session session(SessionOptions{}, [&] { return build_model(c.model, config); });
@@ -110,8 +119,13 @@ int main(int argc, char** argv) {
   std::int64_t batch = 1024;
   std::string commit;
   std::string fuse = "both";
+  std::string recompute = "off";
   app.add_option("--cases", cases, "model[:image_size[:memory-limit]]");
   app.add_option("--fuse", fuse, "on | off | both (default): the zoo's fused layers or the plain")
+      ->check(CLI::IsMember({"on", "off", "both"}));
+  app.add_option("--recompute", recompute,
+                 "off (default) | on | both: ResNets with each residual stage recomputed in "
+                 "backward (other models run without)")
       ->check(CLI::IsMember({"on", "off", "both"}));
   app.add_option("--batch", batch, "batch size planned for under a cap")
       ->check(CLI::PositiveNumber);
@@ -121,12 +135,19 @@ int main(int argc, char** argv) {
     mb::install_default_allocators();
     std::vector<mb::Case> parsed;
     for (const std::string& text : cases) parsed.push_back(mb::parse_case(text));
-    std::vector<bool> variants;
-    if (fuse != "off") variants.push_back(true);
-    if (fuse != "on") variants.push_back(false);
+    std::vector<bool> fuse_variants;
+    if (fuse != "off") fuse_variants.push_back(true);
+    if (fuse != "on") fuse_variants.push_back(false);
+    std::vector<bool> recompute_variants;
+    if (recompute != "on") recompute_variants.push_back(false);
+    if (recompute != "off") recompute_variants.push_back(true);
     for (const mb::Case& c : parsed) {
-      for (const bool fused : variants) {
-        std::cout << mb::run_case(c, fused, batch, commit).dump() << std::endl;
+      const bool has_stages = c.model.rfind("resnet", 0) == 0;
+      for (const bool fused : fuse_variants) {
+        for (const bool recomputed : recompute_variants) {
+          if (recomputed && !has_stages) continue;
+          std::cout << mb::run_case(c, fused, recomputed, batch, commit).dump() << std::endl;
+        }
       }
     }
   } catch (const mb::Error& e) {

@@ -26,9 +26,9 @@ void batch_norm_forward_inference(const Stream& stream, const float* x, const fl
 }
 
 void batch_norm_apply(const Stream& stream, const float* x, const float* mean, const float* invstd,
-                      const float* weight, const float* bias, BnActivation act, std::int64_t n,
-                      std::int64_t c, std::int64_t hw, float* y) {
-  MB_DISPATCH(stream, batch_norm_apply, x, mean, invstd, weight, bias, act, n, c, hw, y);
+                      const float* weight, const float* bias, const float* residual,
+                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw, float* y) {
+  MB_DISPATCH(stream, batch_norm_apply, x, mean, invstd, weight, bias, residual, act, n, c, hw, y);
 }
 
 void batch_norm_backward(const Stream& stream, const float* grad_y, const float* x,

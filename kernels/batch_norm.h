@@ -42,11 +42,12 @@ void batch_norm_forward_inference(const Stream& stream, const float* x, const fl
                                   std::int64_t c, std::int64_t hw, float eps, float* y,
                                   float* save_mean, float* save_invstd);
 
-// y = act((x - mean_c) * invstd_c * weight_c + bias_c) from the mean and invstd a forward
-// saved: that forward's output again (no residual), bit for bit.
+// y = act((x - mean_c) * invstd_c * weight_c + bias_c [+ residual]) from the mean and invstd
+// a forward saved: that forward's output again, bit for bit, given the same residual (or
+// null).
 void batch_norm_apply(const Stream& stream, const float* x, const float* mean, const float* invstd,
-                      const float* weight, const float* bias, BnActivation act, std::int64_t n,
-                      std::int64_t c, std::int64_t hw, float* y);
+                      const float* weight, const float* bias, const float* residual,
+                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw, float* y);
 
 // Gradients of the forward above without a residual. act != None: grad_y is the gradient of
 // act's output, masked here by act's derivative at z, recomputed from x (bias is read only

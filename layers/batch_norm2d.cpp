@@ -121,7 +121,8 @@ Tensor BatchNorm2d::run_forward(const Tensor& input, const Tensor& residual,
   }
   cached_input_ = input;
   cached_training_ = state.training;
-  residual_output_ = residual.defined() ? output : Tensor();
+  residual_forward_ = residual.defined();
+  residual_output_ = residual.defined() && keep_residual_output_ ? output : Tensor();
   residual_grad_ = Tensor();
   last_output_ = output.data<float>();
   return output;
@@ -137,16 +138,15 @@ Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState
   const std::int64_t hw = cached_input_.dim(2) * cached_input_.dim(3);
   ensure_grad(*weight_);
   ensure_grad(*bias_);
-  Tensor grad_input;
-  if (state.need_input_grad)
-    grad_input =
-        Tensor::empty(cached_input_.shape(), tensor_options(device_, MemoryTag::Activation));
-  float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
-  // After forward_residual the mask comes from the kept output (z + residual), and the
-  // masked gradient is also the residual's; otherwise the kernel masks by act'(z).
+  // After forward_residual the mask comes from its output (z + residual), and the masked
+  // gradient is also the residual's; otherwise the kernel masks by act'(z). The output is
+  // released before the input's gradient exists.
   Tensor grad_z = grad_output;
   BnActivation mask_by = activation_;
-  if (residual_output_.defined()) {
+  if (residual_forward_) {
+    MB_CHECK(residual_output_.defined(), layer_name(channels_),
+             ".backward: forward_residual() kept no output for the mask. Fix: call "
+             "provide_residual_output() before backward()");
     mask_by = BnActivation::None;
     const std::int64_t count = grad_output.numel();
     if (activation_ != BnActivation::None) {
@@ -159,13 +159,19 @@ Tensor BatchNorm2d::backward_impl(const Tensor& grad_output, const BackwardState
                        grad_z.data<float>(), count);
       }
     }
+    residual_output_ = Tensor();
   }
+  Tensor grad_input;
+  if (state.need_input_grad)
+    grad_input =
+        Tensor::empty(cached_input_.shape(), tensor_options(device_, MemoryTag::Activation));
+  float* grad_input_data = grad_input.defined() ? grad_input.data<float>() : nullptr;
   batch_norm_backward(stream(), grad_z.data<float>(), cached_input_.data<float>(),
                       save_mean_.data<float>(), save_invstd_.data<float>(),
                       weight_->value.data<float>(), bias_->value.data<float>(), mask_by, n,
                       channels_, hw, cached_training_, grad_input_data, weight_->grad.data<float>(),
                       bias_->grad.data<float>(), state.mode);
-  const bool residual = residual_output_.defined();
+  const bool residual = residual_forward_;
   clear_cache();
   if (residual) residual_grad_ = grad_z;
   return grad_input;
@@ -181,22 +187,56 @@ Tensor BatchNorm2d::take_residual_grad() {
 }
 
 bool BatchNorm2d::can_recompute(const Tensor& tensor) const {
-  return cached_input_.defined() && cached_training_ && !residual_output_.defined() &&
-         tensor.defined() && tensor.data<float>() == last_output_ &&
-         tensor.shape() == cached_input_.shape() && tensor.device() == device_;
+  return cached_input_.defined() && cached_training_ && !residual_forward_ && tensor.defined() &&
+         tensor.data<float>() == last_output_ && tensor.shape() == cached_input_.shape() &&
+         tensor.device() == device_;
 }
 
 Tensor BatchNorm2d::recompute_output() const {
-  MB_CHECK(cached_input_.defined() && cached_training_ && !residual_output_.defined(),
-           layer_name(channels_),
+  MB_CHECK(cached_input_.defined() && cached_training_ && !residual_forward_, layer_name(channels_),
            ".recompute_output: no training forward to recompute (its backward already ran, or "
            "it was forward_residual). Fix: recompute before this layer's backward");
+  return apply_again(Tensor());
+}
+
+std::size_t BatchNorm2d::recompute_bytes(const Shape& output) const {
+  return static_cast<std::size_t>(output.numel()) * sizeof(float);
+}
+
+Tensor BatchNorm2d::recompute_residual_output(const Tensor& residual) const {
+  MB_CHECK(cached_input_.defined() && cached_training_ && residual_forward_, layer_name(channels_),
+           ".recompute_residual_output: no training forward_residual() to recompute (its "
+           "backward already ran, or it was forward()). Fix: recompute before this layer's "
+           "backward");
+  MB_CHECK(residual.defined() && residual.shape() == cached_input_.shape() &&
+               residual.device() == device_ && residual.dtype() == DType::Float32,
+           layer_name(channels_), ".recompute_residual_output: residual ",
+           residual.defined() ? residual.shape().to_string() : std::string("undefined"),
+           " must be float32 on ", device_.str(), " with the input's shape ",
+           cached_input_.shape().to_string());
+  return apply_again(residual);
+}
+
+void BatchNorm2d::provide_residual_output(const Tensor& output) {
+  MB_CHECK(residual_forward_ && cached_input_.defined(), layer_name(channels_),
+           ".provide_residual_output: the last forward was not forward_residual(), or its "
+           "backward already ran");
+  MB_CHECK(
+      output.defined() && output.shape() == cached_input_.shape() && output.device() == device_,
+      layer_name(channels_), ".provide_residual_output: output ",
+      output.defined() ? output.shape().to_string() : std::string("undefined"),
+      " does not match the input ", cached_input_.shape().to_string());
+  residual_output_ = output;
+}
+
+Tensor BatchNorm2d::apply_again(const Tensor& residual) const {
   const Shape& shape = cached_input_.shape();
   Tensor output = Tensor::empty(shape, tensor_options(device_, MemoryTag::Activation));
   batch_norm_apply(stream(), cached_input_.data<float>(), save_mean_.data<float>(),
                    save_invstd_.data<float>(), weight_->value.data<float>(),
-                   bias_->value.data<float>(), activation_, shape[0], channels_,
-                   shape[2] * shape[3], output.data<float>());
+                   bias_->value.data<float>(),
+                   residual.defined() ? residual.data<float>() : nullptr, activation_, shape[0],
+                   channels_, shape[2] * shape[3], output.data<float>());
   return output;
 }
 
@@ -289,6 +329,7 @@ void BatchNorm2d::clear_cache() {
   cached_input_ = Tensor();
   save_mean_ = Tensor();
   save_invstd_ = Tensor();
+  residual_forward_ = false;
   residual_output_ = Tensor();
   residual_grad_ = Tensor();
   last_output_ = nullptr;

@@ -26,8 +26,10 @@
 // recomputes the activation's mask from it. recompute_output() gives the forward's output
 // again, bit for bit, until backward runs: a Conv2d reading that output recomputes it
 // instead of keeping it (Conv2d::recompute_input_from). forward_residual() is BatchNorm +
-// add + activation: it keeps its output too (the mask: z + residual is not a function of
-// the input alone), which the next block keeps anyway; backward then also leaves the
+// add + activation. Its mask is not a function of the input alone (z + residual), so by
+// default it keeps its output too; a residual block that can recompute the residual sets
+// set_keep_residual_output(false) and hands the output back before backward
+// (recompute_residual_output, provide_residual_output). Backward then also leaves the
 // residual's gradient for take_residual_grad().
 //
 // Note: on CUDA the sums live in device fp64 buffers (per-thread fp64 sums in the
@@ -46,7 +48,7 @@
 
 namespace mb {
 
-class BatchNorm2d : public Module {
+class BatchNorm2d : public Module, public RecomputeSource {
  public:
   // Parameters "weight" (ones), "bias" (zeros), no weight decay; buffers, in this order,
   // "running_mean" (zeros), "running_var" (ones), "num_batches_tracked" (int32 scalar, 0).
@@ -79,12 +81,21 @@ class BatchNorm2d : public Module {
   // After a backward that followed forward_residual(): the gradient of the residual (the
   // gradient of z + residual), handed over once.
   Tensor take_residual_grad();
-  // True when `tensor` is the output of the last training forward (not forward_residual)
-  // and recompute_output() can give it again.
-  bool can_recompute(const Tensor& tensor) const;
-  // The last training forward's output recomputed from the kept input; throws
-  // mb::InvalidArgument when there is none (backward already ran, or no forward).
-  Tensor recompute_output() const;
+  // Whether forward_residual() keeps its output for backward's mask (default) or the caller
+  // provides it again before backward (provide_residual_output).
+  void set_keep_residual_output(bool keep) { keep_residual_output_ = keep; }
+  // The last training forward_residual()'s output again, from the kept input and the same
+  // `residual`, bit for bit; throws mb::InvalidArgument when there is none.
+  Tensor recompute_residual_output(const Tensor& residual) const;
+  // Before backward after a forward_residual() that did not keep its output: that output.
+  void provide_residual_output(const Tensor& output);
+
+  // RecomputeSource: the output of the last training forward (not forward_residual), from
+  // the kept input; until backward runs.
+  RecomputeSource* recompute_source() override { return this; }
+  bool can_recompute(const Tensor& tensor) const override;
+  Tensor recompute_output() const override;
+  std::size_t recompute_bytes(const Shape& output) const override;
 
   std::int64_t channels() const { return channels_; }
   double eps() const { return eps_; }
@@ -114,6 +125,9 @@ class BatchNorm2d : public Module {
 
  private:
   void check_input(const Shape& input) const;
+  // The last training forward's output from the kept input and statistics (residual: the
+  // same residual, or undefined).
+  Tensor apply_again(const Tensor& residual) const;
   // forward_impl and forward_residual (residual undefined: none).
   Tensor run_forward(const Tensor& input, const Tensor& residual, const RunState& state);
   // Allocates the fp64 accumulator on device_ (moving its contents when the module moved).
@@ -148,7 +162,9 @@ class BatchNorm2d : public Module {
   BnActivation activation_ = BnActivation::None;
   // forward_residual: the output (for the activation's mask) and, after backward, the
   // residual's gradient.
-  Tensor residual_output_;
+  bool keep_residual_output_ = true;
+  bool residual_forward_ = false;  // the last forward was forward_residual()
+  Tensor residual_output_;         // its output, kept or provided, for backward's mask
   Tensor residual_grad_;
   const void* last_output_ = nullptr;  // identifies the last forward's output (not owned)
 };

@@ -6,7 +6,6 @@
 
 #include "kernels/channel_bias.h"
 #include "kernels/conv.h"
-#include "layers/batch_norm2d.h"
 #include "layers/init.h"
 #include "runtime/error.h"
 
@@ -119,7 +118,7 @@ MemoryTrace::Id Conv2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input)
   // moment in backward.
   if (recompute_source_ != nullptr) {
     return trace.layer(input, out, Keep::Nothing, std::size_t{0},
-                       static_cast<std::size_t>(trace.shape(input).numel()) * sizeof(float));
+                       recompute_source_->recompute_bytes(trace.shape(input)));
   }
   return trace.layer(input, out, Keep::Input);
 }

@@ -9,10 +9,11 @@
 //
 // The ops are kernels/conv.h (CPU: im2col + GEMM per sample and group; CUDA: cuDNN with a
 // per-shape algorithm cache). forward() caches the input (a handle, no
-// copy) for backward(), which releases it. After recompute_input_from(bn), a training
-// forward whose input is bn's output (BatchNorm2d::can_recompute) keeps nothing: backward
-// asks bn to recompute it for the filter gradient and frees it before the input gradient
-// is allocated (fusion, docs/architecture.md "Memory").
+// copy) for backward(), which releases it. After recompute_input_from(source), a training
+// forward whose input is the source's output (RecomputeSource::can_recompute: a BatchNorm2d,
+// a fused residual block) keeps nothing: backward asks the source to recompute it for the
+// filter gradient and frees it before the input gradient is allocated (fusion,
+// docs/architecture.md "Memory").
 #pragma once
 
 #include <cstdint>
@@ -20,8 +21,6 @@
 #include "layers/module.h"
 
 namespace mb {
-
-class BatchNorm2d;
 
 class Conv2d : public Module {
  public:
@@ -49,9 +48,12 @@ class Conv2d : public Module {
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
   void clear_cache() override;
   WeightInit weight_init() const override { return WeightInit::Convolution; }
-  // `source` (borrowed: a sibling in the same model, which outlives this link) produces
+  // `source` (borrowed: a module of the same model, which outlives this link) produces
   // this layer's input; null unlinks.
-  void recompute_input_from(BatchNorm2d* source) { recompute_source_ = source; }
+  bool recompute_input_from(RecomputeSource* source) override {
+    recompute_source_ = source;
+    return true;
+  }
   bool recomputes_input() const { return recompute_source_ != nullptr; }
   // "Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=false)"
   std::string describe() const;
@@ -71,7 +73,7 @@ class Conv2d : public Module {
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
   Tensor cached_input_;
-  BatchNorm2d* recompute_source_ = nullptr;
+  RecomputeSource* recompute_source_ = nullptr;
   Shape recompute_shape_;  // the input's shape when it is to be recomputed
   bool recompute_pending_ = false;
 };

@@ -1,11 +1,10 @@
-// Chain fusion: BatchNorm2d + activation, and Conv2d inputs recomputed from a BatchNorm2d.
+// Chain fusion: BatchNorm2d + activation, and inputs recomputed from their producer.
 #include "layers/fusion.h"
 
 #include <cstddef>
 
 #include "layers/activation.h"
 #include "layers/batch_norm2d.h"
-#include "layers/conv2d.h"
 #include "layers/module.h"
 
 namespace mb {
@@ -33,15 +32,15 @@ void fuse_chain(const std::vector<Module*>& chain) {
     act->set_absorbed(true);
   }
   for (std::size_t i = 1; i < chain.size(); ++i) {
-    auto* conv = dynamic_cast<Conv2d*>(chain[i]);
-    if (conv == nullptr) continue;
     std::size_t producer = i - 1;
     while (producer > 0) {
       auto* act = dynamic_cast<PointwiseActivation*>(chain[producer]);
       if (act == nullptr || !act->absorbed()) break;
       --producer;
     }
-    if (auto* bn = dynamic_cast<BatchNorm2d*>(chain[producer])) conv->recompute_input_from(bn);
+    if (RecomputeSource* source = chain[producer]->recompute_source()) {
+      chain[i]->recompute_input_from(source);
+    }
   }
 }
 

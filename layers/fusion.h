@@ -6,11 +6,12 @@
 //  - BatchNorm2d followed by ReLU or ReLU6 becomes one layer (BatchNorm2d::set_activation;
 //    the activation module is absorbed and passes tensors through). It keeps only its
 //    input, as a BatchNorm2d alone does; backward recomputes the activation's mask from it.
-//  - A Conv2d whose input is a BatchNorm2d's output (fused or not) recomputes that input in
-//    backward for its filter gradient instead of keeping it
-//    (Conv2d::recompute_input_from). Before, the activation's output was kept twice over
-//    for backward (by the activation and by the convolution, one buffer); now nothing of it
-//    is kept, and only the convolution's backward holds it, briefly.
+//  - A module whose input is the output of a RecomputeSource (layers/module.h: a
+//    BatchNorm2d, fused or not; a fused residual block, models/blocks.h) recomputes that
+//    input in backward instead of keeping it, where it can (Module::recompute_input_from: a
+//    Conv2d for its filter gradient; a residual block for its convolutions and its
+//    shortcut). Before, the activation's output was kept for backward by the layer that
+//    read it; now nothing of it is kept, and only that layer's backward holds it, briefly.
 // Exact: the recomputation evaluates the forward's float expression again (bit-identical
 // values and masks), so fused and unfused training give the same numbers.
 //
@@ -30,8 +31,8 @@ class Module;
 // Appends `module`'s chain: a Sequential's children (nested Sequentials flattened), or the
 // module itself.
 void append_chain(Module& module, std::vector<Module*>& chain);
-// Fuses `chain` as described above; modules that are not BatchNorm2d, ReLU, ReLU6 or Conv2d
-// are left alone (and break the links around them).
+// Fuses `chain` as described above; modules that are neither a BatchNorm2d, a ReLU or ReLU6,
+// a RecomputeSource nor a reader of one are left alone (and break the links around them).
 void fuse_chain(const std::vector<Module*>& chain);
 
 }  // namespace mb

@@ -55,9 +55,9 @@ class MemoryTrace {
   // One layer: `input` -> a new tensor of `output_shape`. The layer keeps `keep` and
   // `own_bytes` of tensors only it holds (MaxPool2d's argmax, BatchNorm2d's mean and
   // invstd) until its backward, which allocates the gradient of its input.
-  // recompute_bytes: what its backward recomputes instead of keeping (a fused layer's
-  // output, Conv2d::recompute_input_from), alive at the start of its backward and freed
-  // before the input's gradient is allocated.
+  // recompute_bytes: the most its backward holds while recomputing what it did not keep
+  // (its input from a RecomputeSource, or a fused residual block's output), at the start
+  // of its backward and released before the input's gradient is allocated.
   Id layer(Id input, const Shape& output_shape, Keep keep, std::size_t own_bytes = 0,
            std::size_t recompute_bytes = 0);
   // A layer whose output shares its input's storage (Flatten): nothing kept, and its

@@ -235,8 +235,10 @@ void Sequential::fuse_memory_bound_layers() {
   // Its own children, also when it is a recomputed segment (a chain of its own).
   std::vector<Module*> chain;
   for (const auto& [name, child] : children()) append_chain(*child, chain);
-  fuse_chain(chain);
+  // Composites fuse inside first: whether one recomputes its output (a fused residual block)
+  // decides the links of the chain around it.
   for (Module* module : chain) module->fuse_memory_bound_layers();
+  fuse_chain(chain);
 }
 
 void Sequential::clear_cache() {

@@ -40,6 +40,24 @@ struct RunState {
 
 class Module;
 
+// A module whose training forward's output can be computed again, bit for bit, from what
+// it keeps for its own backward (fusion, layers/fusion.h): a layer reading that output can
+// keep nothing and ask for it in its backward (Module::recompute_input_from).
+class RecomputeSource {
+ public:
+  // True when `tensor` is the output of the last training forward and recompute_output()
+  // can give it again (until this module's own backward runs).
+  virtual bool can_recompute(const Tensor& tensor) const = 0;
+  // That output again; throws mb::InvalidArgument when there is none.
+  virtual Tensor recompute_output() const = 0;
+  // The most bytes recompute_output() holds at once for an output of shape `output`, the
+  // output included (MemoryTrace::layer's recompute_bytes for the reader).
+  virtual std::size_t recompute_bytes(const Shape& output) const = 0;
+
+ protected:
+  ~RecomputeSource() = default;
+};
+
 // Told when a module's backward() has returned, so its own parameters' gradients for this
 // micro-batch are complete (the data-parallel engine starts all-reducing them then).
 class BackwardObserver {
@@ -138,6 +156,12 @@ class Module {
   // each child fuses its own; Sequential fuses its chain; residual blocks fuse BatchNorm +
   // add + ReLU. Call once, before training.
   virtual void fuse_memory_bound_layers();
+  // Fusion: this module as the source of a recomputable output (null: it has none).
+  virtual RecomputeSource* recompute_source() { return nullptr; }
+  // Fusion: `source` produces this module's input; the module recomputes that input from it
+  // in backward instead of keeping it, where it can. Returns whether it will. `source` is
+  // borrowed: a module of the same model, which outlives the link.
+  virtual bool recompute_input_from(RecomputeSource* /*source*/) { return false; }
 
   // Recursive, in registration order, with dotted names.
   std::vector<std::pair<std::string, Parameter*>> named_parameters();
@@ -225,9 +249,9 @@ class Sequential : public Module {
   Shape output_shape(const Shape& input) const override;
   std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
-  // fuse_chain() over its children, nested Sequentials flattened (their input reaches only
-  // their first child; a recomputed segment fuses on its own), then each composite in the
-  // chain fuses itself.
+  // Each composite among its children fuses itself, then fuse_chain() runs over the
+  // children, nested Sequentials flattened (their input reaches only their first child; a
+  // recomputed segment fuses on its own).
   void fuse_memory_bound_layers() override;
   void clear_cache() override;
 

@@ -75,8 +75,10 @@ MemoryTrace::Id ResidualBlock::trace_forward(MemoryTrace& trace, MemoryTrace::Id
   MemoryTrace::Id main = input;
   for (const auto& [name, child] : main_->children()) main = child->trace_forward(trace, main);
   const MemoryTrace::Id sum = trace.add(main, shortcut);
-  // Fused, the last BatchNorm keeps the block's output for the mask, as relu_out does.
-  if (fused_residual_) return trace.layer(sum, trace.shape(sum), Keep::Output);
+  // Fused, nothing of the output is kept: backward recomputes it for the mask.
+  if (fused_residual_) {
+    return trace.layer(sum, trace.shape(sum), Keep::Nothing, 0, recompute_bytes(trace.shape(sum)));
+  }
   return relu_out_->trace_forward(trace, sum);
 }
 
@@ -86,8 +88,50 @@ void ResidualBlock::fuse_memory_bound_layers() {
   fuse_chain(chain);
   if (downsample_) downsample_->fuse_memory_bound_layers();
   last_batch_norm().set_activation(BnActivation::ReLU);
+  last_batch_norm().set_keep_residual_output(false);
   relu_out_->set_absorbed(true);
   fused_residual_ = true;
+}
+
+bool ResidualBlock::recompute_input_from(RecomputeSource* source) {
+  main_->children().front().second->recompute_input_from(source);
+  if (downsample_) downsample_->children().front().second->recompute_input_from(source);
+  input_source_ = source;
+  return true;
+}
+
+void ResidualBlock::clear_cache() {
+  Module::clear_cache();
+  input_recomputed_ = false;
+  shortcut_input_ = Tensor();
+  last_output_ = nullptr;
+}
+
+bool ResidualBlock::can_recompute(const Tensor& tensor) const {
+  return fused_residual_ && last_output_ != nullptr && tensor.defined() &&
+         tensor.data<float>() == last_output_ && tensor.shape() == last_output_shape_ &&
+         tensor.device() == device_;
+}
+
+Tensor ResidualBlock::recompute_output() const {
+  MB_CHECK(fused_residual_ && last_output_ != nullptr, type_name(),
+           ".recompute_output: no fused training forward to recompute (its backward already "
+           "ran, or no forward). Fix: recompute before this block's backward");
+  Tensor shortcut;
+  if (downsample_) {
+    auto* bn = dynamic_cast<BatchNorm2d*>(downsample_->children().back().second.get());
+    MB_CHECK(bn != nullptr, type_name(), ": the shortcut must end with a BatchNorm2d");
+    shortcut = bn->recompute_output();
+  } else {
+    shortcut = input_recomputed_ ? input_source_->recompute_output() : shortcut_input_;
+  }
+  return last_batch_norm().recompute_residual_output(shortcut);
+}
+
+std::size_t ResidualBlock::recompute_bytes(const Shape& output) const {
+  // The output and, while it is made, the shortcut it adds (unless that is a kept handle).
+  const std::size_t bytes = static_cast<std::size_t>(output.numel()) * sizeof(float);
+  return downsample_ || input_source_ != nullptr ? 2 * bytes : bytes;
 }
 
 BatchNorm2d& ResidualBlock::last_batch_norm() const {
@@ -105,7 +149,17 @@ Tensor ResidualBlock::forward_impl(const Tensor& input, const RunState& state) {
     for (std::size_t i = 0; i + 1 < stages.size(); ++i)
       main = stages[i].second->forward(main, state);
     Tensor shortcut = downsample_ ? downsample_->forward(input, state) : input;
-    return last_batch_norm().forward_residual(main, shortcut, state);
+    Tensor output = last_batch_norm().forward_residual(main, shortcut, state);
+    input_recomputed_ = false;
+    shortcut_input_ = Tensor();
+    last_output_ = nullptr;
+    if (state.training) {
+      input_recomputed_ = input_source_ != nullptr && input_source_->can_recompute(input);
+      if (!downsample_ && !input_recomputed_) shortcut_input_ = input;
+      last_output_ = output.data<float>();
+      last_output_shape_ = output.shape();
+    }
+    return output;
   }
   Tensor main = input;
   for (const auto& [name, child] : main_->children()) main = child->forward(main, state);
@@ -124,7 +178,9 @@ Tensor ResidualBlock::backward_impl(const Tensor& grad_output, const BackwardSta
   Tensor grad_input;
   int last = static_cast<int>(stages.size()) - 1;
   if (fused_residual_) {
-    // The fused last BatchNorm: its input's gradient, and the sum's for the shortcut.
+    // The fused last BatchNorm: its input's gradient, and the sum's for the shortcut; its
+    // mask comes from the output, recomputed.
+    last_batch_norm().provide_residual_output(recompute_output());
     grad_input = stages[static_cast<std::size_t>(last)].second->backward(grad_output, inner);
     grad_sum = last_batch_norm().take_residual_grad();
     --last;
@@ -141,6 +197,9 @@ Tensor ResidualBlock::backward_impl(const Tensor& grad_output, const BackwardSta
   } else if (state.need_input_grad) {
     add_into(grad_input, grad_sum);
   }
+  input_recomputed_ = false;
+  shortcut_input_ = Tensor();
+  last_output_ = nullptr;
   return state.need_input_grad ? grad_input : Tensor();
 }
 

@@ -168,10 +168,11 @@ void batch_norm_forward_inference(const Stream& /*stream*/, const float* x,
 }
 
 void batch_norm_apply(const Stream& /*stream*/, const float* x, const float* mean,
-                      const float* invstd, const float* weight, const float* bias, BnActivation act,
-                      std::int64_t n, std::int64_t c, std::int64_t hw, float* y) {
+                      const float* invstd, const float* weight, const float* bias,
+                      const float* residual, BnActivation act, std::int64_t n, std::int64_t c,
+                      std::int64_t hw, float* y) {
   parallel_for(c, 2 * n * c * hw, [&](std::int64_t ch) {
-    normalize_channel(x, mean[ch], invstd[ch] * weight[ch], bias[ch], nullptr, act, n, c, hw, ch,
+    normalize_channel(x, mean[ch], invstd[ch] * weight[ch], bias[ch], residual, act, n, c, hw, ch,
                       y);
   });
 }

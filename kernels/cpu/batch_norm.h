@@ -23,8 +23,8 @@ void batch_norm_forward_inference(const Stream& stream, const float* x, const fl
                                   float* save_mean, float* save_invstd);
 
 void batch_norm_apply(const Stream& stream, const float* x, const float* mean, const float* invstd,
-                      const float* weight, const float* bias, BnActivation act, std::int64_t n,
-                      std::int64_t c, std::int64_t hw, float* y);
+                      const float* weight, const float* bias, const float* residual,
+                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw, float* y);
 
 void batch_norm_backward(const Stream& stream, const float* grad_y, const float* x,
                          const float* save_mean, const float* save_invstd, const float* weight,

@@ -237,8 +237,8 @@ void batch_norm_forward_inference(const Stream& where, const float* x, const flo
 }
 
 void batch_norm_apply(const Stream& where, const float* x, const float* mean, const float* invstd,
-                      const float* weight, const float* bias, BnActivation act, std::int64_t n,
-                      std::int64_t c, std::int64_t hw, float* y) {
+                      const float* weight, const float* bias, const float* residual,
+                      BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw, float* y) {
   const cudaStream_t stream = cuda_stream(where);
   check_sizes("cuda::batch_norm_apply", n, c, hw);
   MB_CHECK(x && mean && invstd && weight && bias && y,
@@ -246,7 +246,7 @@ void batch_norm_apply(const Stream& where, const float* x, const float* mean, co
   constexpr int kSmallThreads = 256;
   const std::int64_t total = n * c * hw;
   normalize_kernel<<<elementwise_blocks(total, kSmallThreads), kSmallThreads, 0, stream>>>(
-      x, mean, invstd, weight, bias, nullptr, act, total, c, hw, y);
+      x, mean, invstd, weight, bias, residual, act, total, c, hw, y);
   MB_CUDA_LAUNCH_CHECK();
 }
 

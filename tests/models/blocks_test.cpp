@@ -1,11 +1,18 @@
 // Composite modules route gradients through two paths: finite-difference checks of
 // ResNet's blocks, MobileNetV2's inverted residual, and (sampled) U-Net's skip connections.
+// Fused residual blocks recompute their outputs: bit for bit, and nothing of them is kept
+// (bytes counted by hand from the shapes against the allocator's live bytes).
 #include "models/blocks.h"
 
 #include <gtest/gtest.h>
 
+#include "allocator/passthrough_allocator.h"
+#include "layers/init.h"
 #include "models/zoo.h"
+#include "runtime/allocator_registry.h"
+#include "runtime/memory_resource.h"
 #include "tests/layers/gradcheck.h"
+#include "tests/models/step_compare.h"
 
 namespace mb {
 namespace {
@@ -119,6 +126,66 @@ TEST(Blocks, UNetInputGradientAtSampledPixels) {
   }
   EXPECT_GT(numeric_norm, 0.0);
   EXPECT_LT(std::sqrt(diff_norm), 0.1 * std::sqrt(numeric_norm));
+}
+
+// Three fused BasicBlocks as a stage: 8 -> 16 channels with stride 2 (a downsample
+// shortcut), then two identity blocks, each linked to the one before (fusion's chain).
+std::shared_ptr<Sequential> fused_stage() {
+  auto stage = std::make_shared<Sequential>();
+  stage->add("0", std::make_shared<ResidualBlock>(8, 16, 2, false));
+  stage->add("1", std::make_shared<ResidualBlock>(16, 16, 1, false));
+  stage->add("2", std::make_shared<ResidualBlock>(16, 16, 1, false));
+  stage->fuse_memory_bound_layers();
+  std::uint32_t stream = 0;
+  for (auto& [name, p] : stage->named_parameters()) fill_uniform(p->value, 0.4f, 5, stream++);
+  return stage;
+}
+
+TEST(Blocks, FusedBlocksRecomputeTheirOutputsBitForBit) {
+  auto stage = fused_stage();
+  Tensor input = Tensor::empty(Shape{4, 8, 16, 16});
+  fill_uniform(input, 1.0f, 9, 0);
+  RunState state;
+  std::vector<Tensor> outputs;
+  Tensor x = input;
+  for (const auto& [name, block] : stage->children()) {
+    x = block->forward(x, state);
+    outputs.push_back(x);
+  }
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    RecomputeSource* source = stage->children()[k].second->recompute_source();
+    ASSERT_NE(source, nullptr) << "block " << k << " is fused";
+    EXPECT_TRUE(source->can_recompute(outputs[k])) << "block " << k;
+    EXPECT_FALSE(source->can_recompute(input)) << "block " << k;
+    testing::expect_bitwise_equal(source->recompute_output(), outputs[k],
+                                  "block " + std::to_string(k) + " output");
+  }
+}
+
+TEST(Blocks, FusedBlocksKeepNoneOfTheirOutputs) {
+  auto exact = std::make_shared<PassThroughAllocator>(make_host_memory_resource());
+  ScopedAllocator scope(Device::cpu(), exact);
+  auto stage = fused_stage();
+  Tensor input = Tensor::empty(Shape{4, 8, 16, 16});
+  fill_uniform(input, 1.0f, 9, 0);
+  RunState state;
+  // A first step creates what lasts (gradients, BatchNorm's sums).
+  stage->forward(input, state);
+  stage->backward(Tensor::full(Shape{4, 16, 8, 8}, 1.0f), BackwardState{});
+  const std::size_t before = exact->report().allocated;
+  const Tensor output = stage->forward(input, state);
+  const std::size_t kept = exact->report().allocated - before;
+  // By hand: every BatchNorm keeps its input ([4, 16, 8, 8]: block 0's bn1, bn2 and
+  // downsample BatchNorm, blocks 1 and 2's bn1 and bn2) and its mean and invstd (16 floats
+  // each, 512 bytes apiece from the pass-through allocator); the convolutions keep the
+  // stage's input (allocated before) or nothing (recomputed from a BatchNorm or from the
+  // block before), and no block keeps its output. Only the output the caller holds adds.
+  const std::size_t activation = 4 * 16 * 8 * 8 * sizeof(float);
+  const std::size_t batch_norms = 7;
+  const std::size_t expected = batch_norms * activation + batch_norms * 2 * 512 + activation;
+  EXPECT_EQ(kept, expected) << "kept " << kept << " bytes; " << expected
+                            << " with no block output kept, " << expected + 2 * activation
+                            << " if blocks 0 and 1 kept theirs";
 }
 
 }  // namespace

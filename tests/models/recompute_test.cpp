@@ -78,14 +78,22 @@ TEST_P(RecomputeMemory, AStepKeepsLessPerSampleAndTheTraceSaysHowMuch) {
       << c.name << ": analytic " << format_bytes(recomputed.analytic_bytes_per_sample)
       << " vs measured " << format_bytes(recomputed.bytes_per_sample) << " per sample";
   // Only the stages' inputs stay between forward and backward, and one stage's activations
-  // at a time in backward: at least a fifth less per sample for these ResNets.
-  EXPECT_LT(measured, 0.8 * static_cast<double>(kept.bytes_per_sample))
-      << c.name << ": recomputing " << format_bytes(recomputed.bytes_per_sample)
-      << " vs keeping " << format_bytes(kept.bytes_per_sample) << " per sample";
-  // The cost function the planner logs agrees with the two builds' traces.
-  const RecomputeCost cost = recompute_cost(*build(c, true), sample);
+  // at a time in backward: less per sample, by what the two traces say.
+  const double measured_saving = static_cast<double>(kept.bytes_per_sample) - measured;
+  const double predicted_saving = static_cast<double>(kept.analytic_bytes_per_sample) - analytic;
+  EXPECT_GT(measured_saving, 0.05 * static_cast<double>(kept.bytes_per_sample))
+      << c.name << ": recomputing " << format_bytes(recomputed.bytes_per_sample) << " vs keeping "
+      << format_bytes(kept.bytes_per_sample) << " per sample";
+  EXPECT_NEAR(measured_saving, predicted_saving, 0.35 * predicted_saving)
+      << c.name << ": the traces predict "
+      << format_bytes(static_cast<std::size_t>(predicted_saving))
+      << " saved per sample, the probe measured "
+      << format_bytes(static_cast<std::size_t>(measured_saving));
+  // The cost function the planner logs: the trace of this model, recomputing and not.
+  const std::shared_ptr<Module> model = build(c, true);
+  const RecomputeCost cost = recompute_cost(*model, sample);
   EXPECT_EQ(cost.bytes_per_sample, recomputed.analytic_bytes_per_sample);
-  EXPECT_EQ(cost.bytes_per_sample_without, kept.analytic_bytes_per_sample);
+  EXPECT_EQ(cost.bytes_per_sample_without, training_bytes_per_sample(*model, sample, false));
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, RecomputeMemory,
@@ -120,8 +128,8 @@ struct CappedPlan {
 CappedPlan plan_under_cap(bool recompute, std::size_t cap) {
   PoolOptions pool_options;
   pool_options.capacity = cap;
-  ScopedAllocator scope(Device::cpu(), std::make_shared<PoolAllocator>(
-                                           make_host_memory_resource(), pool_options));
+  ScopedAllocator scope(Device::cpu(),
+                        std::make_shared<PoolAllocator>(make_host_memory_resource(), pool_options));
   CappedPlan result;
   TrainerOptions options;
   options.log = [&result](const std::string& line) { result.log.push_back(line); };
@@ -143,8 +151,8 @@ TEST(Recompute, ThePlannerLogsTheComputeItCostsAndTheMicroBatchItBuys) {
     EXPECT_EQ(entry.find("segment recomputation"), std::string::npos) << entry;
   }
   std::smatch match;
-  ASSERT_TRUE(std::regex_search(
-      line, match, std::regex(R"(-> micro-batch (\d+) instead of about (\d+))")))
+  ASSERT_TRUE(
+      std::regex_search(line, match, std::regex(R"(-> micro-batch (\d+) instead of about (\d+))")))
       << line;
   EXPECT_EQ(std::stoll(match[1]), recomputed.micro_batch) << line;
   // The estimate without recomputation against the plan really made without it.
