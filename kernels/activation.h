@@ -19,4 +19,20 @@ void relu6_forward(const Stream& stream, const float* input, float* output, std:
 void relu6_backward(const Stream& stream, const float* output, const float* grad_output,
                     float* grad_input, std::int64_t count);
 
+// Masked variants, for a module that does not keep the output: forward also writes a bit
+// mask, bit i % 32 of word i / 32 set where the activation passes the gradient (x > 0;
+// 0 < x < 6 for ReLU6), and backward reads the mask instead of the output: 1 bit per
+// element kept instead of 32. mask: activation_mask_words(count) words, every bit written
+// (the last word's unused bits are 0).
+inline std::int64_t activation_mask_words(std::int64_t count) {
+  return (count + 31) / 32;
+}
+void relu_forward_masked(const Stream& stream, const float* input, float* output,
+                         std::uint32_t* mask, std::int64_t count);
+void relu6_forward_masked(const Stream& stream, const float* input, float* output,
+                          std::uint32_t* mask, std::int64_t count);
+// grad_input[i] = bit i of mask ? grad_output[i] : 0 (for either activation).
+void activation_backward_masked(const Stream& stream, const std::uint32_t* mask,
+                                const float* grad_output, float* grad_input, std::int64_t count);
+
 }  // namespace mb

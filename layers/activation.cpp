@@ -6,52 +6,6 @@
 #include "runtime/stream.h"
 
 namespace mb {
-namespace {
-
-enum class Kind { Relu, Relu6 };
-
-void check_float(const Tensor& t, const char* op) {
-  MB_CHECK(t.dtype() == DType::Float32, op, ": expected a float32 tensor, got ",
-           dtype_name(t.dtype()));
-}
-
-Tensor activation_forward(Kind kind, const Tensor& input) {
-  check_float(input, kind == Kind::Relu ? "ReLU.forward" : "ReLU6.forward");
-  Tensor output =
-      Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
-  const float* x = input.data<float>();
-  float* y = output.data<float>();
-  const Stream stream = Stream::compute(input.device());
-  if (kind == Kind::Relu) {
-    relu_forward(stream, x, y, input.numel());
-  } else {
-    relu6_forward(stream, x, y, input.numel());
-  }
-  return output;
-}
-
-Tensor activation_backward(Kind kind, const Tensor& output, const Tensor& grad_output) {
-  const char* name = kind == Kind::Relu ? "ReLU.backward" : "ReLU6.backward";
-  MB_CHECK(output.defined(), name, ": no saved output. Fix: call forward() before backward()");
-  check_float(grad_output, name);
-  MB_CHECK(grad_output.shape() == output.shape(), name, ": gradient shape ",
-           grad_output.shape().to_string(), " does not match the output shape ",
-           output.shape().to_string());
-  Tensor grad_input =
-      Tensor::empty(output.shape(), tensor_options(output.device(), MemoryTag::Activation));
-  const float* y = output.data<float>();
-  const float* dy = grad_output.data<float>();
-  float* dx = grad_input.data<float>();
-  const Stream stream = Stream::compute(output.device());
-  if (kind == Kind::Relu) {
-    relu_backward(stream, y, dy, dx, output.numel());
-  } else {
-    relu6_backward(stream, y, dy, dx, output.numel());
-  }
-  return grad_input;
-}
-
-}  // namespace
 
 std::int64_t PointwiseActivation::forward_flops(const Shape& input) const {
   return (relu6_ ? 2 : 1) * input.numel();
@@ -60,23 +14,48 @@ std::int64_t PointwiseActivation::forward_flops(const Shape& input) const {
 MemoryTrace::Id PointwiseActivation::trace_forward(MemoryTrace& trace,
                                                    MemoryTrace::Id input) const {
   if (absorbed_) return input;
-  return trace.layer(input, trace.shape(input), Keep::Output);
+  const std::int64_t words = activation_mask_words(trace.shape(input).numel());
+  return trace.layer(input, trace.shape(input), Keep::Nothing,
+                     static_cast<std::size_t>(words) * sizeof(std::uint32_t));
 }
 
 Tensor PointwiseActivation::forward_impl(const Tensor& input, const RunState& /*state*/) {
   if (absorbed_) return input;
-  output_ = activation_forward(relu6_ ? Kind::Relu6 : Kind::Relu, input);
-  return output_;
+  const char* name = relu6_ ? "ReLU6.forward" : "ReLU.forward";
+  MB_CHECK(input.dtype() == DType::Float32, name, ": expected a float32 tensor, got ",
+           dtype_name(input.dtype()));
+  Tensor output =
+      Tensor::empty(input.shape(), tensor_options(input.device(), MemoryTag::Activation));
+  mask_ = Tensor::empty(Shape{activation_mask_words(input.numel())},
+                        tensor_options(input.device(), MemoryTag::Activation, DType::Int32));
+  auto* mask = reinterpret_cast<std::uint32_t*>(mask_.data<std::int32_t>());
+  if (relu6_) {
+    relu6_forward_masked(stream(), input.data<float>(), output.data<float>(), mask, input.numel());
+  } else {
+    relu_forward_masked(stream(), input.data<float>(), output.data<float>(), mask, input.numel());
+  }
+  output_shape_ = input.shape();
+  return output;
 }
 
 Tensor PointwiseActivation::backward_impl(const Tensor& grad_output, const BackwardState& state) {
   if (absorbed_) return state.need_input_grad ? grad_output : Tensor();
-  if (!state.need_input_grad) {
-    output_ = Tensor();
-    return Tensor();
+  const char* name = relu6_ ? "ReLU6.backward" : "ReLU.backward";
+  MB_CHECK(mask_.defined(), name, ": nothing kept. Fix: call forward() before backward()");
+  MB_CHECK(grad_output.dtype() == DType::Float32, name, ": expected a float32 gradient, got ",
+           dtype_name(grad_output.dtype()));
+  MB_CHECK(grad_output.shape() == output_shape_, name, ": gradient ",
+           grad_output.shape().to_string(), " does not match the output shape ",
+           output_shape_.to_string());
+  Tensor grad_input;
+  if (state.need_input_grad) {
+    grad_input = Tensor::empty(grad_output.shape(),
+                               tensor_options(grad_output.device(), MemoryTag::Activation));
+    activation_backward_masked(
+        stream(), reinterpret_cast<const std::uint32_t*>(mask_.data<std::int32_t>()),
+        grad_output.data<float>(), grad_input.data<float>(), grad_output.numel());
   }
-  Tensor grad_input = activation_backward(relu6_ ? Kind::Relu6 : Kind::Relu, output_, grad_output);
-  output_ = Tensor();
+  mask_ = Tensor();
   return grad_input;
 }
 

@@ -1,5 +1,7 @@
-// ReLU and ReLU6 modules. Each keeps its forward output for backward (the output says
-// where the input was in the linear range), not its input.
+// ReLU and ReLU6 modules. Each keeps one bit per element for backward (where the input was
+// in the linear range), neither its input nor its output: 1/32 of a tensor, where the
+// output is kept by the next layer anyway (a Conv2d's input), and all that is kept where it
+// is not (before a MaxPool2d, which keeps only its argmax).
 //
 // Fusion (layers/fusion.h): when the BatchNorm2d before it applies the activation itself,
 // the module is absorbed: forward and backward pass their tensor through unchanged and it
@@ -16,7 +18,7 @@ class PointwiseActivation : public Module {
   Shape output_shape(const Shape& input) const override { return input; }
   std::int64_t forward_flops(const Shape& input) const override;
   MemoryTrace::Id trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const override;
-  void clear_cache() override { output_ = Tensor(); }
+  void clear_cache() override { mask_ = Tensor(); }
 
   bool is_relu6() const { return relu6_; }
   // Absorbed into the preceding layer (which applies the activation): pass-through.
@@ -31,7 +33,8 @@ class PointwiseActivation : public Module {
  private:
   bool relu6_;
   bool absorbed_ = false;
-  Tensor output_;
+  Tensor mask_;  // int32 words of bits (kernels/activation.h), until backward
+  Shape output_shape_;
 };
 
 class ReLU : public PointwiseActivation {

@@ -18,4 +18,11 @@ void relu6_forward(const Stream& stream, const float* input, float* output, std:
 void relu6_backward(const Stream& stream, const float* output, const float* grad_output,
                     float* grad_input, std::int64_t count);
 
+void relu_forward_masked(const Stream& stream, const float* input, float* output,
+                         std::uint32_t* mask, std::int64_t count);
+void relu6_forward_masked(const Stream& stream, const float* input, float* output,
+                          std::uint32_t* mask, std::int64_t count);
+void activation_backward_masked(const Stream& stream, const std::uint32_t* mask,
+                                const float* grad_output, float* grad_input, std::int64_t count);
+
 }  // namespace mb::cpu

@@ -13,11 +13,13 @@ namespace {
 
 struct Relu {
   __device__ float forward(float x) const { return x > 0.0f ? x : 0.0f; }
+  __device__ bool passes(float x) const { return x > 0.0f; }
   __device__ float backward(float y, float dy) const { return y > 0.0f ? dy : 0.0f; }
 };
 
 struct Relu6 {
   __device__ float forward(float x) const { return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f; }
+  __device__ bool passes(float x) const { return x > 0.0f && x < 6.0f; }
   __device__ float backward(float y, float dy) const { return (y > 0.0f && y < 6.0f) ? dy : 0.0f; }
 };
 
@@ -73,6 +75,50 @@ __global__ void backward_kernel(const float* output, const float* grad_output, f
   }
 }
 
+// y = op(x) and the mask: one element per thread, a warp's 32 passes gathered by a ballot
+// into one word (each warp's elements are 32 consecutive ones, word-aligned: the grid
+// stride is a multiple of 32 and every warp stays in the loop while any of its lanes has an
+// element, so the ballot sees the whole warp).
+template <typename Op>
+__global__ void forward_masked_kernel(const float* __restrict__ input, float* __restrict__ output,
+                                      std::uint32_t* __restrict__ mask, std::int64_t count, Op op) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const int lane = threadIdx.x & 31;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i - lane < count; i += stride) {
+    bool pass = false;
+    if (i < count) {
+      const float x = input[i];
+      output[i] = op.forward(x);
+      pass = op.passes(x);
+    }
+    const unsigned bits = __ballot_sync(0xffffffffu, pass);
+    if (lane == 0) mask[i / 32] = bits;
+  }
+}
+
+__global__ void backward_masked_kernel(const std::uint32_t* __restrict__ mask,
+                                       const float* __restrict__ grad_output,
+                                       float* __restrict__ grad_input, std::int64_t count) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += stride) {
+    const float g = grad_output[i];
+    grad_input[i] = (mask[i / 32] >> (i % 32)) & 1u ? g : 0.0f;
+  }
+}
+
+template <typename Op>
+void launch_forward_masked(const char* name, const float* input, float* output, std::uint32_t* mask,
+                           std::int64_t count, cudaStream_t stream) {
+  MB_CHECK(count >= 0, name, ": negative element count ", count);
+  if (count == 0) return;
+  MB_CHECK(input != nullptr && output != nullptr && mask != nullptr, name, ": null pointer");
+  static_assert(kThreads % 32 == 0, "whole warps: the mask's ballot needs every lane");
+  forward_masked_kernel<<<grid_for(count), kThreads, 0, stream>>>(input, output, mask, count, Op{});
+  MB_CUDA_LAUNCH_CHECK();
+}
+
 template <typename Op>
 void launch_forward(const char* name, const float* input, float* output, std::int64_t count,
                     cudaStream_t stream) {
@@ -121,6 +167,29 @@ void relu6_backward(const Stream& where, const float* output, const float* grad_
                     float* grad_input, std::int64_t count) {
   const cudaStream_t stream = cuda_stream(where);
   launch_backward<Relu6>("relu6_backward", output, grad_output, grad_input, count, stream);
+}
+
+void relu_forward_masked(const Stream& where, const float* input, float* output,
+                         std::uint32_t* mask, std::int64_t count) {
+  launch_forward_masked<Relu>("relu_forward_masked", input, output, mask, count,
+                              cuda_stream(where));
+}
+
+void relu6_forward_masked(const Stream& where, const float* input, float* output,
+                          std::uint32_t* mask, std::int64_t count) {
+  launch_forward_masked<Relu6>("relu6_forward_masked", input, output, mask, count,
+                               cuda_stream(where));
+}
+
+void activation_backward_masked(const Stream& where, const std::uint32_t* mask,
+                                const float* grad_output, float* grad_input, std::int64_t count) {
+  MB_CHECK(count >= 0, "activation_backward_masked: negative element count ", count);
+  if (count == 0) return;
+  MB_CHECK(mask != nullptr && grad_output != nullptr && grad_input != nullptr,
+           "activation_backward_masked: null pointer");
+  backward_masked_kernel<<<grid_for(count), kThreads, 0, cuda_stream(where)>>>(mask, grad_output,
+                                                                               grad_input, count);
+  MB_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace mb::cuda

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <vector>
 
 #include "layers/activation.h"
 #include "runtime/error.h"
@@ -33,7 +35,8 @@ TEST(ReLU, ForwardIsMaxWithZero) {
   EXPECT_EQ(y.tag(), MemoryTag::Activation);
   const std::vector<float> xv = x.to_vector(), yv = y.to_vector();
   for (std::size_t i = 0; i < xv.size(); ++i) EXPECT_EQ(yv[i], std::max(xv[i], 0.0f));
-  EXPECT_EQ(relu.saved_bytes(x.shape()), static_cast<std::size_t>(x.numel()) * 4);
+  // One bit per element kept (300 elements: 10 words), not the output.
+  EXPECT_EQ(relu.saved_bytes(x.shape()), 10u * 4);
 }
 
 TEST(ReLU, GradientMatchesFiniteDifferences) {
@@ -76,6 +79,34 @@ TEST(ReLU, BackwardWithoutForwardOrWithWrongShapeThrows) {
   EXPECT_THROW(relu6.backward(Tensor::zeros(Shape{2, 3}), BackwardState{}), InvalidArgument);
   relu6.forward(testing::random_tensor(Shape{2, 3}, 8), RunState{});
   EXPECT_THROW(relu6.backward(Tensor::zeros(Shape{3, 2}), BackwardState{}), InvalidArgument);
+}
+
+// Backward reads the forward's bit mask: over more elements than one thread's block (40,003:
+// several blocks and a partial last word) and with inputs exactly at the kinks, the
+// gradient passes exactly where the definition says (x > 0; 0 < x < 6), and nowhere else.
+TEST(ReLU, BackwardPassesTheGradientExactlyWhereTheInputWasInRange) {
+  const Shape shape{7, 5715, 1, 1};
+  std::vector<float> x = testing::random_tensor(shape, 8, -3.0f, 9.0f).to_vector();
+  for (std::size_t i = 0; i < x.size(); i += 97) x[i] = (i / 97) % 2 == 0 ? 0.0f : 6.0f;
+  const Tensor input = Tensor::from_vector(x, shape);
+  const Tensor grad = testing::random_tensor(shape, 9, 0.5f, 1.5f);
+  const std::vector<float> g = grad.to_vector();
+  for (const bool relu6 : {false, true}) {
+    std::unique_ptr<PointwiseActivation> module;
+    if (relu6) {
+      module = std::make_unique<ReLU6>();
+    } else {
+      module = std::make_unique<ReLU>();
+    }
+    module->forward(input, RunState{});
+    const std::vector<float> dx = module->backward(grad, BackwardState{}).to_vector();
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const bool passes = relu6 ? x[i] > 0.0f && x[i] < 6.0f : x[i] > 0.0f;
+      wrong += dx[i] != (passes ? g[i] : 0.0f);
+    }
+    EXPECT_EQ(wrong, 0u) << (relu6 ? "ReLU6" : "ReLU");
+  }
 }
 
 }  // namespace

@@ -52,7 +52,7 @@ std::shared_ptr<PoolAllocator> capped_pool(std::size_t capacity) {
   return std::make_shared<PoolAllocator>(make_host_memory_resource(), options);
 }
 
-constexpr std::size_t kCap = std::size_t{12} << 20;
+constexpr std::size_t kCap = std::size_t{6} << 20;
 
 TEST(BeyondTheLimit, FullBatchDoesNotFitButThePlannedRunMatchesIt) {
   const auto reference = train_lenet(kBatch, AccumulationMode::InPlace);
