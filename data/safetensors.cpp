@@ -31,6 +31,7 @@ const char* safetensors_dtype(DType dtype) {
     case DType::Float16: return "F16";
     case DType::BFloat16: return "BF16";
     case DType::Int32: return "I32";
+    case DType::UInt8: return "U8";
   }
   return "?";
 }
@@ -44,6 +45,8 @@ bool parse_safetensors_dtype(const std::string& name, DType& dtype) {
     dtype = DType::BFloat16;
   else if (name == "I32")
     dtype = DType::Int32;
+  else if (name == "U8")
+    dtype = DType::UInt8;
   else
     return false;
   return true;

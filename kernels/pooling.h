@@ -3,8 +3,10 @@
 // float32.
 //
 // Windows follow PyTorch (floor mode): out = (in + 2 * pad - kernel) / stride + 1. Max
-// pooling treats padding as -inf and records, per output, the index (ih * in_w + iw) of the
-// chosen input inside its plane; the first maximum wins, a NaN wins over numbers. Average
+// pooling treats padding as -inf and records, per output, where in its window the chosen
+// input lies: one byte, (ih - h0) * kernel_w + (iw - w0) with (h0, w0) = (oh * stride_h -
+// pad_h, ow * stride_w - pad_w) the window's corner (so windows hold at most
+// kMaxPoolWindow elements); the first maximum wins, a NaN wins over numbers. Average
 // pooling counts padding (count_include_pad = true), so the divisor is kernel_h * kernel_w.
 #pragma once
 
@@ -13,6 +15,9 @@
 #include "runtime/stream.h"
 
 namespace mb {
+
+// The most elements a max-pooling window may hold: its argmax is one byte.
+inline constexpr int kMaxPoolWindow = 256;
 
 struct Pool2dGeometry {
   std::int64_t batch = 0;
@@ -35,11 +40,12 @@ inline std::int64_t pool_output_size(std::int64_t in, int kernel, int stride, in
   return span < 0 ? 0 : span / stride + 1;
 }
 
-// y: [batch, channels, out_h, out_w]; argmax: same count, indices within the input plane.
+// y: [batch, channels, out_h, out_w]; argmax: same count, positions within the windows.
+// Throws mb::InvalidArgument when kernel_h * kernel_w > kMaxPoolWindow.
 void max_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,
-                        float* y, std::int32_t* argmax);
+                        float* y, std::uint8_t* argmax);
 // grad_x (overwritten) receives each grad_y at its recorded argmax.
-void max_pool2d_backward(const Stream& stream, const float* grad_y, const std::int32_t* argmax,
+void max_pool2d_backward(const Stream& stream, const float* grad_y, const std::uint8_t* argmax,
                          const Pool2dGeometry& geometry, float* grad_x);
 
 void avg_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,

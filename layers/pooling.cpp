@@ -72,13 +72,17 @@ MemoryTrace::Id WindowPool2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id 
 // ---- MaxPool2d ----
 
 MaxPool2d::MaxPool2d(int kernel_size, int stride, int padding)
-    : WindowPool2d("MaxPool2d", kernel_size, stride, padding) {}
+    : WindowPool2d("MaxPool2d", kernel_size, stride, padding) {
+  MB_CHECK(kernel_size <= 16, "MaxPool2d: kernel_size ", kernel_size,
+           " makes windows of more than ", kMaxPoolWindow,
+           " elements, whose argmax would not fit a byte. Fix: use kernel_size <= 16");
+}
 
 MemoryTrace::Id MaxPool2d::trace_forward(MemoryTrace& trace, MemoryTrace::Id input) const {
-  // The int32 argmax of each window, output-shaped; not the input.
+  // The one-byte argmax of each window, output-shaped; not the input.
   const Shape output = output_shape(trace.shape(input));
   return trace.layer(input, output, Keep::Nothing,
-                     static_cast<std::size_t>(output.numel()) * sizeof(std::int32_t));
+                     static_cast<std::size_t>(output.numel()) * sizeof(std::uint8_t));
 }
 
 void MaxPool2d::clear_cache() {
@@ -90,9 +94,9 @@ Tensor MaxPool2d::forward_impl(const Tensor& input, const RunState& /*state*/) {
   check_float(input, describe(), "input");
   const Shape out_shape{g.batch, g.channels, g.out_h, g.out_w};
   Tensor output = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation));
-  argmax_ = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation, DType::Int32));
+  argmax_ = Tensor::empty(out_shape, tensor_options(device_, MemoryTag::Activation, DType::UInt8));
   max_pool2d_forward(stream(), input.data<float>(), g, output.data<float>(),
-                     argmax_.data<std::int32_t>());
+                     argmax_.data<std::uint8_t>());
   cached_input_shape_ = input.shape();
   return output;
 }
@@ -108,7 +112,7 @@ Tensor MaxPool2d::backward_impl(const Tensor& grad_output, const BackwardState& 
   if (state.need_input_grad) {
     const Pool2dGeometry g = geometry(cached_input_shape_);
     grad_input = Tensor::empty(cached_input_shape_, tensor_options(device_, MemoryTag::Activation));
-    max_pool2d_backward(stream(), grad_output.data<float>(), argmax_.data<std::int32_t>(), g,
+    max_pool2d_backward(stream(), grad_output.data<float>(), argmax_.data<std::uint8_t>(), g,
                         grad_input.data<float>());
   }
   clear_cache();

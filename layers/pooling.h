@@ -3,7 +3,7 @@
 //
 // Output extent per axis: (in + 2 * padding - kernel_size) / stride + 1. Padding may be at
 // most kernel_size / 2 (PyTorch's rule: every window then holds a real input element).
-// MaxPool2d keeps the int32 argmax of each window for backward; the pooling layers have no
+// MaxPool2d keeps the argmax of each window (one byte) for backward; the pooling layers have no
 // parameters.
 #pragma once
 
@@ -51,7 +51,7 @@ class MaxPool2d : public WindowPool2d {
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
 
  private:
-  Tensor argmax_;  // int32, output shape
+  Tensor argmax_;  // uint8 positions within the windows, output shape
   Shape cached_input_shape_;
 };
 

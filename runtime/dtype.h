@@ -7,7 +7,7 @@
 
 namespace mb {
 
-enum class DType { Float32, Float16, BFloat16, Int32 };
+enum class DType { Float32, Float16, BFloat16, Int32, UInt8 };
 
 std::size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);  // "float32", ...

@@ -130,6 +130,12 @@ std::int32_t* Tensor::data<std::int32_t>() const {
   return static_cast<std::int32_t*>(raw_data());
 }
 
+template <>
+std::uint8_t* Tensor::data<std::uint8_t>() const {
+  MB_CHECK(dtype_ == DType::UInt8, "data<uint8_t>() on a ", dtype_name(dtype_), " tensor");
+  return static_cast<std::uint8_t*>(raw_data());
+}
+
 Tensor Tensor::view(const std::vector<std::int64_t>& requested) const {
   MB_CHECK(defined(), "view of an undefined tensor");
   std::vector<std::int64_t> dims = requested;

@@ -111,5 +111,7 @@ template <>
 float* Tensor::data<float>() const;
 template <>
 std::int32_t* Tensor::data<std::int32_t>() const;
+template <>
+std::uint8_t* Tensor::data<std::uint8_t>() const;
 
 }  // namespace mb

@@ -1,6 +1,7 @@
 // Pooling reference kernels: plain loops over output windows.
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/parallel.h"
+#include "runtime/error.h"
 
 #include <algorithm>
 #include <cmath>
@@ -30,12 +31,15 @@ std::int64_t window_argmax(const float* plane, std::int64_t in_w, std::int64_t h
 }  // namespace
 
 void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGeometry& g, float* y,
-                        std::int32_t* argmax) {
+                        std::uint8_t* argmax) {
+  MB_CHECK(g.kernel_h * g.kernel_w <= kMaxPoolWindow, "max_pool2d: a ", g.kernel_h, "x", g.kernel_w,
+           " window has more than ", kMaxPoolWindow,
+           " elements, whose argmax needs more than a byte. Fix: use a smaller kernel");
   const std::int64_t planes = g.batch * g.channels;
   parallel_for(planes, planes * g.out_h * g.out_w * g.kernel_h * g.kernel_w, [&](std::int64_t p) {
     const float* in = x + p * g.in_h * g.in_w;
     float* out = y + p * g.out_h * g.out_w;
-    std::int32_t* index = argmax + p * g.out_h * g.out_w;
+    std::uint8_t* index = argmax + p * g.out_h * g.out_w;
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
       const std::int64_t h0 = oh * g.stride_h - g.pad_h;
       const std::int64_t h_begin = std::max<std::int64_t>(h0, 0);
@@ -46,21 +50,29 @@ void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGe
         const std::int64_t w_end = std::min<std::int64_t>(w0 + g.kernel_w, g.in_w);
         const std::int64_t best_index = window_argmax(in, g.in_w, h_begin, h_end, w_begin, w_end);
         out[oh * g.out_w + ow] = in[best_index];
-        index[oh * g.out_w + ow] = static_cast<std::int32_t>(best_index);
+        index[oh * g.out_w + ow] = static_cast<std::uint8_t>(
+            (best_index / g.in_w - h0) * g.kernel_w + (best_index % g.in_w - w0));
       }
     }
   });
 }
 
-void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const std::int32_t* argmax,
+void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const std::uint8_t* argmax,
                          const Pool2dGeometry& g, float* grad_x) {
   const std::int64_t planes = g.batch * g.channels;
   parallel_for(planes, planes * (g.in_h * g.in_w + g.out_h * g.out_w), [&](std::int64_t p) {
     const float* gy = grad_y + p * g.out_h * g.out_w;
-    const std::int32_t* index = argmax + p * g.out_h * g.out_w;
+    const std::uint8_t* index = argmax + p * g.out_h * g.out_w;
     float* gx = grad_x + p * g.in_h * g.in_w;
     std::fill(gx, gx + g.in_h * g.in_w, 0.0f);
-    for (std::int64_t o = 0; o < g.out_h * g.out_w; ++o) gx[index[o]] += gy[o];
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+      for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
+        const std::int64_t o = oh * g.out_w + ow;
+        const std::int64_t ih = oh * g.stride_h - g.pad_h + index[o] / g.kernel_w;
+        const std::int64_t iw = ow * g.stride_w - g.pad_w + index[o] % g.kernel_w;
+        gx[ih * g.in_w + iw] += gy[o];
+      }
+    }
   });
 }
 

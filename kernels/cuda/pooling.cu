@@ -25,7 +25,7 @@ __device__ __forceinline__ void covering_range(std::int64_t i, int kernel, int s
 }
 
 __global__ void max_forward_kernel(const float* __restrict__ x, Pool2dGeometry g,
-                                   float* __restrict__ y, std::int32_t* __restrict__ argmax) {
+                                   float* __restrict__ y, std::uint8_t* __restrict__ argmax) {
   const std::int64_t total = g.batch * g.channels * g.out_h * g.out_w;
   for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < total;
        o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -59,12 +59,13 @@ __global__ void max_forward_kernel(const float* __restrict__ x, Pool2dGeometry g
       }
     }
     y[o] = best;
-    argmax[o] = static_cast<std::int32_t>(best_index);
+    argmax[o] = static_cast<std::uint8_t>((best_index / g.in_w - h0) * g.kernel_w +
+                                          (best_index % g.in_w - w0));
   }
 }
 
 __global__ void max_backward_kernel(const float* __restrict__ grad_y,
-                                    const std::int32_t* __restrict__ argmax, Pool2dGeometry g,
+                                    const std::uint8_t* __restrict__ argmax, Pool2dGeometry g,
                                     float* __restrict__ grad_x) {
   const std::int64_t total = g.batch * g.channels * g.in_h * g.in_w;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -72,7 +73,6 @@ __global__ void max_backward_kernel(const float* __restrict__ grad_y,
     const std::int64_t iw = i % g.in_w;
     const std::int64_t ih = (i / g.in_w) % g.in_h;
     const std::int64_t plane = i / (g.in_w * g.in_h);
-    const std::int32_t self = static_cast<std::int32_t>(ih * g.in_w + iw);
     std::int64_t oh_begin, oh_end, ow_begin, ow_end;
     covering_range(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh_begin, &oh_end);
     covering_range(iw, g.kernel_w, g.stride_w, g.pad_w, g.out_w, &ow_begin, &ow_end);
@@ -81,6 +81,9 @@ __global__ void max_backward_kernel(const float* __restrict__ grad_y,
     for (std::int64_t oh = oh_begin; oh < oh_end; ++oh) {
       for (std::int64_t ow = ow_begin; ow < ow_end; ++ow) {
         const std::int64_t o = base + oh * g.out_w + ow;
+        // This input's position in window (oh, ow).
+        const std::int64_t self =
+            (ih - (oh * g.stride_h - g.pad_h)) * g.kernel_w + (iw - (ow * g.stride_w - g.pad_w));
         if (argmax[o] == self) sum += grad_y[o];
       }
     }
@@ -162,14 +165,15 @@ void check_geometry(const char* what, const Pool2dGeometry& g) {
   MB_CHECK(g.kernel_h > 0 && g.kernel_w > 0 && g.stride_h > 0 && g.stride_w > 0 && g.pad_h >= 0 &&
                g.pad_w >= 0,
            what, ": kernel and stride must be positive and padding non-negative");
-  MB_CHECK(g.in_h * g.in_w <= 0x7fffffff, what, ": an input plane of ", g.in_h * g.in_w,
-           " elements does not fit the int32 argmax");
+  MB_CHECK(g.kernel_h * g.kernel_w <= kMaxPoolWindow, what, ": a ", g.kernel_h, "x", g.kernel_w,
+           " window has more than ", kMaxPoolWindow,
+           " elements, whose argmax needs more than a byte. Fix: use a smaller kernel");
 }
 
 }  // namespace
 
 void max_pool2d_forward(const Stream& where, const float* x, const Pool2dGeometry& geometry,
-                        float* y, std::int32_t* argmax) {
+                        float* y, std::uint8_t* argmax) {
   const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::max_pool2d_forward", geometry);
   MB_CHECK(x && y && argmax, "cuda::max_pool2d_forward: null pointer argument");
@@ -178,7 +182,7 @@ void max_pool2d_forward(const Stream& where, const float* x, const Pool2dGeometr
   MB_CUDA_LAUNCH_CHECK();
 }
 
-void max_pool2d_backward(const Stream& where, const float* grad_y, const std::int32_t* argmax,
+void max_pool2d_backward(const Stream& where, const float* grad_y, const std::uint8_t* argmax,
                          const Pool2dGeometry& geometry, float* grad_x) {
   const cudaStream_t stream = cuda_stream(where);
   check_geometry("cuda::max_pool2d_backward", geometry);

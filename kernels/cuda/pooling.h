@@ -14,8 +14,8 @@
 namespace mb::cuda {
 
 void max_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,
-                        float* y, std::int32_t* argmax);
-void max_pool2d_backward(const Stream& stream, const float* grad_y, const std::int32_t* argmax,
+                        float* y, std::uint8_t* argmax);
+void max_pool2d_backward(const Stream& stream, const float* grad_y, const std::uint8_t* argmax,
                          const Pool2dGeometry& geometry, float* grad_x);
 
 void avg_pool2d_forward(const Stream& stream, const float* x, const Pool2dGeometry& geometry,

@@ -211,9 +211,20 @@ TEST(Pooling, OutputShapesMatchPyTorch) {
 TEST(Pooling, FlopsAndSavedBytes) {
   const Shape in{2, 3, 8, 8};
   EXPECT_EQ(MaxPool2d(2).forward_flops(in), 2 * 3 * 4 * 4 * 4);
-  EXPECT_EQ(MaxPool2d(2).saved_bytes(in), static_cast<std::size_t>(2 * 3 * 4 * 4 * 4));
+  // One byte of argmax per output.
+  EXPECT_EQ(MaxPool2d(2).saved_bytes(in), static_cast<std::size_t>(2 * 3 * 4 * 4));
   EXPECT_EQ(AvgPool2d(2).saved_bytes(in), 0u);
   EXPECT_EQ(GlobalAvgPool2d().forward_flops(in), in.numel());
+}
+
+TEST(Pooling, MaxPoolWindowsBeyondAByteOfArgmaxAreRefusedNamingTheFix) {
+  EXPECT_NO_THROW(MaxPool2d(16));
+  try {
+    MaxPool2d too_large(17);
+    FAIL() << "a 17x17 window was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("kernel_size <= 16"), std::string::npos) << e.what();
+  }
 }
 
 std::string message_of(const std::function<void()>& f) {
