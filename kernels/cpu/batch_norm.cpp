@@ -78,46 +78,81 @@ inline float normalized(float x, float mean, float scale, float shift) {
   return (x - mean) * scale + shift;
 }
 
-inline float activate(float z, BnActivation act) {
-  switch (act) {
-    case BnActivation::None: return z;
-    case BnActivation::ReLU: return z > 0.0f ? z : 0.0f;
-    case BnActivation::ReLU6: return z > 0.0f ? (z < 6.0f ? z : 6.0f) : 0.0f;
-  }
+// The activation and its 0/1 derivative as compile-time choices, so each plane loop is one
+// branch-free expression that vectorizes (a switch per element did not: it made fused
+// BatchNorm + ReLU slower than BatchNorm and ReLU apart).
+template <BnActivation Act>
+inline float activate(float z) {
+  if constexpr (Act == BnActivation::ReLU) return z > 0.0f ? z : 0.0f;
+  if constexpr (Act == BnActivation::ReLU6) return z > 0.0f ? (z < 6.0f ? z : 6.0f) : 0.0f;
   return z;
+}
+
+template <BnActivation Act>
+inline bool passes(float z) {
+  if constexpr (Act == BnActivation::ReLU6) return (z > 0.0f) & (z < 6.0f);
+  return z > 0.0f;
+}
+
+// One plane of y = act(z [+ residual]).
+template <BnActivation Act, bool kResidual>
+void normalize_plane(const float* in, const float* residual, float mean, float scale, float shift,
+                     std::int64_t size, float* out) {
+  for (std::int64_t j = 0; j < size; ++j) {
+    float z = normalized(in[j], mean, scale, shift);
+    if constexpr (kResidual) z = z + residual[j];
+    out[j] = activate<Act>(z);
+  }
+}
+
+template <BnActivation Act>
+void normalize_channel_as(const float* x, float mean, float scale, float shift,
+                          const float* residual, std::int64_t n, std::int64_t c, std::int64_t hw,
+                          std::int64_t ch, float* y) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t base = (i * c + ch) * hw;
+    if (residual != nullptr) {
+      normalize_plane<Act, true>(x + base, residual + base, mean, scale, shift, hw, y + base);
+    } else {
+      normalize_plane<Act, false>(x + base, nullptr, mean, scale, shift, hw, y + base);
+    }
+  }
 }
 
 // One channel of y = act(z [+ residual]).
 void normalize_channel(const float* x, float mean, float scale, float shift, const float* residual,
                        BnActivation act, std::int64_t n, std::int64_t c, std::int64_t hw,
                        std::int64_t ch, float* y) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t base = (i * c + ch) * hw;
-    const float* in = x + base;
-    float* out = y + base;
-    if (residual != nullptr) {
-      const float* r = residual + base;
-      for (std::int64_t j = 0; j < hw; ++j) {
-        out[j] = activate(normalized(in[j], mean, scale, shift) + r[j], act);
-      }
-    } else if (act == BnActivation::None) {
-      for (std::int64_t j = 0; j < hw; ++j) out[j] = normalized(in[j], mean, scale, shift);
-    } else {
-      for (std::int64_t j = 0; j < hw; ++j) {
-        out[j] = activate(normalized(in[j], mean, scale, shift), act);
-      }
-    }
+  switch (act) {
+    case BnActivation::None:
+      normalize_channel_as<BnActivation::None>(x, mean, scale, shift, residual, n, c, hw, ch, y);
+      return;
+    case BnActivation::ReLU:
+      normalize_channel_as<BnActivation::ReLU>(x, mean, scale, shift, residual, n, c, hw, ch, y);
+      return;
+    case BnActivation::ReLU6:
+      normalize_channel_as<BnActivation::ReLU6>(x, mean, scale, shift, residual, n, c, hw, ch, y);
+      return;
   }
 }
 
 // out = grad * act'(z) over one plane: grad where z is in act's linear range, else 0 (at the
 // kinks too, as the unfused activations' backward).
+template <BnActivation Act>
+void mask_plane_as(const float* grad, const float* x, float mean, float scale, float shift,
+                   std::int64_t size, float* out) {
+  for (std::int64_t j = 0; j < size; ++j) {
+    const float g = grad[j];
+    out[j] = passes<Act>(normalized(x[j], mean, scale, shift)) ? g : 0.0f;
+  }
+}
+
 void mask_plane(const float* grad, const float* x, float mean, float scale, float shift,
                 BnActivation act, std::int64_t size, float* out) {
-  for (std::int64_t j = 0; j < size; ++j) {
-    const float z = normalized(x[j], mean, scale, shift);
-    const bool pass = act == BnActivation::ReLU6 ? (z > 0.0f && z < 6.0f) : z > 0.0f;
-    out[j] = pass ? grad[j] : 0.0f;
+  if (act == BnActivation::ReLU6) {
+    mask_plane_as<BnActivation::ReLU6>(grad, x, mean, scale, shift, size, out);
+  } else {
+    mask_plane_as<BnActivation::ReLU>(grad, x, mean, scale, shift, size, out);
   }
 }
 
