@@ -7,7 +7,11 @@
 // the planner's numbers. `--cases default|cpu-small` runs a built-in list instead of one
 // case; `--overhead` adds the MBP overhead comparison of issue 5: one batch B split into k
 // micro-batches of m, against plain steps of m samples (target ratio >= 0.97) and against
-// one full-batch step of B where that fits.
+// one full-batch step of B where that fits. `--layer-times` times every module of the
+// timed steps by type (layers/layer_timer.h) and reports each type's share of the step
+// time, and the share of the memory-bound layers (all but the GEMM layers Conv2d,
+// ConvTranspose2d and Linear); on CUDA that synchronizes after every module. `--recompute`
+// recomputes the ResNets' stages in backward.
 //
 // Note: every case gets a fresh, capped arena. The synthetic data is made before the arena
 // is installed, so on the CPU the host copy of the data set does not count against the cap
@@ -55,8 +59,10 @@ struct Case {
   std::string optimizer = "sgd";
   int warmup = 1;
   int steps = 3;
-  bool overhead = false;  // run the MBP overhead comparison instead of one training case
-  bool fuse = true;       // the zoo's fused layers (false: --no-fuse, the plain ones)
+  bool overhead = false;     // run the MBP overhead comparison instead of one training case
+  bool fuse = true;          // the zoo's fused layers (false: --no-fuse, the plain ones)
+  bool recompute = false;    // ResNets: recompute each residual stage in backward
+  bool layer_times = false;  // time every module by type (LayerTimer)
 };
 
 struct Settings {
@@ -104,6 +110,27 @@ std::string device_name(const Device& device) {
 
 using bench::median;
 
+// Per module type: exclusive seconds per timed step (forward, backward) and share of the
+// step time; the memory-bound layers' share (all but the GEMM layers); what ran outside any
+// module (loss, gradient accumulation, optimizer).
+Json layer_times_json(const LayerTimer& timer, const std::vector<double>& step_seconds) {
+  double steps_total = 0.0;
+  for (double t : step_seconds) steps_total += t;
+  const double steps = static_cast<double>(std::max<std::size_t>(step_seconds.size(), 1));
+  Json types = Json::object();
+  double memory_bound = 0.0;
+  for (const auto& [type, entry] : timer.entries()) {
+    const double seconds = entry.forward_seconds + entry.backward_seconds;
+    types[type] = {{"forward_ms_per_step", 1e3 * entry.forward_seconds / steps},
+                   {"backward_ms_per_step", 1e3 * entry.backward_seconds / steps},
+                   {"share", seconds / std::max(steps_total, 1e-12)}};
+    if (type != "Conv2d" && type != "ConvTranspose2d" && type != "Linear") memory_bound += seconds;
+  }
+  return {{"types", types},
+          {"memory_bound_share", memory_bound / std::max(steps_total, 1e-12)},
+          {"outside_modules_share", 1.0 - timer.total_seconds() / std::max(steps_total, 1e-12)}};
+}
+
 // Trains one case in a fresh capped arena and measures it. Throws what the engine throws
 // (mb::OutOfMemory when not even one sample fits).
 Measurement run_case(const Case& c, const Settings& s) {
@@ -111,6 +138,7 @@ Measurement run_case(const Case& c, const Settings& s) {
   config.image_size = c.image_size;
   config.seed = s.seed;
   config.fuse = c.fuse;
+  config.recompute_segments = c.recompute;
   config = resolve_config(c.model, config);
 
   const Dataset data = bench::synthetic_data_for(c.model, config, c.batch, s.seed);
@@ -128,6 +156,8 @@ Measurement run_case(const Case& c, const Settings& s) {
   options.optimizer.kind = parse_optimizer(c.optimizer);
   options.seed = s.seed;
   if (s.verbose) options.log = [](const std::string& message) { std::cerr << message << "\n"; };
+  LayerTimer timer;
+  if (c.layer_times) options.layer_timer = &timer;
   Trainer& trainer = session.make_trainer(options);
 
   const Shape sample = data.sample_shape();
@@ -140,6 +170,7 @@ Measurement run_case(const Case& c, const Settings& s) {
     result.replans += trainer.step(data.images, data.labels, static_cast<float>(s.lr)).replans;
   }
   allocator->reset_peak();
+  timer.reset();
   std::vector<double> step_seconds;
   double last_loss = 0.0;
   for (int i = 0; i < c.steps; ++i) {
@@ -159,6 +190,7 @@ Measurement run_case(const Case& c, const Settings& s) {
                      {"model", c.model},
                      {"image_size", config.image_size},
                      {"fused", c.fuse},
+                     {"recompute_segments", c.recompute},
                      {"device", s.device.str()},
                      {"device_name", device_name(s.device)},
                      {"batch", c.batch},
@@ -194,6 +226,7 @@ Measurement run_case(const Case& c, const Settings& s) {
                        {"micro_batch", plan.micro_batch}}},
                      {"commit", s.commit},
                      {"date", s.date}};
+  if (c.layer_times) result.json["layer_times"] = layer_times_json(timer, step_seconds);
   trainer.model().clear_cache();
   return result;
 }
@@ -340,6 +373,10 @@ int run(int argc, char** argv) {
   app.add_flag(
       "--no-fuse", [&](std::int64_t) { single.fuse = false; },
       "the plain layers instead of the zoo's fused ones");
+  app.add_flag("--recompute", single.recompute,
+               "ResNets: recompute each residual stage in backward (--recompute-segments)");
+  app.add_flag("--layer-times", single.layer_times,
+               "time every module by type and report the memory-bound layers' share");
   app.add_flag("--overhead", single.overhead,
                "MBP overhead: B as micro-batches of m vs plain steps of m vs one step of B");
   app.add_option("--device", device_text, "auto | cpu | cuda | cuda:N");

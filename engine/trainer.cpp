@@ -325,6 +325,7 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   state.seed = options_.seed;
   state.step = static_cast<std::uint32_t>(steps());
   state.sample_offset = first_sample_ + offset;
+  state.timer = options_.layer_timer;
   Tensor logits = model_->forward(feeder_.take(index), state);
 
   const bool in_place = options_.accumulation == AccumulationMode::InPlace;
@@ -333,6 +334,7 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   BackwardState backward_state;
   backward_state.need_input_grad = false;
   backward_state.observer = observer;
+  backward_state.timer = options_.layer_timer;
   // InPlace: a summed loss (seed 1 per sample), added into the gradient buffers; 1/B is
   // applied in the update. Buffers: this micro-batch's mean, overwriting its gradient.
   LossOptions loss_options = options_.loss;

@@ -52,6 +52,9 @@ struct TrainerOptions {
   std::int64_t tensor_element_limit = 0;
   // Receives every planner and re-planning decision, with its numbers.
   std::function<void(const std::string&)> log;
+  // Borrowed: times every module of every micro-batch by type (layers/layer_timer.h, a
+  // profiling mode that synchronizes after each module on CUDA); null: not timed.
+  LayerTimer* layer_timer = nullptr;
   // The data-parallel group (null or size 1: this process alone). step() then takes this
   // rank's shard of the global batch; the valid count is global (the factor of every
   // micro-batch on every rank is n_k / B_global), and the gradients, BatchNorm sums, loss

@@ -10,6 +10,8 @@ Tensor Module::forward(const Tensor& input, const RunState& state) {
   MB_CHECK(input.defined(), type_name_, ".forward: undefined input");
   MB_CHECK(input.device() == device_, type_name_, ".forward: input on ", input.device().str(),
            " but module on ", device_.str(), ". Fix: call to_device() or move the input");
+  if (state.timer == nullptr) return forward_impl(input, state);
+  LayerTimer::Scope timed(*state.timer, type_name_, false, stream());
   return forward_impl(input, state);
 }
 
@@ -17,7 +19,13 @@ Tensor Module::backward(const Tensor& grad_output, const BackwardState& state) {
   MB_CHECK(grad_output.defined(), type_name_, ".backward: undefined gradient");
   MB_CHECK(grad_output.device() == device_, type_name_, ".backward: gradient on ",
            grad_output.device().str(), " but module on ", device_.str());
-  Tensor grad_input = backward_impl(grad_output, state);
+  Tensor grad_input;
+  if (state.timer == nullptr) {
+    grad_input = backward_impl(grad_output, state);
+  } else {
+    LayerTimer::Scope timed(*state.timer, type_name_, true, stream());
+    grad_input = backward_impl(grad_output, state);
+  }
   if (state.observer != nullptr) state.observer->backward_done(*this);
   return grad_input;
 }

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "layers/layer_timer.h"
 #include "layers/memory_trace.h"
 #include "runtime/device.h"
 #include "runtime/gradient_mode.h"
@@ -36,6 +37,8 @@ struct RunState {
   // Sequential::set_recompute): layers that gather state across micro-batches (BatchNorm's
   // sums) compute as before but add nothing.
   bool recompute = false;
+  // Borrowed: times every module's forward (layers/layer_timer.h); null: not timed.
+  LayerTimer* timer = nullptr;
 };
 
 class Module;
@@ -72,6 +75,8 @@ struct BackwardState {
   bool need_input_grad = true;
   // Borrowed; composites pass it to their children with the rest of the state.
   BackwardObserver* observer = nullptr;
+  // Borrowed: times every module's backward (layers/layer_timer.h); null: not timed.
+  LayerTimer* timer = nullptr;
 };
 
 // How the model zoo initializes a module's own parameters (its children are visited on
