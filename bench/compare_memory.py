@@ -106,11 +106,14 @@ def main():
     parser.add_argument("--commit", default="")
     parser.add_argument("--fuse", default="both", choices=["on", "off", "both"],
                         help="ours with the fused layers, the plain ones, or both (default)")
+    parser.add_argument("--recompute", default="off", choices=["on", "off", "both"],
+                        help="ResNets also (both) or only (on) with their stages recomputed")
     parser.add_argument("--out", help="JSON lines written here (via a temporary file)")
     args = parser.parse_args()
 
     ours = subprocess.run([args.memory_bench, "--batch", str(args.batch), "--commit", args.commit,
-                           "--fuse", args.fuse, "--cases"] + args.cases, check=True,
+                           "--fuse", args.fuse, "--recompute", args.recompute,
+                           "--cases"] + args.cases, check=True,
                           capture_output=True, text=True)
     lines = []
     torch_rows = {}  # (model, image size): PyTorch's side, measured once for both of ours
@@ -123,7 +126,9 @@ def main():
         theirs = torch_rows[key]
         per_sample = theirs["saved_bytes_per_sample"]
         result = {"kind": "compare_memory", "model": row["model"], "image_size": size,
-                  "fused": row.get("fused", False), "ours": row, "pytorch": theirs,
+                  "fused": row.get("fused", False),
+                  "recompute_segments": row.get("recompute_segments", False), "ours": row,
+                  "pytorch": theirs,
                   "ours_measured_vs_pytorch_saved": row["measured_bytes_per_sample"] / per_sample,
                   "ours_analytic_vs_pytorch_saved": row["analytic_bytes_per_sample"] / per_sample,
                   "cpu": platform.processor() or platform.machine()}
