@@ -17,8 +17,9 @@ std::string margin_origin(const MemoryProfile& profile) {
 std::string explain(const Plan& plan, const FreeArenaReport& report) {
   const MemoryProfile& profile = plan.profile;
   const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
-  const std::size_t fits = plan.available_bytes > overhead && profile.bytes_per_sample > 0
-                               ? (plan.available_bytes - overhead) / profile.bytes_per_sample
+  const std::size_t per_sample = planning_bytes_per_sample(profile);
+  const std::size_t fits = plan.available_bytes > overhead && per_sample > 0
+                               ? (plan.available_bytes - overhead) / per_sample
                                : 0;
   std::ostringstream out;
   out << "plan: batch " << plan.batch_size << " -> micro-batch " << plan.micro_batch << " x "
@@ -110,6 +111,11 @@ std::vector<std::int64_t> split_batch(std::int64_t batch, std::int64_t micro_bat
   return sizes;
 }
 
+std::vector<std::int64_t> split_tail(std::int64_t batch, std::int64_t micro_batch,
+                                     std::int64_t min_size) {
+  return split_form(batch, micro_batch, min_size).tail;
+}
+
 std::int64_t split_count(std::int64_t batch, std::int64_t micro_batch, std::int64_t min_size) {
   return split_form(batch, micro_batch, min_size).count();
 }
@@ -144,6 +150,11 @@ std::size_t plan_margin(std::size_t available, const MemoryProfile& profile,
                                static_cast<std::size_t>(options.safety_fraction * bytes));
 }
 
+std::size_t planning_bytes_per_sample(const MemoryProfile& profile) {
+  if (profile.checked_samples > 0) return profile.bytes_per_sample;
+  return std::max(profile.bytes_per_sample, profile.analytic_bytes_per_sample);
+}
+
 Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
                       const MemoryProfile& profile, const PlannerOptions& options) {
   MB_CHECK(batch_size > 0, "plan: batch size must be positive, got ", batch_size);
@@ -156,24 +167,24 @@ Plan plan_from_report(std::int64_t batch_size, const FreeArenaReport& report,
   plan.available_bytes = report.available();
   plan.margin_bytes = plan_margin(plan.available_bytes, profile, options);
   const std::size_t overhead = plan.margin_bytes + profile.fixed_bytes;
+  const std::size_t per_sample = planning_bytes_per_sample(profile);
   std::int64_t m = 0;
   if (plan.available_bytes > overhead) {
-    m = static_cast<std::int64_t>((plan.available_bytes - overhead) / profile.bytes_per_sample);
+    m = static_cast<std::int64_t>((plan.available_bytes - overhead) / per_sample);
   }
   const std::int64_t required = std::min(options.min_micro_batch, batch_size);
   if (m < required) {
-    throw OutOfMemory(
-        overhead + static_cast<std::size_t>(required) * profile.bytes_per_sample, report,
-        "planner: not even " + std::to_string(required) + " sample(s) fit (bytes/sample " +
-            format_bytes(profile.bytes_per_sample) + ", fixed " +
-            format_bytes(profile.fixed_bytes) + ", margin " + format_bytes(plan.margin_bytes) +
-            ");",
-        __FILE__, __LINE__,
-        "Fix: raise --memory-limit to at least " +
-            format_bytes(report.allocated + overhead +
-                         static_cast<std::size_t>(required) * profile.bytes_per_sample) +
-            " (the micro-batch cannot be smaller than " + std::to_string(required) +
-            " sample(s)), or use a smaller model or input");
+    throw OutOfMemory(overhead + static_cast<std::size_t>(required) * per_sample, report,
+                      "planner: not even " + std::to_string(required) +
+                          " sample(s) fit (bytes/sample " + format_bytes(per_sample) + ", fixed " +
+                          format_bytes(profile.fixed_bytes) + ", margin " +
+                          format_bytes(plan.margin_bytes) + ");",
+                      __FILE__, __LINE__,
+                      "Fix: raise --memory-limit to at least " +
+                          format_bytes(report.allocated + overhead +
+                                       static_cast<std::size_t>(required) * per_sample) +
+                          " (the micro-batch cannot be smaller than " + std::to_string(required) +
+                          " sample(s)), or use a smaller model or input");
   }
   plan.micro_batch = std::min(m, batch_size);
   plan.max_micro_batch = options.max_micro_batch;

@@ -253,10 +253,17 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
 const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
                           const Shape& label_shape) {
   configure_planner(sample_shape);
-  plan_ = planner_.plan(
-      batch_size, options_.micro_batch,
-      [&](std::int64_t samples) { return probe_peak(sample_shape, label_shape, samples); },
-      training_bytes_per_sample(*model_, sample_shape));
+  // A plan check runs what a step of that micro-batch runs: it, then the smaller sizes the
+  // split ends with (the probes' tiny sizes run alone).
+  const std::int64_t min_size = planner_.options().min_micro_batch;
+  const auto measure = [&](std::int64_t samples) {
+    const bool check = samples > min_size + 2 && samples < batch_size;
+    return probe_peak(
+        sample_shape, label_shape, samples,
+        check ? split_tail(batch_size, samples, min_size) : std::vector<std::int64_t>{});
+  };
+  plan_ = planner_.plan(batch_size, options_.micro_batch, measure,
+                        training_bytes_per_sample(*model_, sample_shape));
   const RecomputeCost cost = recompute_cost(*model_, sample_shape);
   if (cost.recomputed_flops > 0) log(describe_recompute(cost, plan_));
   return plan_;
@@ -269,16 +276,19 @@ void Trainer::abandon_micro_batch() {
 }
 
 RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
-                            std::int64_t samples) {
+                            std::int64_t samples, const std::vector<std::int64_t>& then) {
   // The inputs live where a step's batch does, outside the arena (host batch buffers); on
   // CUDA the feeder copies them in, as in a step.
   TensorOptions input_options;
   input_options.tag = MemoryTag::Data;
   input_options.allocator = host_batch_allocator();
-  Tensor images = Tensor::zeros(batch_shape(samples, sample_shape), input_options);
+  std::vector<std::int64_t> sizes{samples};
+  sizes.insert(sizes.end(), then.begin(), then.end());
+  const std::int64_t rows = *std::max_element(sizes.begin(), sizes.end());
+  Tensor images = Tensor::zeros(batch_shape(rows, sample_shape), input_options);
   TensorOptions label_options = input_options;
   label_options.dtype = DType::Int32;
-  Tensor labels = Tensor::zeros(batch_shape(samples, label_shape), label_options);
+  Tensor labels = Tensor::zeros(batch_shape(rows, label_shape), label_options);
   // From an emptied cache, so that no segment an earlier size left behind decides where
   // this size's blocks go (a training step releases cached segments before it runs out of
   // memory too).
@@ -288,9 +298,14 @@ RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
   allocator_->reset_peak();
   try {
     // A step holds the next micro-batch's input while this one runs (double buffering).
-    feeder_.stage(images, 0, samples, 0);
-    feeder_.stage(images, 0, samples, 1);
-    run_micro_batch(labels, 0, samples, 0, samples);
+    // A step holds the next micro-batch's input while one runs (double buffering).
+    feeder_.stage(images, 0, sizes[0], 0);
+    feeder_.stage(images, 0, sizes.size() > 1 ? sizes[1] : samples, 1);
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+      const int index = static_cast<int>(k);
+      if (k >= 1 && k + 1 < sizes.size()) feeder_.stage(images, 0, sizes[k + 1], index + 1);
+      run_micro_batch(labels, 0, sizes[k], index, samples);
+    }
   } catch (...) {
     abandon_micro_batch();
     allocator_->set_micro_batch(-1);

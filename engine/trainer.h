@@ -131,9 +131,12 @@ class Trainer {
   // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
   Totals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
                          std::int64_t total_valid, BackwardObserver* observer = nullptr);
-  // The planner's measurement: peak allocated and reserved bytes above the baseline for one
-  // training micro-batch of `samples` zeros.
-  RunPeak probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples);
+  // The planner's measurement: peak allocated and reserved bytes above the baseline for a
+  // training micro-batch of `samples` zeros, then one of each size in `then`, in the same
+  // arena (a step's last, smaller micro-batches reuse and split the blocks the full ones
+  // left: where fragmentation shows).
+  RunPeak probe_peak(const Shape& sample_shape, const Shape& label_shape, std::int64_t samples,
+                     const std::vector<std::int64_t>& then = {});
   // The planner for inputs of `sample_shape`: its minimum micro-batch gives every
   // BatchNorm layer kMinValuesPerChannel values per channel (engine/planner.h).
   void configure_planner(const Shape& sample_shape);

@@ -345,6 +345,30 @@ TEST(PlannerRefine, VerificationRunsThePlannedSizeAndRefinesBytesPerSample) {
       << plan.explanation;
 }
 
+TEST(PlannerRefine, AnAnalyticEstimateAboveTheProbesSizesTheFirstPlanCheck) {
+  // The probes see 50 KiB per sample (the small pool absorbing growth at 1-3 samples, as
+  // LeNet-5's do), but each sample costs 100 KiB from then on, which the analytic estimate
+  // (100 KiB) knows: peak(n) = 2098 KiB + 50 KiB * (n - 1) up to 3, 2198 KiB + 100 KiB *
+  // (n - 3) after; sizes above 980 run out of memory.
+  auto arena = std::make_shared<FixedReportAllocator>();
+  FakeModel model;
+  model.allocator = arena.get();
+  model.largest_run = 980;
+  model.peak = [](std::int64_t n) {
+    if (n <= 3) return 2098 * kKiB + 50 * kKiB * static_cast<std::size_t>(n - 1);
+    return 2198 * kKiB + 100 * kKiB * static_cast<std::size_t>(n - 3);
+  };
+  Planner planner(arena, PlannerOptions{}, nullptr);
+  const Plan plan = planner.plan(2000, 0, std::ref(model), 100 * kKiB);
+  // The first check divides by the larger estimate: floor((102400 - 5120 - 2048) / 100) =
+  // 952 (by the probes' 50 KiB it would be 1904, and fail). 952 runs: (2198 + 94900 -
+  // 2098) KiB / 951 = 99.9 KiB per sample, so with the safety margin 999 fit, which fails;
+  // bisection: 975 runs, and 987 would gain less than 2% of 975 (19 samples).
+  EXPECT_EQ(model.asked, (std::vector<std::int64_t>{1, 1, 3, 952, 999, 975}));
+  EXPECT_EQ(plan.micro_batch, 975);
+  EXPECT_EQ(plan.profile.analytic_bytes_per_sample, 100 * kKiB);
+}
+
 TEST(PlannerRefine, OutOfMemoryShrinksThenBisectsToTheLargestSizeThatRuns) {
   // Exactly linear, 2048 KiB + 200 KiB * n, so the probes are right; but sizes above 331
   // run out of memory.
