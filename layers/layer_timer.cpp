@@ -7,15 +7,15 @@ namespace mb {
 namespace {
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
 
 double LayerTimer::total_seconds() const {
   double total = 0.0;
-  for (const auto& [type, entry] : entries_) total += entry.forward_seconds + entry.backward_seconds;
+  for (const auto& [type, entry] : entries_)
+    total += entry.forward_seconds + entry.backward_seconds;
   return total;
 }
 
