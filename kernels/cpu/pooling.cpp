@@ -9,23 +9,29 @@
 namespace mb::cpu {
 namespace {
 
-// Index (ih * in_w + iw) of the window's maximum: the first maximum, or the first NaN (NaN
-// propagates, like PyTorch). Windows always hold at least one input element.
-std::int64_t window_argmax(const float* plane, std::int64_t in_w, std::int64_t h_begin,
-                           std::int64_t h_end, std::int64_t w_begin, std::int64_t w_end) {
-  std::int64_t best_index = h_begin * in_w + w_begin;
-  float best = plane[best_index];
+// The window's maximum and its position in the window ((ih - h0) * kernel_w + (iw - w0)):
+// the first maximum, or the first NaN (NaN propagates, like PyTorch). Windows always hold
+// at least one input element.
+struct WindowMax {
+  float value;
+  int position;
+};
+
+WindowMax window_max(const float* plane, std::int64_t in_w, std::int64_t h0, std::int64_t w0,
+                     int kernel_w, std::int64_t h_begin, std::int64_t h_end, std::int64_t w_begin,
+                     std::int64_t w_end) {
+  WindowMax best{plane[h_begin * in_w + w_begin],
+                 static_cast<int>((h_begin - h0) * kernel_w + (w_begin - w0))};
   for (std::int64_t ih = h_begin; ih < h_end; ++ih) {
+    const float* row = plane + ih * in_w;
+    const int row_position = static_cast<int>((ih - h0) * kernel_w - w0);
     for (std::int64_t iw = w_begin; iw < w_end; ++iw) {
-      const float v = plane[ih * in_w + iw];
-      if (std::isnan(v)) return ih * in_w + iw;
-      if (v > best) {
-        best = v;
-        best_index = ih * in_w + iw;
-      }
+      const float v = row[iw];
+      if (std::isnan(v)) return WindowMax{v, row_position + static_cast<int>(iw)};
+      if (v > best.value) best = WindowMax{v, row_position + static_cast<int>(iw)};
     }
   }
-  return best_index;
+  return best;
 }
 
 }  // namespace
@@ -48,10 +54,10 @@ void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGe
         const std::int64_t w0 = ow * g.stride_w - g.pad_w;
         const std::int64_t w_begin = std::max<std::int64_t>(w0, 0);
         const std::int64_t w_end = std::min<std::int64_t>(w0 + g.kernel_w, g.in_w);
-        const std::int64_t best_index = window_argmax(in, g.in_w, h_begin, h_end, w_begin, w_end);
-        out[oh * g.out_w + ow] = in[best_index];
-        index[oh * g.out_w + ow] = static_cast<std::uint8_t>(
-            (best_index / g.in_w - h0) * g.kernel_w + (best_index % g.in_w - w0));
+        const WindowMax best =
+            window_max(in, g.in_w, h0, w0, g.kernel_w, h_begin, h_end, w_begin, w_end);
+        out[oh * g.out_w + ow] = best.value;
+        index[oh * g.out_w + ow] = static_cast<std::uint8_t>(best.position);
       }
     }
   });
@@ -59,6 +65,12 @@ void max_pool2d_forward(const Stream& /*stream*/, const float* x, const Pool2dGe
 
 void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const std::uint8_t* argmax,
                          const Pool2dGeometry& g, float* grad_x) {
+  // Position p of a window is input element (p / kernel_w) * in_w + p % kernel_w from its
+  // corner.
+  std::int64_t offset[kMaxPoolWindow] = {};
+  for (int p = 0; p < g.kernel_h * g.kernel_w && p < kMaxPoolWindow; ++p) {
+    offset[p] = (p / g.kernel_w) * g.in_w + p % g.kernel_w;
+  }
   const std::int64_t planes = g.batch * g.channels;
   parallel_for(planes, planes * (g.in_h * g.in_w + g.out_h * g.out_w), [&](std::int64_t p) {
     const float* gy = grad_y + p * g.out_h * g.out_w;
@@ -68,9 +80,10 @@ void max_pool2d_backward(const Stream& /*stream*/, const float* grad_y, const st
     for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
       for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
         const std::int64_t o = oh * g.out_w + ow;
-        const std::int64_t ih = oh * g.stride_h - g.pad_h + index[o] / g.kernel_w;
-        const std::int64_t iw = ow * g.stride_w - g.pad_w + index[o] % g.kernel_w;
-        gx[ih * g.in_w + iw] += gy[o];
+        // The window's corner plus the position's offset within it (tables: no division).
+        const std::int64_t corner =
+            (oh * g.stride_h - g.pad_h) * g.in_w + (ow * g.stride_w - g.pad_w);
+        gx[corner + offset[index[o]]] += gy[o];
       }
     }
   });
