@@ -53,7 +53,8 @@ struct Case {
 std::vector<Case> zoo_cases() {
   std::vector<Case> cases;
   for (const ModelInfo& info : model_catalog()) {
-    cases.push_back({info.name, std::min<std::int64_t>(info.image_size, info.segmentation ? 16 : 32)});
+    cases.push_back(
+        {info.name, std::min<std::int64_t>(info.image_size, info.segmentation ? 16 : 32)});
   }
   return cases;
 }
