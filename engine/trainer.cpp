@@ -254,7 +254,8 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
                           const Shape& label_shape) {
   configure_planner(sample_shape);
   // A plan check runs what a step of that micro-batch runs: it, then the smaller sizes the
-  // split ends with (the probes' tiny sizes run alone).
+  // split ends with. The probes (Planner::probe: the minimum and 2 more, where plan checks
+  // never go) run alone: a tiny remainder merged into one would make it larger than probed.
   const std::int64_t min_size = planner_.options().min_micro_batch;
   const auto measure = [&](std::int64_t samples) {
     const bool check = samples > min_size + 2 && samples < batch_size;
