@@ -69,11 +69,16 @@ std::vector<std::string> files_in(const std::filesystem::path& dir) {
 TEST(CheckpointFaults, KillNineWhileWritingLeavesAConsistentCheckpointTwentyTimesOutOfTwenty) {
   testing::TempDir dir;
   const std::string path = dir.file("ck.safetensors");
+  // What a writer needs before its first checkpoint lands (a trainer, one write), timed
+  // here: each kill waits at least that long, so that under a sanitizer on a loaded machine
+  // the writers still commit between the kills.
+  const auto setup_started = std::chrono::steady_clock::now();
   {
     auto trainer = make_trainer();
     stamp(*trainer, 1);
     save_checkpoint(path, *trainer, "small_cnn", TrainingPosition{});
   }
+  const auto setup = std::chrono::steady_clock::now() - setup_started;
   std::mt19937 rng(7);
   std::int64_t last_step = 1;
   int interrupted_writes = 0;
@@ -88,7 +93,7 @@ TEST(CheckpointFaults, KillNineWhileWritingLeavesAConsistentCheckpointTwentyTime
         save_checkpoint(path, *trainer, "small_cnn", TrainingPosition{}, {}, 2);
       }
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 30000));
+    std::this_thread::sleep_for(setup + std::chrono::microseconds(2000 + rng() % 30000));
     ::kill(child, SIGKILL);
     int status = 0;
     ::waitpid(child, &status, 0);
