@@ -299,7 +299,6 @@ RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
   allocator_->reset_peak();
   try {
     // A step holds the next micro-batch's input while this one runs (double buffering).
-    // A step holds the next micro-batch's input while one runs (double buffering).
     feeder_.stage(images, 0, sizes[0], 0);
     feeder_.stage(images, 0, sizes.size() > 1 ? sizes[1] : samples, 1);
     for (std::size_t k = 0; k < sizes.size(); ++k) {

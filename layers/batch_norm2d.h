@@ -122,6 +122,7 @@ class BatchNorm2d : public Module, public RecomputeSource {
  protected:
   Tensor forward_impl(const Tensor& input, const RunState& state) override;
   Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) override;
+  void allocate_state() override { ensure_statistics(); }
 
  private:
   void check_input(const Shape& input) const;

@@ -103,6 +103,7 @@ void Module::to_device(const Device& device) {
   }
   for (auto& [name, child] : children_) child->to_device(device);
   device_ = device;
+  allocate_state();
 }
 
 Parameter& Module::register_parameter(const std::string& name, Tensor value, bool decay) {

@@ -177,13 +177,18 @@ class Module {
     return children_;
   }
   std::int64_t parameter_count();
-  // Moves parameters and buffers (and children) to `device`.
+  // Moves parameters and buffers (and children) to `device`, then lets each module allocate
+  // the state it keeps across steps there (allocate_state), so that such state is placed
+  // before any activation and never splits the arena a micro-batch runs in.
   void to_device(const Device& device);
   Device device() const { return device_; }
 
  protected:
   virtual Tensor forward_impl(const Tensor& input, const RunState& state) = 0;
   virtual Tensor backward_impl(const Tensor& grad_output, const BackwardState& state) = 0;
+  // State a module keeps across steps outside its parameters and buffers (BatchNorm's fp64
+  // accumulator), allocated on device_. Called by to_device(); default: none.
+  virtual void allocate_state() {}
 
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> child) {

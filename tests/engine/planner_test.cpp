@@ -42,7 +42,9 @@ TEST(Planner, SplitsAreExactAndKeepEveryMicroBatchAtTheMinimum) {
         std::int64_t sum = 0;
         for (std::int64_t s : sizes) {
           sum += s;
-          if (batch >= min) EXPECT_GE(s, min) << batch << " by " << m << ", min " << min;
+          if (batch >= min) {
+            EXPECT_GE(s, min) << batch << " by " << m << ", min " << min;
+          }
         }
         EXPECT_EQ(sum, batch);
         EXPECT_EQ(split_count(batch, m, min), static_cast<std::int64_t>(sizes.size()));

@@ -44,16 +44,17 @@ struct Batch {
   Tensor labels;
 };
 
-inline Batch make_batch(std::int64_t batch, std::uint64_t seed) {
+// `batch` images of 3 x size x size, normal pixels, labels 0-4.
+inline Batch make_batch(std::int64_t batch, std::uint64_t seed, std::int64_t size = 8) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> label(0, 4);
-  std::vector<float> images(static_cast<std::size_t>(batch * 3 * 8 * 8));
+  std::vector<float> images(static_cast<std::size_t>(batch * 3 * size * size));
   for (float& v : images) v = normal(rng);
   std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));
   for (auto& l : labels) l = label(rng);
   Batch b;
-  b.images = Tensor::from_vector(images, {batch, 3, 8, 8});
+  b.images = Tensor::from_vector(images, {batch, 3, size, size});
   b.labels = Tensor::from_vector_int(labels, {batch});
   return b;
 }

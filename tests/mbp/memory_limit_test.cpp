@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 
 #include "allocator/pool_allocator.h"
 #include "runtime/allocator_registry.h"
@@ -130,6 +131,55 @@ TEST(BeyondTheLimit, TheAutomaticPlanUsesTheCap) {
   EXPECT_GE(largest, automatic.micro_batch) << "the planned size does not run as a fixed one";
   EXPECT_GE(static_cast<double>(automatic.micro_batch), 0.95 * static_cast<double>(largest))
       << "planned " << automatic.micro_batch << ", but " << largest << " runs";
+}
+
+// A BatchNorm model's persistent state (parameters, gradients, optimizer state, BatchNorm's
+// fp64 accumulators) is all allocated before the first step: a step allocates nothing that
+// outlives it. State allocated lazily inside the first step would sit between that step's
+// activations and split the arena every later micro-batch runs in.
+TEST(BeyondTheLimit, AStepAllocatesNothingThatOutlivesIt) {
+  auto pool = capped_pool(0);
+  ScopedAllocator scope(Device::cpu(), pool);
+  ModelConfig config;
+  config.image_size = 8;
+  TrainerOptions options;
+  options.micro_batch = 8;
+  options.optimizer.momentum = 0.9f;
+  Trainer trainer(build_model("resnet20", config), options);
+  const std::size_t before = pool->report().allocated;
+  testing::Batch batch = testing::make_batch(16, 3);
+  trainer.step(batch.images, batch.labels, 0.05f);
+  batch = testing::Batch{};
+  EXPECT_EQ(pool->report().allocated, before)
+      << "a step left allocations behind that the trainer did not make up front";
+}
+
+// The same target for ResNet-20 (BatchNorm, residual blocks) under 32 MiB: no fixed
+// micro-batch of 1/0.95 the planned one or more runs a step there. At 32 MiB the arena is a
+// 2 MiB and a 20 MiB segment plus 10 MiB of headroom, so where persistent blocks fall
+// decides what fits: BatchNorm's accumulators allocated in the first forward (inside the
+// large segment, among the probe's activations) once cost the plan 4 of its 32 samples.
+TEST(BeyondTheLimit, TheAutomaticPlanUsesTheCapForABatchNormModel) {
+  const std::size_t cap = std::size_t{32} << 20;
+  constexpr std::int64_t batch_size = 128;
+  const testing::Batch batch = testing::make_batch(batch_size, 11, 32);
+  const auto step = [&](std::int64_t micro_batch) {
+    auto pool = capped_pool(cap);
+    ScopedAllocator scope(Device::cpu(), pool);
+    TrainerOptions options;
+    options.micro_batch = micro_batch;
+    options.optimizer.momentum = 0.9f;
+    Trainer trainer(build_model("resnet20"), options);
+    const StepResult result = trainer.step(batch.images, batch.labels, 0.05f);
+    return CappedStep{trainer.current_plan().micro_batch, result.replans};
+  };
+  const CappedStep automatic = step(0);
+  EXPECT_EQ(automatic.replans, 0) << "the planned size did not run the step";
+  ASSERT_LT(automatic.micro_batch, batch_size) << "the whole batch fit: make the cap smaller";
+  const auto beyond =
+      static_cast<std::int64_t>(std::floor(static_cast<double>(automatic.micro_batch) / 0.95) + 1);
+  EXPECT_GT(step(beyond).replans, 0)
+      << "planned " << automatic.micro_batch << ", but " << beyond << " runs a step";
 }
 
 // Counts the arena's allocations by tag.
