@@ -271,6 +271,10 @@ const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
 }
 
 void Trainer::abandon_micro_batch() {
+  // The aborted micro-batch's kernels may still be running: let them finish before their
+  // tensors go back to the pool, so no block is handed on (to any stream, or released)
+  // while a kernel still reads or writes it. Rare path: the wait costs nothing per step.
+  stream_.synchronize();
   model_->clear_cache();
   model_->abort_micro_batch();
   feeder_.reset();
