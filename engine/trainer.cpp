@@ -253,15 +253,23 @@ MemoryProfile Trainer::measure(const Shape& sample_shape, const Shape& label_sha
 const Plan& Trainer::plan(std::int64_t batch_size, const Shape& sample_shape,
                           const Shape& label_shape) {
   configure_planner(sample_shape);
-  // A plan check runs what a step of that micro-batch runs: it, then the smaller sizes the
-  // split ends with. The probes (Planner::probe: the minimum and 2 more, where plan checks
-  // never go) run alone: a tiny remainder merged into one would make it larger than probed.
+  // A plan check runs what a step of that micro-batch runs: it, a second one where the split
+  // has two (it finds the blocks the first left cached, not a fresh arena, and best fit can
+  // place them worse: ResNet-20 under 32 MiB ran a check of [31, 16] and then failed a step's
+  // second 31), then the smaller sizes the split ends with. The probes (Planner::probe: the
+  // minimum and 2 more, where plan checks never go) run alone: a tiny remainder merged into
+  // one would make it larger than probed.
   const std::int64_t min_size = planner_.options().min_micro_batch;
   const auto measure = [&](std::int64_t samples) {
-    const bool check = samples > min_size + 2 && samples < batch_size;
-    return probe_peak(
-        sample_shape, label_shape, samples,
-        check ? split_tail(batch_size, samples, min_size) : std::vector<std::int64_t>{});
+    std::vector<std::int64_t> then;
+    if (samples > min_size + 2 && samples < batch_size) {
+      const std::vector<std::int64_t> tail = split_tail(batch_size, samples, min_size);
+      const std::int64_t full =
+          split_count(batch_size, samples, min_size) - static_cast<std::int64_t>(tail.size());
+      if (full >= 2) then.push_back(samples);
+      then.insert(then.end(), tail.begin(), tail.end());
+    }
+    return probe_peak(sample_shape, label_shape, samples, then);
   };
   plan_ = planner_.plan(batch_size, options_.micro_batch, measure,
                         training_bytes_per_sample(*model_, sample_shape));
