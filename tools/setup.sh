@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ googletest libgtest-dev libbenchmark-dev libopenblas-dev
-          zlib1g-dev libcli11-dev nlohmann-json3-dev dataset-fashion-mnist gnuplot-nox
+          libdnnl-dev zlib1g-dev libcli11-dev nlohmann-json3-dev dataset-fashion-mnist gnuplot-nox
           libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do

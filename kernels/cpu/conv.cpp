@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/conv_onednn.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "kernels/cpu/parallel.h"
@@ -73,6 +74,7 @@ std::int64_t sample_work(const ConvGeometry& g, const Lowering& l) {
 void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x, const float* w,
                     float* y, GradientMode mode) {
   ensure_threads_configured();
+  if (onednn_conv2d_forward(stream, g, x, w, y, mode)) return;
   const Lowering l(g);
   const Columns columns(stream, l);
   parallel_for(g.batch, g.batch * sample_work(g, l), [&](std::int64_t n) {
@@ -95,6 +97,7 @@ void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x,
 void conv2d_backward_data(const Stream& stream, const ConvGeometry& g, const float* w,
                           const float* dy, float* dx, GradientMode mode) {
   ensure_threads_configured();
+  if (onednn_conv2d_backward_data(stream, g, w, dy, dx, mode)) return;
   const Lowering l(g);
   const Columns columns(stream, l);
   // col2im adds onto the image, so overwriting starts from zero.
@@ -142,9 +145,10 @@ void conv2d_backward_filter(const Stream& stream, const ConvGeometry& g, const f
                             const float* dy, float* dw, GradientMode mode) {
   ensure_threads_configured();
   const Lowering l(g);
-  const Columns columns(stream, l);
   const std::int64_t weight_elements = g.out_channels * l.patch;
   const std::int64_t chunks = filter_chunks(g.batch, weight_elements);
+  if (onednn_conv2d_backward_filter(stream, g, x, dy, dw, mode, chunks)) return;
+  const Columns columns(stream, l);
   // Chunk 0 sums into dw itself when overwriting, and a single chunk adds straight onto it
   // when accumulating: no partial is needed for one chunk.
   const bool in_place = chunks == 1 && mode == GradientMode::Accumulate;
