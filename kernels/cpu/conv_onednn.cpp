@@ -405,34 +405,49 @@ class Weights {
   Operand full_, last_;
 };
 
-}  // namespace
-
-bool onednn_conv2d_forward(const Stream&, const ConvGeometry& g, const float* x, const float* w,
-                           float* y, GradientMode mode) {
+// Forward (x -> y) and backward-data (dy -> dx): the same chunked run with the sides
+// swapped. A chunk's src-side buffer is at the start of its thread's room, its dst-side one
+// after it.
+bool chunked(Op op, const ConvGeometry& g, const float* w, const float* in, float* out,
+             GradientMode mode) {
   if (!takes(g)) return false;
-  const Chunking chunking(Op::Forward, g, g.batch);
+  const bool forward = op == Op::Forward;
+  const Chunking chunking(op, g, g.batch);
   const Weights weights(chunking, w);
-  const Room room = chunk_room(g, chunking, Op::Forward, mode);
+  const Room room = chunk_room(g, chunking, op, mode);
   const Scratch per_thread(room.total() * static_cast<std::size_t>(omp_get_max_threads()));
   const std::int64_t x_sample = g.in_channels * g.in_h * g.in_w;
   const std::int64_t y_sample = g.out_channels * g.out_h() * g.out_w();
+  const std::int64_t in_sample = forward ? x_sample : y_sample;
+  const std::int64_t out_sample = forward ? y_sample : x_sample;
   parallel_for(chunking.count, g.batch * (x_sample + y_sample) * 8, [&](std::int64_t c) {
     const Plan& plan = chunking.plan(c);
     char* mine = per_thread.get() + room.total() * static_cast<std::size_t>(omp_get_thread_num());
+    char* src_side = mine;
+    char* dst_side = mine + room.src + room.weights;
     dnnl::stream s(engine());
     const std::int64_t begin = c * chunking.size;
-    const Operand src =
-        into_primitive(s, plan.src_in, plan.src, plan.src_plain, x + begin * x_sample, mine);
-    float* y_chunk = y + begin * y_sample;
-    const bool direct = plan.dst == plan.dst_plain && mode == GradientMode::Overwrite;
-    memory dst = direct ? wrap(plan.dst_plain, y_chunk)
-                        : memory(plan.dst, engine(), mine + room.src + room.weights);
+    const Operand input = forward ? into_primitive(s, plan.src_in, plan.src, plan.src_plain,
+                                                   in + begin * in_sample, src_side)
+                                  : into_primitive(s, plan.dst_in, plan.dst, plan.dst_plain,
+                                                   in + begin * in_sample, dst_side);
+    const memory::desc& out_desc = forward ? plan.dst : plan.src;
+    const memory::desc& out_plain = forward ? plan.dst_plain : plan.src_plain;
+    float* out_chunk = out + begin * out_sample;
+    const bool direct = out_desc == out_plain && mode == GradientMode::Overwrite;
+    memory output = direct ? wrap(out_plain, out_chunk)
+                           : memory(out_desc, engine(), forward ? dst_side : src_side);
     run(plan, s,
-        {{DNNL_ARG_SRC, src.mem}, {DNNL_ARG_WEIGHTS, weights.of(chunking, c)}, {DNNL_ARG_DST, dst}},
+        {{forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, input.mem},
+         {DNNL_ARG_WEIGHTS, weights.of(chunking, c)},
+         {forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, output}},
         mine + room.src + room.weights + room.dst);
     if (!direct) {
-      memory plain = wrap(plan.dst_plain, y_chunk);
-      (mode == GradientMode::Accumulate ? plan.dst_out_add : plan.dst_out).execute(s, dst, plain);
+      memory plain = wrap(out_plain, out_chunk);
+      const bool add = mode == GradientMode::Accumulate;
+      const dnnl::reorder& back = forward ? (add ? plan.dst_out_add : plan.dst_out)
+                                          : (add ? plan.src_out_add : plan.src_out);
+      back.execute(s, output, plain);
     }
     s.wait();
   });
@@ -440,39 +455,16 @@ bool onednn_conv2d_forward(const Stream&, const ConvGeometry& g, const float* x,
   return true;
 }
 
+}  // namespace
+
+bool onednn_conv2d_forward(const Stream&, const ConvGeometry& g, const float* x, const float* w,
+                           float* y, GradientMode mode) {
+  return chunked(Op::Forward, g, w, x, y, mode);
+}
+
 bool onednn_conv2d_backward_data(const Stream&, const ConvGeometry& g, const float* w,
                                  const float* dy, float* dx, GradientMode mode) {
-  if (!takes(g)) return false;
-  const Chunking chunking(Op::BackwardData, g, g.batch);
-  const Weights weights(chunking, w);
-  const Room room = chunk_room(g, chunking, Op::BackwardData, mode);
-  const Scratch per_thread(room.total() * static_cast<std::size_t>(omp_get_max_threads()));
-  const std::int64_t x_sample = g.in_channels * g.in_h * g.in_w;
-  const std::int64_t y_sample = g.out_channels * g.out_h() * g.out_w();
-  parallel_for(chunking.count, g.batch * (x_sample + y_sample) * 8, [&](std::int64_t c) {
-    const Plan& plan = chunking.plan(c);
-    char* mine = per_thread.get() + room.total() * static_cast<std::size_t>(omp_get_thread_num());
-    dnnl::stream s(engine());
-    const std::int64_t begin = c * chunking.size;
-    const Operand diff_dst = into_primitive(s, plan.dst_in, plan.dst, plan.dst_plain,
-                                            dy + begin * y_sample, mine + room.src + room.weights);
-    float* dx_chunk = dx + begin * x_sample;
-    const bool direct = plan.src == plan.src_plain && mode == GradientMode::Overwrite;
-    memory diff_src = direct ? wrap(plan.src_plain, dx_chunk) : memory(plan.src, engine(), mine);
-    run(plan, s,
-        {{DNNL_ARG_DIFF_DST, diff_dst.mem},
-         {DNNL_ARG_WEIGHTS, weights.of(chunking, c)},
-         {DNNL_ARG_DIFF_SRC, diff_src}},
-        mine + room.src + room.weights + room.dst);
-    if (!direct) {
-      memory plain = wrap(plan.src_plain, dx_chunk);
-      (mode == GradientMode::Accumulate ? plan.src_out_add : plan.src_out)
-          .execute(s, diff_src, plain);
-    }
-    s.wait();
-  });
-  ++runs;
-  return true;
+  return chunked(Op::BackwardData, g, w, dy, dx, mode);
 }
 
 bool onednn_conv2d_backward_filter(const Stream&, const ConvGeometry& g, const float* x,
