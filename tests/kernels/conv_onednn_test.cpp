@@ -18,17 +18,12 @@
 #include "kernels/conv.h"
 #include "runtime/allocator_registry.h"
 #include "runtime/error.h"
+#include "tests/kernels/conv_test_util.h"
 
 namespace mb {
 namespace {
 
-std::vector<float> random_values(std::size_t size, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(size);
-  for (float& v : values) v = dist(rng);
-  return values;
-}
+using testing::random_values;
 
 // Truth: each op as the direct sum over (input channel of the group, kernel row, column) in
 // double, with the sum of absolute terms for the error bound.
@@ -90,20 +85,7 @@ Truth truth(Op op, const ConvGeometry& g, const std::vector<float>& a, const std
   return t;
 }
 
-ConvGeometry geometry(std::int64_t batch, std::int64_t cin, std::int64_t size, std::int64_t cout,
-                      int kernel, int stride, int padding, int dilation, int groups) {
-  ConvGeometry g;
-  g.batch = batch;
-  g.in_channels = cin;
-  g.in_h = g.in_w = size;
-  g.out_channels = cout;
-  g.kernel_h = g.kernel_w = kernel;
-  g.stride = stride;
-  g.padding = padding;
-  g.dilation = dilation;
-  g.groups = groups;
-  return g;
-}
+constexpr auto geometry = testing::conv_geometry;
 
 struct Case {
   const char* name;

@@ -20,18 +20,13 @@
 #include "kernels/multi_tensor.h"
 #include "models/zoo.h"
 #include "runtime/error.h"
+#include "tests/kernels/conv_test_util.h"
 #include "tests/mbp/mbp_test_util.h"
 
 namespace mb {
 namespace {
 
-std::vector<float> random_values(std::size_t size, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(size);
-  for (float& v : values) v = dist(rng);
-  return values;
-}
+using testing::random_values;
 
 // Runs `compute` (which returns its outputs) at each thread count; all must agree bit for
 // bit with the single-threaded run.
@@ -71,20 +66,7 @@ struct ConvCase {
 };
 
 TEST(CpuThreads, ConvolutionIsThreadCountInvariant) {
-  auto geometry = [](std::int64_t batch, std::int64_t cin, std::int64_t size, std::int64_t cout,
-                     int kernel, int stride, int padding, int dilation, int groups) {
-    ConvGeometry g;
-    g.batch = batch;
-    g.in_channels = cin;
-    g.in_h = g.in_w = size;
-    g.out_channels = cout;
-    g.kernel_h = g.kernel_w = kernel;
-    g.stride = stride;
-    g.padding = padding;
-    g.dilation = dilation;
-    g.groups = groups;
-    return g;
-  };
+  const auto geometry = testing::conv_geometry;
   const std::vector<ConvCase> cases = {
       {"3x3 pad 1, batch 33", geometry(33, 8, 12, 16, 3, 1, 1, 1, 1)},
       {"5x5 stride 2, batch 7", geometry(7, 3, 17, 6, 5, 2, 2, 1, 1)},
