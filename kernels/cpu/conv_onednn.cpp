@@ -301,24 +301,20 @@ void run(const Plan& plan, dnnl::stream& s, std::unordered_map<int, memory> args
   plan.conv.execute(s, args);
 }
 
-// A tensor of our layout at `data` (a pointer oneDNN only reads when `read_only`).
+// A tensor of our layout at `data` (const when oneDNN only reads it).
 memory wrap(const memory::desc& desc, const float* data) {
   return memory(desc, engine(), const_cast<float*>(data));
 }
 
-// The primitive's layout of a tensor: `plain` itself when the layouts agree, else `blocked`.
-struct Operand {
-  memory mem;
-  bool reordered = false;
-};
-
-Operand into_primitive(dnnl::stream& s, const dnnl::reorder& reorder, const memory::desc& desc,
-                       const memory::desc& plain_desc, const float* plain, char* blocked) {
-  if (desc == plain_desc) return {wrap(plain_desc, plain), false};
+// The primitive's layout of a tensor: `plain` itself when the layouts agree, else a copy
+// reordered into `blocked`.
+memory into_primitive(dnnl::stream& s, const dnnl::reorder& reorder, const memory::desc& desc,
+                      const memory::desc& plain_desc, const float* plain, char* blocked) {
+  if (desc == plain_desc) return wrap(plain_desc, plain);
   memory source = wrap(plain_desc, plain);
   memory target(desc, engine(), blocked);
   reorder.execute(s, source, target);
-  return {target, true};
+  return target;
 }
 
 // Per thread: room for a chunk's three operands in the primitive's layouts and scratchpad.
@@ -397,12 +393,12 @@ class Weights {
     s.wait();
   }
   const memory& of(const Chunking& chunking, std::int64_t chunk) const {
-    return chunk + 1 == chunking.count ? last_.mem : full_.mem;
+    return chunk + 1 == chunking.count ? last_ : full_;
   }
 
  private:
   Scratch full_buffer_{0}, last_buffer_{0};
-  Operand full_, last_;
+  memory full_, last_;
 };
 
 // Forward (x -> y) and backward-data (dy -> dx): the same chunked run with the sides
@@ -427,10 +423,10 @@ bool chunked(Op op, const ConvGeometry& g, const float* w, const float* in, floa
     char* dst_side = mine + room.src + room.weights;
     dnnl::stream s(engine());
     const std::int64_t begin = c * chunking.size;
-    const Operand input = forward ? into_primitive(s, plan.src_in, plan.src, plan.src_plain,
-                                                   in + begin * in_sample, src_side)
-                                  : into_primitive(s, plan.dst_in, plan.dst, plan.dst_plain,
-                                                   in + begin * in_sample, dst_side);
+    const memory input = forward ? into_primitive(s, plan.src_in, plan.src, plan.src_plain,
+                                                  in + begin * in_sample, src_side)
+                                 : into_primitive(s, plan.dst_in, plan.dst, plan.dst_plain,
+                                                  in + begin * in_sample, dst_side);
     const memory::desc& out_desc = forward ? plan.dst : plan.src;
     const memory::desc& out_plain = forward ? plan.dst_plain : plan.src_plain;
     float* out_chunk = out + begin * out_sample;
@@ -438,7 +434,7 @@ bool chunked(Op op, const ConvGeometry& g, const float* w, const float* in, floa
     memory output = direct ? wrap(out_plain, out_chunk)
                            : memory(out_desc, engine(), forward ? dst_side : src_side);
     run(plan, s,
-        {{forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, input.mem},
+        {{forward ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, input},
          {DNNL_ARG_WEIGHTS, weights.of(chunking, c)},
          {forward ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC, output}},
         mine + room.src + room.weights + room.dst);
@@ -499,9 +495,9 @@ bool onednn_conv2d_backward_filter(const Stream&, const ConvGeometry& g, const f
       Scratch extra(need.total() > room.total() ? need.total() : 0);
       char* at = extra.get() != nullptr ? extra.get() : mine;
       const Room& layout = extra.get() != nullptr ? need : room;
-      const Operand src =
+      const memory src =
           into_primitive(s, plan.src_in, plan.src, plan.src_plain, x + begin * x_sample, at);
-      const Operand diff_dst =
+      const memory diff_dst =
           into_primitive(s, plan.dst_in, plan.dst, plan.dst_plain, dy + begin * y_sample,
                          at + layout.src + layout.weights);
       const bool first = begin == chunk_begin;
@@ -509,8 +505,8 @@ bool onednn_conv2d_backward_filter(const Stream&, const ConvGeometry& g, const f
       memory diff_weights =
           direct ? wrap(plan.weights_plain, out) : memory(plan.weights, engine(), at + layout.src);
       run(plan, s,
-          {{DNNL_ARG_SRC, src.mem},
-           {DNNL_ARG_DIFF_DST, diff_dst.mem},
+          {{DNNL_ARG_SRC, src},
+           {DNNL_ARG_DIFF_DST, diff_dst},
            {DNNL_ARG_DIFF_WEIGHTS, diff_weights}},
           at + layout.src + layout.weights + layout.dst);
       if (!direct) {
