@@ -6,6 +6,7 @@
 namespace mb {
 
 Shape Dataset::sample_shape() const {
+  if (source != nullptr) return source->sample_shape();
   MB_CHECK(images.defined() && images.ndim() == 4, "Dataset '", name,
            "': images must be a [N, C, H, W] tensor");
   return Shape{images.dim(1), images.dim(2), images.dim(3)};
@@ -25,7 +26,7 @@ Dataset load_dataset(const std::string& name, const std::string& data_dir, bool 
     return make_synthetic(options);
   }
   MB_THROW(InvalidArgument, "unknown dataset '", name,
-           "'; choose one of fashion-mnist, cifar10, cifar100, synthetic");
+           "'; choose one of fashion-mnist, cifar10, cifar100, imagefolder, synthetic");
 }
 
 }  // namespace mb

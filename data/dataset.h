@@ -1,28 +1,53 @@
-// Data sets held in host memory, and the functions that load them.
+// Data sets, and the functions that load them.
 //
 // Every loader returns a complete Dataset or throws: nothing returns partially filled data.
-// Images are float32 [N, C, H, W] with raw pixel values scaled to [0, 1]; labels are int32,
-// [N] for classification or [N, H, W] for segmentation masks. Normalization and augmentation
-// are separate steps (transforms.h, loader.h).
+// A Dataset either holds its samples in host memory (images float32 [N, C, H, W] with raw
+// pixel values scaled to [0, 1]; labels int32, [N] for classification or [N, H, W] for
+// segmentation masks; normalization and augmentation are separate steps: transforms.h,
+// loader.h), or streams them from a SampleSource (image folders: each sample decoded and
+// transformed when a batch needs it, as 8-bit planar images the device normalizes).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "data/synthetic.h"
 #include "runtime/tensor.h"
 
 namespace mb {
 
+// Samples made on demand (an image folder's files, decoded and transformed).
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual std::int64_t size() const = 0;
+  virtual Shape sample_shape() const = 0;  // [C, H, W] of what load() writes
+  virtual DType image_dtype() const = 0;   // UInt8: the device normalizes (kernels/image_input.h)
+  // Writes sample `index`'s image (sample_shape(), image_dtype()) and its class. Random
+  // transforms draw from (seed, epoch, index) alone, so any thread may call it in any order.
+  // Throws mb::IoError naming the file when the sample cannot be made (a bad image).
+  virtual void load(std::int64_t index, std::uint64_t seed, int epoch, void* image,
+                    std::int32_t* label) const = 0;
+  // The file (or other origin) of a sample, for messages.
+  virtual std::string sample_name(std::int64_t index) const = 0;
+};
+
 struct Dataset {
   std::string name;
-  Tensor images;  // CPU, float32 [N, C, H, W]
-  Tensor labels;  // CPU, int32 [N] or [N, H, W]
+  Tensor images;  // CPU, float32 [N, C, H, W]; undefined when `source` makes the samples
+  Tensor labels;  // CPU, int32 [N] or [N, H, W]; undefined with a source
   std::int64_t num_classes = 0;
+  std::vector<std::string> class_names;  // where the data set names its classes
+  std::shared_ptr<const SampleSource> source;
 
-  std::int64_t size() const { return images.defined() ? images.dim(0) : 0; }
+  std::int64_t size() const {
+    return source != nullptr ? source->size() : (images.defined() ? images.dim(0) : 0);
+  }
   Shape sample_shape() const;  // [C, H, W]
   bool is_segmentation() const { return labels.defined() && labels.ndim() == 3; }
+  bool streamed() const { return source != nullptr; }
 };
 
 // Where the Debian package dataset-fashion-mnist installs the files.
@@ -46,6 +71,8 @@ Dataset load_cifar100(const std::string& data_dir, bool train, std::int64_t limi
 
 // name: "fashion-mnist" | "cifar10" | "cifar100" | "synthetic" (which uses `synthetic`, with
 // samples replaced by `limit` when limit > 0, and the seed offset for the test split).
+// Image folders load through load_image_folder (data/image_dataset.h), which takes their
+// transform options.
 Dataset load_dataset(const std::string& name, const std::string& data_dir, bool train,
                      std::int64_t limit, const SyntheticOptions& synthetic);
 

@@ -12,14 +12,22 @@
 //   }
 //
 // The order of an epoch depends only on (seed, epoch), and augmentation only on (seed,
-// epoch, sample index), so a run is reproducible whatever the batch or micro-batch split.
+// epoch, sample index), so a run is reproducible whatever the batch or micro-batch split,
+// and whatever the number of worker threads.
+//
+// Streamed data sets (Dataset::source, image folders) are made sample by sample by `workers`
+// threads (the loader's own thread among them) into 8-bit batches. A sample that cannot be
+// made (a corrupt image) is skipped and counted, or stops the epoch with its file's name
+// (BadImagePolicy); a skipped sample leaves its batch one smaller, never a copy of another.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,6 +35,8 @@
 #include "data/transforms.h"
 
 namespace mb {
+
+enum class BadImagePolicy { Skip, Error };
 
 struct LoaderOptions {
   std::int64_t batch_size = 32;
@@ -46,10 +56,27 @@ struct LoaderOptions {
   int shards = 1;
   // Where batch buffers come from (tag Data); nullptr: host_batch_allocator().
   std::shared_ptr<Allocator> allocator;
+  // Streamed data sets: threads that make samples (>= 1, the loader's thread included).
+  int workers = 1;
+  BadImagePolicy on_bad_image = BadImagePolicy::Skip;
+};
+
+// What the loader did this epoch (since start_epoch).
+struct LoaderStats {
+  std::int64_t samples = 0;         // made into batches
+  std::int64_t skipped = 0;         // bad samples left out (BadImagePolicy::Skip)
+  std::vector<std::string> first_skipped;  // the first few, "file: reason"
+  double work_seconds = 0.0;  // thread time spent making samples, summed over workers
+  double wait_seconds = 0.0;  // time next() waited for a batch (the consumer starved)
+  int workers = 1;
+  // Samples per second the workers make when busy (samples * workers / work_seconds).
+  double capacity_per_second() const {
+    return work_seconds > 0 ? static_cast<double>(samples) * workers / work_seconds : 0.0;
+  }
 };
 
 struct Batch {
-  Tensor images;                 // CPU float32 [n, C, H, W], n <= batch_size
+  Tensor images;                 // CPU float32 (streamed: uint8) [n, C, H, W], n <= batch_size
   Tensor labels;                 // CPU int32 [n] or [n, H, W]
   std::int64_t first_index = 0;  // position of the first sample in the epoch order
   int epoch = 0;
@@ -57,6 +84,7 @@ struct Batch {
   // Sharded: the samples of the global batch, and this shard's first row's index in it.
   std::int64_t global_size = 0;
   std::int64_t shard_offset = 0;
+  std::int64_t skipped = 0;  // bad samples left out of this batch
   std::int64_t size() const { return images.defined() ? images.dim(0) : 0; }
 };
 
@@ -82,6 +110,8 @@ class BatchLoader {
 
   std::int64_t batches_per_epoch() const;
   const LoaderOptions& options() const { return options_; }
+  // This epoch's counts so far (a copy; safe while the workers run).
+  LoaderStats stats() const;
 
   // Abandons the current epoch, if any, and starts preparing `epoch`'s batches from batch
   // `first_batch` on (a resumed run skips the batches it already trained on; the order of
@@ -90,18 +120,22 @@ class BatchLoader {
   void start_epoch(int epoch, std::int64_t first_batch = 0);
   // The next batch of the current epoch into `out`; false when the epoch is done.
   // An exception thrown while preparing a batch is rethrown here (after the batches
-  // prepared before it), and again on every call until the next start_epoch.
+  // prepared before it), and again on every call until the next start_epoch. A streamed
+  // batch may hold no sample (all of them bad, with BadImagePolicy::Skip).
   bool next(Batch& out);
 
  private:
+  class WorkerPool;
   void stop_worker();
   void run_worker(int epoch, std::vector<std::int64_t> order, std::int64_t first_batch);
-  Batch make_batch(int epoch, const std::vector<std::int64_t>& order, std::int64_t batch) const;
+  Batch make_batch(int epoch, const std::vector<std::int64_t>& order, std::int64_t batch);
+  void make_streamed_samples(Batch& out, int epoch);
 
   Dataset dataset_;
   LoaderOptions options_;
+  std::unique_ptr<WorkerPool> pool_;
   std::thread worker_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable not_empty_;
   std::condition_variable not_full_;
   std::deque<Batch> queue_;
@@ -109,6 +143,7 @@ class BatchLoader {
   bool stop_ = false;
   bool finished_ = false;
   std::exception_ptr error_;
+  LoaderStats stats_;
 };
 
 }  // namespace mb

@@ -97,6 +97,9 @@ Normalization published_normalization(const std::string& dataset_name) {
   if (dataset_name == "cifar100") {
     return Normalization{{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
   }
+  if (dataset_name == "imagefolder") {  // ImageNet's, as torchvision's reference recipes use
+    return Normalization{{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+  }
   return Normalization{};
 }
 

@@ -34,7 +34,9 @@ Normalization compute_normalization(const Dataset& dataset);
 //   fashion-mnist: mean 0.2860, std 0.3530 (recomputed here from Debian's
 //                  dataset-fashion-mnist: 0.28604, 0.35302);
 //   cifar10:       mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616);
-//   cifar100:      mean (0.5071, 0.4865, 0.4409), std (0.2673, 0.2564, 0.2762).
+//   cifar100:      mean (0.5071, 0.4865, 0.4409), std (0.2673, 0.2564, 0.2762);
+//   imagefolder:   ImageNet's, mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225), as
+//                  torchvision's reference recipes use for photos.
 // Empty for data sets without published constants ("synthetic").
 Normalization published_normalization(const std::string& dataset_name);
 

@@ -7,8 +7,32 @@
 
 namespace mb {
 
+Tensor model_input(const Tensor& images, const ChannelNormalization& normalization,
+                   const Stream& stream) {
+  if (images.dtype() == DType::Float32) return images;
+  MB_CHECK(images.dtype() == DType::UInt8 && images.ndim() == 4,
+           "model input: images must be float32 or uint8 [N, C, H, W], got ",
+           dtype_name(images.dtype()), " ", images.shape().to_string());
+  ChannelNormalization used = normalization;
+  if (used.channels == 0) {
+    used.channels = static_cast<int>(images.dim(1));
+    MB_CHECK(used.channels <= kMaxImageChannels, "model input: ", used.channels,
+             " channels; 8-bit images may have at most ", kMaxImageChannels);
+    for (int c = 0; c < used.channels; ++c) used.std[c] = 1.0f;
+  }
+  TensorOptions options;
+  options.device = images.device();
+  options.tag = MemoryTag::Data;
+  options.stream = stream.handle();
+  Tensor out = Tensor::empty(images.shape(), options);
+  images_to_float(stream, images.data<std::uint8_t>(), out.data<float>(), images.dim(0),
+                  images.dim(1), images.dim(2) * images.dim(3), used);
+  return out;
+}
+
 EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
-                    std::int64_t chunk, const LossOptions& loss) {
+                    std::int64_t chunk, const LossOptions& loss,
+                    const ChannelNormalization& normalization) {
   MB_CHECK(images.device().is_cpu() && labels.device().is_cpu(),
            "evaluate: the data must be in host memory");
   MB_CHECK(images.dim(0) == labels.dim(0), "evaluate: ", images.dim(0), " images but ",
@@ -29,6 +53,7 @@ EvalResult evaluate(Module& model, const Device& device, const Tensor& images, c
     try {
       Tensor input = images.slice(begin, end);
       if (!device.is_cpu()) input = input.to(device);
+      input = model_input(input, normalization, Stream::compute(device));
       const Tensor logits = model.forward(input, state);
       model.clear_cache();
       chunk_loss = criterion.forward(logits, labels.slice(begin, end));

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "kernels/image_input.h"
 #include "layers/module.h"
 #include "layers/softmax_cross_entropy.h"
 #include "runtime/device.h"
@@ -21,12 +22,19 @@ struct EvalResult {
   double accuracy() const { return valid > 0 ? static_cast<double>(correct) / valid : 0.0; }
 };
 
-// images [N, C, H, W] (float32) and labels [N] or [N, H, W] (int32) in host memory; `model`
-// on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations. A
+// A model's float32 input from images already on the device: float32 as they are; 8-bit
+// (image folders) converted and normalized on `stream` (kernels/image_input.h) with
+// `normalization` (channels 0: pixels / 255 only).
+Tensor model_input(const Tensor& images, const ChannelNormalization& normalization,
+                   const Stream& stream);
+
+// images [N, C, H, W] (float32, or uint8 normalized with `normalization`) and labels [N] or
+// [N, H, W] (int32) in host memory; `model` on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations. A
 // chunk that runs out of memory (the arena holds more after training than when the
 // micro-batch was planned: optimizer state, fragmentation) is run again in halves, down to
 // one sample, whose OutOfMemory is rethrown.
 EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
-                    std::int64_t chunk, const LossOptions& loss);
+                    std::int64_t chunk, const LossOptions& loss,
+                    const ChannelNormalization& normalization = {});
 
 }  // namespace mb

@@ -20,7 +20,16 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // Data-parallel evaluation: each rank evaluates its contiguous part of the test set and the
 // loss sums, correct and valid counts are summed, so every rank reports the global result.
 EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t chunk,
-                            const LossOptions& loss) {
+                            const LossOptions& loss, const FitOptions& options) {
+  if (test.streamed()) {
+    LoaderOptions loader_options;
+    loader_options.seed = options.seed;
+    loader_options.workers = options.workers;
+    loader_options.on_bad_image = options.on_bad_image;
+    return evaluate_streamed(session, test, chunk, loss,
+                             session.trainer().options().input_normalization, loader_options,
+                             session.trainer().communicator());
+  }
   Communicator& group = session.trainer().communicator();
   if (!group.distributed()) return session.evaluate(test.images, test.labels, chunk, loss);
   const std::int64_t n = test.size();
@@ -44,6 +53,40 @@ EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t 
 }
 
 }  // namespace
+
+EvalResult evaluate_streamed(Session& session, const Dataset& test, std::int64_t chunk,
+                             const LossOptions& loss, const ChannelNormalization& normalization,
+                             LoaderOptions loader_options, Communicator& group) {
+  MB_CHECK(chunk > 0, "evaluate: chunk must be positive, got ", chunk);
+  loader_options.batch_size = std::max<std::int64_t>(chunk, group.size());
+  loader_options.shuffle = false;
+  loader_options.drop_last = false;
+  loader_options.shard = group.rank();
+  loader_options.shards = group.size();
+  BatchLoader loader(test, loader_options);
+  loader.start_epoch(0);
+  double loss_sum = 0.0;
+  EvalResult total;
+  total.chunk = chunk;
+  Batch batch;
+  while (loader.next(batch)) {
+    if (batch.size() == 0) continue;
+    const EvalResult part =
+        session.evaluate(batch.images, batch.labels, chunk, loss, normalization);
+    loss_sum += part.loss * static_cast<double>(part.valid);
+    total.correct += part.correct;
+    total.valid += part.valid;
+    total.chunk = std::min(total.chunk, part.chunk);
+    total.halvings += part.halvings;
+  }
+  double values[3] = {loss_sum, static_cast<double>(total.correct),
+                      static_cast<double>(total.valid)};
+  group.all_reduce_sum(values, 3);
+  total.valid = static_cast<std::int64_t>(values[2]);
+  total.correct = static_cast<std::int64_t>(values[1]);
+  total.loss = total.valid > 0 ? values[0] / values[2] : 0.0;
+  return total;
+}
 
 std::map<std::string, std::string> sampler_metadata(const FitOptions& options,
                                                     std::int64_t train_samples) {
@@ -100,7 +143,9 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   loader_options.seed = options.seed;
   loader_options.shard = group.rank();
   loader_options.shards = group.size();
-  if (options.augment) {
+  loader_options.workers = options.workers;
+  loader_options.on_bad_image = options.on_bad_image;
+  if (options.augment && !train.streamed()) {
     loader_options.augment.flip = true;
     loader_options.augment.crop_padding = sample[1] >= 32 ? 4 : 2;
   }
@@ -157,6 +202,11 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     report.steps_per_epoch = steps_per_epoch;
     report.step_in_epoch = first_step;
     while (!out_of_steps() && loader.next(batch)) {
+      if (batch.size() == 0) {
+        // Every image of the batch was bad (and skipped): no step, but the position moves on.
+        ++report.step_in_epoch;
+        continue;
+      }
       report.lr = static_cast<float>(schedule.at(trainer.steps()));
       report.step = trainer.step(batch.images, batch.labels, report.lr, batch.shard_offset);
       report.sample_indices = batch.sample_indices;
@@ -166,7 +216,10 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
       ++report.step_in_epoch;
       ++steps_this_run;
       report.memory = session.allocator().report();
-      if (callbacks.on_step) callbacks.on_step(report);
+      if (callbacks.on_step) {
+        report.loader = loader.stats();
+        callbacks.on_step(report);
+      }
     }
     const bool complete = report.step_in_epoch >= steps_per_epoch;
     result.position =
@@ -185,7 +238,8 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
     const std::int64_t plan_chunk = trainer.current_plan().micro_batch;
     const std::int64_t chunk =
         options.eval_chunk > 0 ? options.eval_chunk : (plan_chunk > 0 ? plan_chunk : 256);
-    done.test = evaluate_sharded(session, test, chunk, trainer.options().loss);
+    done.loader = loader.stats();
+    done.test = evaluate_sharded(session, test, chunk, trainer.options().loss, options);
     done.samples = samples;
     done.train_loss = samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0;
     done.train_accuracy =

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "data/dataset.h"
+#include "data/loader.h"
 #include "engine/checkpoint.h"
 #include "engine/evaluate.h"
 #include "engine/session.h"
@@ -33,7 +34,11 @@ struct FitOptions {
   bool cosine = true;          // cosine decay to 0 over all epochs; false: constant after warmup
   std::uint64_t seed = 0;      // shuffling and augmentation
   bool shuffle = true;         // false: every epoch visits the samples in data set order
-  bool augment = false;        // random crop with padding and horizontal flip
+  bool augment = false;        // random crop with padding and horizontal flip (in-memory sets;
+                               // image folders always use their own transforms)
+  // Streamed data sets (image folders): sample-making threads and what a bad image does.
+  int workers = 1;
+  BadImagePolicy on_bad_image = BadImagePolicy::Skip;
   // Evaluation chunk (0: the plan's micro-batch, or 256 without one).
   std::int64_t eval_chunk = 0;
   // Checkpoint written after every epoch and where max_steps stops the run inside one
@@ -59,6 +64,7 @@ struct StepReport {
   StepResult step;
   FreeArenaReport memory;
   std::vector<std::int64_t> sample_indices;  // data set index of each sample of the batch
+  LoaderStats loader;                         // the epoch so far
 };
 
 struct EpochReport {
@@ -73,6 +79,7 @@ struct EpochReport {
   std::int64_t samples = 0;
   std::int64_t steps = 0;  // optimizer steps so far
   FreeArenaReport memory;
+  LoaderStats loader;  // the epoch's training batches: waits, images/s, bad images skipped
 };
 
 struct FitCallbacks {
@@ -97,6 +104,14 @@ std::map<std::string, std::string> sampler_metadata(const FitOptions& options,
 // training (nothing left to do: pass a larger --epochs).
 void check_resume(const CheckpointInfo& checkpoint, const FitOptions& options,
                   std::int64_t train_samples);
+
+// Evaluates a streamed data set (Dataset::source: an image folder) batch by batch from a
+// BatchLoader (workers, bad-image policy and seed from `loader_options`; batches of `chunk`,
+// in order, each rank of `group` taking its part), normalizing 8-bit images with
+// `normalization`; loss and counts are summed over the group.
+EvalResult evaluate_streamed(Session& session, const Dataset& test, std::int64_t chunk,
+                             const LossOptions& loss, const ChannelNormalization& normalization,
+                             LoaderOptions loader_options, Communicator& group);
 
 // Trains session.trainer() (make it first) on `train`, evaluating on `test`.
 FitResult fit(Session& session, const Dataset& train, const Dataset& test,

@@ -49,8 +49,8 @@ Trainer& Session::trainer() {
 }
 
 EvalResult Session::evaluate(const Tensor& images, const Tensor& labels, std::int64_t chunk,
-                             const LossOptions& loss) {
-  return mb::evaluate(*model_, device_, images, labels, chunk, loss);
+                             const LossOptions& loss, const ChannelNormalization& normalization) {
+  return mb::evaluate(*model_, device_, images, labels, chunk, loss, normalization);
 }
 
 }  // namespace mb

@@ -55,8 +55,10 @@ class Session {
   Trainer& trainer();
 
   // The model in inference mode over host data, `chunk` samples at a time.
+  // 8-bit images are normalized with `normalization` (engine/evaluate.h).
   EvalResult evaluate(const Tensor& images, const Tensor& labels, std::int64_t chunk,
-                      const LossOptions& loss = {});
+                      const LossOptions& loss = {},
+                      const ChannelNormalization& normalization = {});
 
  private:
   Device device_;

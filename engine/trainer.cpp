@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "data/loader.h"
+#include "engine/evaluate.h"
 #include "kernels/accumulate_grads.h"
 #include "kernels/multi_tensor.h"
 #include "runtime/allocator_registry.h"
@@ -295,6 +296,7 @@ RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
   TensorOptions input_options;
   input_options.tag = MemoryTag::Data;
   input_options.allocator = host_batch_allocator();
+  input_options.dtype = input_dtype_;
   std::vector<std::int64_t> sizes{samples};
   sizes.insert(sizes.end(), then.begin(), then.end());
   const std::int64_t rows = *std::max_element(sizes.begin(), sizes.end());
@@ -353,7 +355,8 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   state.step = static_cast<std::uint32_t>(steps());
   state.sample_offset = first_sample_ + offset;
   state.timer = options_.layer_timer;
-  Tensor logits = model_->forward(feeder_.take(index), state);
+  Tensor logits =
+      model_->forward(model_input(feeder_.take(index), options_.input_normalization, stream_), state);
 
   const bool in_place = options_.accumulation == AccumulationMode::InPlace;
   const GradientMode first_or_later =
@@ -460,6 +463,13 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
   MB_CHECK(labels.dtype() == DType::Int32, "step: labels must be int32");
   MB_CHECK(images.dim(0) > 0, "step: an empty batch");
   MB_CHECK(first_sample >= 0, "step: first sample ", first_sample, " is negative");
+  MB_CHECK(images.dtype() == DType::Float32 || images.dtype() == DType::UInt8,
+           "step: images must be float32 or uint8, got ", dtype_name(images.dtype()));
+  if (images.dtype() != input_dtype_) {
+    // The probes measured another input; plan again for this one.
+    input_dtype_ = images.dtype();
+    plan_ = Plan();
+  }
   if (plan_.batch_size == 0) plan(images.dim(0), row_shape(images), row_shape(labels));
 
   StepResult result;

@@ -24,6 +24,7 @@
 #include "engine/gradient_reducer.h"
 #include "engine/optimizer.h"
 #include "engine/planner.h"
+#include "kernels/image_input.h"
 #include "layers/module.h"
 #include "layers/softmax_cross_entropy.h"
 #include "runtime/allocator.h"
@@ -43,6 +44,9 @@ struct TrainerOptions {
   OptimizerOptions optimizer;
   double clip_norm = 0.0;  // global-norm clipping of the normalized gradient; 0: off
   LossOptions loss;
+  // 8-bit batches (image folders) become the model's float32 input on the device:
+  // (pixel / 255 - mean[c]) / std[c] (channels 0: pixel / 255 only).
+  ChannelNormalization input_normalization;
   std::uint64_t seed = 0;  // dropout keys
   // Margins and a floor for the micro-batch; plan() raises min_micro_batch so that every
   // BatchNorm layer sees kMinValuesPerChannel values per channel (engine/planner.h).
@@ -95,7 +99,8 @@ class Trainer {
   const Plan& plan(std::int64_t batch_size, const Shape& sample_shape, const Shape& label_shape);
   const Plan& current_plan() const { return plan_; }
 
-  // One step over host tensors images [B, C, H, W] (float32) and labels [B] or [B, H, W]
+  // One step over host tensors images [B, C, H, W] (float32, or uint8 normalized on the device
+  // with options.input_normalization) and labels [B] or [B, H, W]
   // (int32). Plans on first use. On OutOfMemory it re-plans smaller and redoes the work
   // (never skipping a sample); it throws only when one micro-batch of the minimum size no
   // longer fits. Data-parallel: images and labels are this rank's shard (at least one
@@ -149,6 +154,7 @@ class Trainer {
   TrainerOptions options_;
   std::shared_ptr<Allocator> allocator_;
   Stream stream_;
+  DType input_dtype_ = DType::Float32;  // of the batches planned for (probes use it too)
   std::vector<std::pair<std::string, Parameter*>> parameters_;
   std::vector<Tensor> accumulators_;  // Buffers mode only
   // Every gradient (and accumulator) is a view into one flat fp32 tensor, parameters in

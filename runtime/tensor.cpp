@@ -223,7 +223,17 @@ void Tensor::fill(float value, StreamHandle stream) {
 }
 
 void Tensor::zero(StreamHandle stream) {
-  fill(0.0f, stream);
+  MB_CHECK(defined(), "zero on an undefined tensor");
+  const std::size_t bytes = static_cast<std::size_t>(numel()) * dtype_size(dtype_);
+  if (dtype_size(dtype_) == 4) {
+    const Stream on(device_, stream_or_compute(device_, stream));
+    fill_words(raw_data(), 0u, bytes / 4, on);
+    if (stream == nullptr) on.synchronize();
+    return;
+  }
+  MB_CHECK(device_.is_cpu(), "zero of a ", dtype_name(dtype_),
+           " tensor on ", device_.str(), ": only 32-bit types are zeroed on a device");
+  if (bytes > 0) std::memset(raw_data(), 0, bytes);
 }
 
 std::vector<float> Tensor::to_vector() const {

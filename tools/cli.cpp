@@ -22,6 +22,7 @@
 #include "allocator/default_allocator.h"
 #include "data/atomic_file.h"
 #include "data/dataset.h"
+#include "data/image_dataset.h"
 #include "data/safetensors.h"
 #include "data/transforms.h"
 #include "engine/checkpoint.h"
@@ -125,6 +126,8 @@ struct CommonArgs {
   bool no_fuse = false;
   bool recompute_segments = false;
   int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
+  int workers = 0;  // image folders' decoding threads; 0: the cores the trainer leaves
+  std::string on_bad_image = "skip";
   std::string tf32 = "on";
 };
 
@@ -148,10 +151,20 @@ std::string user_error(const Error& e) {
 
 void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--model", a.model, "zoo model (see `microbatch models`)");
-  cmd.add_option("--dataset", a.dataset, "fashion-mnist | cifar10 | cifar100 | synthetic")
-      ->check(CLI::IsMember({"fashion-mnist", "cifar10", "cifar100", "synthetic"}));
+  cmd.add_option("--dataset", a.dataset,
+                 "fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic")
+      ->check(CLI::IsMember({"fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"}));
   cmd.add_option("--data-dir", a.data_dir,
-                 "data set folder (default: /usr/share/datasets/fashion-mnist for fashion-mnist)");
+                 "data set folder (default: /usr/share/datasets/fashion-mnist for fashion-mnist; "
+                 "imagefolder: DIR/train/<class>/* and DIR/val/<class>/*, JPEG or PNG)");
+  cmd.add_option("--workers", a.workers,
+                 "imagefolder: threads that decode and transform images (default: the cores "
+                 "the trainer leaves free, at least 1)")
+      ->check(whole_in(1, 256));
+  cmd.add_option("--on-bad-image", a.on_bad_image,
+                 "imagefolder: skip (default: leave a corrupt or unreadable image out of its "
+                 "batch, count it and name the first few) | error (stop at the first)")
+      ->check(CLI::IsMember({"skip", "error"}));
   cmd.add_option("--batch-size", a.batch_size, "samples per optimizer step (the full batch)")
       ->check(whole_in(1, kMaxCount));
   cmd.add_option("--micro-batch", a.micro_batch, "auto (planned from free memory) or N");
@@ -160,7 +173,8 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
   cmd.add_option("--device", a.device, "auto | cpu | cuda | cuda:N");
   cmd.add_option("--seed", a.seed, "seed for initialization, shuffling and dropout (>= 0)")
       ->check(unsigned_integer());
-  cmd.add_option("--image-size", a.image_size, "input size for synthetic data (default: model's)")
+  cmd.add_option("--image-size", a.image_size,
+                 "input size for synthetic data and image folders' crops (default: model's)")
       ->check(whole_in(0, 4096));
   cmd.add_option("--train-limit", a.train_limit, "use only the first N training samples")
       ->check(whole_in(0, kMaxCount));
@@ -256,8 +270,41 @@ std::vector<float> parse_floats(const std::string& text, const std::string& what
 
 // The labels' shape of one sample: [] for classification, [H, W] for segmentation.
 Shape label_shape(const Dataset& data) {
+  if (data.streamed()) return Shape{};
   return Shape(std::vector<std::int64_t>(data.labels.shape().dims().begin() + 1,
                                          data.labels.shape().dims().end()));
+}
+
+// Image folders: DIR/train and DIR/val, streamed; the device normalizes (ImageNet's constants
+// unless the checkpoint has others).
+Data load_image_folders(const CommonArgs& a, const ModelInfo& info, const std::string& dir,
+                        const Normalization& saved) {
+  if (dir.empty()) {
+    MB_THROW(InvalidArgument,
+             "--dataset imagefolder needs --data-dir DIR, where DIR/train/<class>/ and "
+             "DIR/val/<class>/ hold the images (torchvision's ImageFolder layout)");
+  }
+  if (info.segmentation) {
+    MB_THROW(InvalidArgument, "model ", info.name,
+             " is a segmentation model; image folders hold classes. Fix: pick a classifier");
+  }
+  ImageFolderOptions options;
+  options.image_size = a.image_size > 0 ? a.image_size : info.image_size;
+  Data data;
+  data.train = load_image_folder(dir, true, a.train_limit, options);
+  data.test = load_image_folder(dir, false, a.test_limit, options);
+  if (data.train.class_names != data.test.class_names) {
+    MB_THROW(InvalidArgument, "image folder ", dir, ": train/ has ", data.train.class_names.size(),
+             " classes and val/ has ", data.test.class_names.size(),
+             " (or other names), so their labels would not mean the same. Fix: give val/ the "
+             "same class folders as train/");
+  }
+  if (info.in_channels != 3) {
+    MB_THROW(InvalidArgument, "model ", info.name, " takes ", info.in_channels,
+             " channel(s); image folders give RGB (3). Fix: pick a model for colour images");
+  }
+  data.normalization = !saved.empty() ? saved : published_normalization("imagefolder");
+  return data;
 }
 
 // The data set's published constants; for synthetic data, computed from the training set.
@@ -271,6 +318,7 @@ Data load_data(const CommonArgs& a, const ModelInfo& info, const Normalization& 
   synthetic.seed = a.seed;
   const std::string dir = a.data_dir.empty() ? default_data_dir(a.dataset) : a.data_dir;
   Data data;
+  if (a.dataset == "imagefolder") return load_image_folders(a, info, dir, saved);
   synthetic.samples = a.train_limit > 0 ? a.train_limit : 2048;
   data.train = load_dataset(a.dataset, dir, true, a.train_limit, synthetic);
   synthetic.samples = a.test_limit > 0 ? a.test_limit : 512;
@@ -436,6 +484,51 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
               {"tf32", a.tf32 == "on"}};
 }
 
+// The epoch line's loader part (image folders): how long training waited for data, whether
+// the loader was the bottleneck, the loader's rate and the bad images it left out.
+std::string loader_summary(const LoaderStats& loader, double epoch_seconds, bool streamed) {
+  if (!streamed) return "";
+  std::string text = ", data wait " + fixed(loader.wait_seconds, 1) + " s";
+  if (epoch_seconds > 0 && loader.wait_seconds > 0.1 * epoch_seconds) {
+    text += " (" + fixed(100.0 * loader.wait_seconds / epoch_seconds, 0) +
+            "%: the loader is the bottleneck; more --workers would help)";
+  }
+  text += ", loader " + fixed(loader.capacity_per_second(), 0) + " img/s with " +
+          std::to_string(loader.workers) + " worker(s)";
+  if (loader.skipped > 0) text += ", " + std::to_string(loader.skipped) + " bad image(s) skipped";
+  return text;
+}
+
+// The normalization the device applies to 8-bit batches (image folders).
+ChannelNormalization channel_normalization(const Normalization& normalization) {
+  ChannelNormalization out;
+  MB_CHECK(normalization.mean.size() <= static_cast<std::size_t>(kMaxImageChannels),
+           "normalization of ", normalization.mean.size(), " channels");
+  out.channels = static_cast<int>(normalization.mean.size());
+  for (int c = 0; c < out.channels; ++c) {
+    out.mean[c] = normalization.mean[static_cast<std::size_t>(c)];
+    out.std[c] = normalization.std[static_cast<std::size_t>(c)];
+  }
+  return out;
+}
+
+// Image folders' decoding threads: --workers, else the cores the trainer leaves (a CUDA
+// trainer keeps one busy; a CPU trainer its --threads), at least 1.
+int loader_workers(const CommonArgs& a, const Device& device) {
+  if (a.workers > 0) return a.workers;
+  const int cores = available_cpu_cores();
+  const int trainer = device.is_cpu() ? cpu_threads() : 1;
+  return std::max(1, cores - trainer);
+}
+
+LoaderOptions eval_loader_options(const CommonArgs& a, const Device& device) {
+  LoaderOptions options;
+  options.seed = a.seed;
+  options.workers = loader_workers(a, device);
+  options.on_bad_image = a.on_bad_image == "error" ? BadImagePolicy::Error : BadImagePolicy::Skip;
+  return options;
+}
+
 int command_train(const CommonArgs& a, std::ostream& out) {
   // Data-parallel (launched by mpirun or srun): rank 0 prints the run; the other ranks print
   // only their own planner decisions (each plans its shard from its own memory), prefixed.
@@ -463,6 +556,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
     output.event(Json{{"event", "log"}, {"message", message}});
   });
   trainer_settings.communicator = group;
+  if (data.train.streamed()) {
+    trainer_settings.input_normalization = channel_normalization(data.normalization);
+  }
   Trainer& trainer = session.make_trainer(trainer_settings);
   Json settings = settings_json(trainer.options(), a);
   if (group->distributed()) settings["ranks"] = group->size();
@@ -478,7 +574,22 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   fit_options.seed = a.seed;
   fit_options.shuffle = !a.no_shuffle;
   fit_options.augment = a.augment;
-  fit_options.checkpoint = a.checkpoint;
+  fit_options.workers = loader_workers(a, options.device);
+  fit_options.on_bad_image =
+      a.on_bad_image == "error" ? BadImagePolicy::Error : BadImagePolicy::Skip;
+  if (data.train.streamed()) {
+    output.line("image folder " + a.data_dir + ": " + std::to_string(data.train.num_classes) +
+                " classes, " + std::to_string(fit_options.workers) + " decoding worker(s), " +
+                std::to_string(data.train.sample_shape()[1]) + "x" +
+                std::to_string(data.train.sample_shape()[2]) +
+                " crops (RandomResizedCrop + flip; val: Resize + CenterCrop)");
+    const auto* source = dynamic_cast<const ImageFolderSource*>(data.train.source.get());
+    if (source != nullptr && !source->index().ignored.empty()) {
+      output.line("note: ignored " + std::to_string(source->index().ignored.size()) +
+                  " file(s) in train/ without an image extension, e.g. " +
+                  source->index().ignored.front());
+    }
+  }
   fit_options.initial_checkpoint = a.save_initial;
   fit_options.keep_checkpoints = a.keep;
   fit_options.model_name = a.model;
@@ -557,7 +668,10 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                     std::string(filled, '=') + std::string(width - filled, ' ') + "] " +
                     std::to_string(r.step_in_epoch) + "/" + std::to_string(r.steps_per_epoch) +
                     "  " + fixed(rate, 0) + " samples/s  loss " + fixed(r.step.loss, 4) + "  mem " +
-                    format_bytes(r.memory.reserved) + " / " + format_bytes(r.memory.capacity));
+                    format_bytes(r.memory.reserved) + " / " + format_bytes(r.memory.capacity) +
+                    (data.train.streamed()
+                         ? "  loader " + fixed(r.loader.capacity_per_second(), 0) + " img/s"
+                         : std::string()));
   };
   callbacks.on_epoch = [&](const EpochReport& r) {
     const std::string partial =
@@ -571,7 +685,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                 " samples/s), peak reserved " + format_bytes(r.memory.reserved) +
                 (r.test.halvings > 0 ? ", evaluated in chunks of " + std::to_string(r.test.chunk) +
                                            " after an out-of-memory"
-                                     : std::string()));
+                                     : std::string()) +
+                loader_summary(r.loader, r.seconds, data.train.streamed()));
+    for (const std::string& bad : r.loader.first_skipped) output.line("  skipped " + bad);
     output.event(Json{{"event", "epoch"},
                       {"epoch", r.epoch},
                       {"train_loss", r.train_loss},
@@ -582,6 +698,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                       {"seconds", r.seconds},
                       {"complete", r.complete},
                       {"step_in_epoch", r.step_in_epoch},
+                      {"data_wait_seconds", r.loader.wait_seconds},
+                      {"loader_images_per_s", r.loader.capacity_per_second()},
+                      {"bad_images_skipped", r.loader.skipped},
                       {"steps", r.steps}});
   };
   callbacks.on_checkpoint = [&](const std::string& path) {
@@ -634,9 +753,14 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
   const Data data = load_data(args, info, saved);
   Session session(options, [&] { return build_model(a.model, model_config(data.train, args)); });
   load_model_checkpoint(file, a.checkpoint, session.model(), a.model);
-  const std::int64_t chunk = parse_micro_batch(a.micro_batch);
+  const std::int64_t chunk = parse_micro_batch(a.micro_batch) > 0 ? parse_micro_batch(a.micro_batch) : 256;
   const EvalResult eval =
-      session.evaluate(data.test.images, data.test.labels, chunk > 0 ? chunk : 256, LossOptions{});
+      data.test.streamed()
+          ? evaluate_streamed(session, data.test, chunk, LossOptions{},
+                              channel_normalization(data.normalization),
+                              eval_loader_options(a, options.device),
+                              *single_process_communicator())
+          : session.evaluate(data.test.images, data.test.labels, chunk, LossOptions{});
   output.line("test loss " + fixed(eval.loss, 4) + ", test accuracy " +
               fixed(100.0 * eval.accuracy(), 2) + "% (" + std::to_string(eval.correct) + "/" +
               std::to_string(eval.valid) + ")");

@@ -30,7 +30,7 @@ carry="$repo/build-gpu-carry"
 jobs=${MB_JOBS:-2}
 
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DMB_WITH_CUDA=ON -DMB_WITH_ONEDNN=OFF >"$build.configure.log"
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DMB_WITH_CUDA=ON -DMB_WITH_ONEDNN=OFF -DMB_WITH_IMAGES=OFF >"$build.configure.log"
 ninja -C "$build" -j"$jobs" "$@"
 
 # GoogleTest discovery here, so the GPU machine only reads the lists.

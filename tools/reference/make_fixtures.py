@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Generates the PyTorch reference fixtures in tests/fixtures/ (run by hand, not in CI).
 
-    /usr/bin/python3 tools/reference/make_fixtures.py [--only layers|optimizers|steps]
+    /usr/bin/python3 tools/reference/make_fixtures.py [--only layers|optimizers|steps|images]
 
-Needs Debian's python3-torch (CPU). References are computed in float64 from the exact
-float32 inputs, so what a test sees as the difference is our float32 round-off alone; the
-tests state the bound they allow. Each group lives in its own module:
+Needs Debian's python3-torch (CPU), and python3-torchvision for the images group. References
+are computed in float64 from the exact float32 inputs, so what a test sees as the difference
+is our float32 round-off alone; the tests state the bound they allow. Each group lives in its own module:
   layer_cases.py      every layer, forward and backward
   optimizer_cases.py  SGD / AdamW / LARS for three steps, LR schedules, gradient clipping
   step_cases.py       whole training steps: LeNet-5 and ResNet-20 with uneven splits
+  image_cases.py      torchvision's ImageFolder order, RandomResizedCrop fallback, PIL
+                      bilinear resized_crop, Resize + CenterCrop (imported only when run)
 The fixtures must stay under 5 MiB in all (they are committed).
 """
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -24,7 +27,8 @@ import layer_cases  # noqa: E402
 import optimizer_cases  # noqa: E402
 import step_cases  # noqa: E402
 
-GROUPS = {"layers": layer_cases, "optimizers": optimizer_cases, "steps": step_cases}
+GROUPS = {"layers": layer_cases, "optimizers": optimizer_cases, "steps": step_cases,
+          "images": "image_cases"}  # a name: imported when run (it needs torchvision)
 LIMIT_BYTES = 5 * 1024 * 1024
 SEED = 20261202
 
@@ -41,7 +45,10 @@ def main():
     started = time.time()
     for name in args.only or sorted(GROUPS):
         group_started = time.time()
-        written = GROUPS[name].generate(out, SEED)
+        group = GROUPS[name]
+        if isinstance(group, str):
+            group = importlib.import_module(group)
+        written = group.generate(out, SEED)
         size = sum(s for _, s in written)
         print(f"{name}: {len(written)} file(s), {size / 1024:.1f} KiB, "
               f"{time.time() - group_started:.1f} s")

@@ -1,0 +1,16 @@
+// 8-bit images to float32 input on CUDA: one thread per 4 bytes of input. CPU twin:
+// kernels/cpu/image_input.h (the same signature).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/image_input.h"
+#include "runtime/stream.h"
+
+namespace mb::cuda {
+
+void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst,
+                     std::int64_t images, std::int64_t channels, std::int64_t plane,
+                     const ChannelNormalization& normalization);
+
+}  // namespace mb::cuda
