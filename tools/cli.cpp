@@ -753,13 +753,13 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
   const Data data = load_data(args, info, saved);
   Session session(options, [&] { return build_model(a.model, model_config(data.train, args)); });
   load_model_checkpoint(file, a.checkpoint, session.model(), a.model);
-  const std::int64_t chunk = parse_micro_batch(a.micro_batch) > 0 ? parse_micro_batch(a.micro_batch) : 256;
+  const std::int64_t chunk =
+      parse_micro_batch(a.micro_batch) > 0 ? parse_micro_batch(a.micro_batch) : 256;
   const EvalResult eval =
       data.test.streamed()
-          ? evaluate_streamed(session, data.test, chunk, LossOptions{},
-                              channel_normalization(data.normalization),
-                              eval_loader_options(a, options.device),
-                              *single_process_communicator())
+          ? evaluate_streamed(
+                session, data.test, chunk, LossOptions{}, channel_normalization(data.normalization),
+                eval_loader_options(a, options.device), *single_process_communicator())
           : session.evaluate(data.test.images, data.test.labels, chunk, LossOptions{});
   output.line("test loss " + fixed(eval.loss, 4) + ", test accuracy " +
               fixed(100.0 * eval.accuracy(), 2) + "% (" + std::to_string(eval.correct) + "/" +
