@@ -31,8 +31,8 @@ struct Decompressor {
 
 tjhandle decompressor() {
   thread_local Decompressor instance;
-  MB_CHECK(instance.handle != nullptr, "TurboJPEG could not create a decompressor: ",
-           tjGetErrorStr2(nullptr));
+  MB_CHECK(instance.handle != nullptr,
+           "TurboJPEG could not create a decompressor: ", tjGetErrorStr2(nullptr));
   return instance.handle;
 }
 
@@ -58,7 +58,8 @@ ImageInfo jpeg_info(const std::uint8_t* bytes, std::size_t size, const std::stri
              "). Fix: remove or replace the file");
   }
   if (width <= 0 || height <= 0) {
-    MB_THROW(IoError, name, ": corrupt JPEG header (no image size). Fix: remove or replace the file");
+    MB_THROW(IoError, name,
+             ": corrupt JPEG header (no image size). Fix: remove or replace the file");
   }
   check_size(height, width, name);
   if (colorspace != nullptr) *colorspace = space;
@@ -185,12 +186,9 @@ ImageFormat sniff_image_format(const std::uint8_t* bytes, std::size_t size) {
 
 const char* image_format_name(ImageFormat format) {
   switch (format) {
-    case ImageFormat::Jpeg:
-      return "JPEG";
-    case ImageFormat::Png:
-      return "PNG";
-    case ImageFormat::Unknown:
-      break;
+    case ImageFormat::Jpeg: return "JPEG";
+    case ImageFormat::Png: return "PNG";
+    case ImageFormat::Unknown: break;
   }
   return "unknown";
 }
@@ -219,14 +217,12 @@ ImageInfo read_image_info(const std::uint8_t* bytes, std::size_t size, const std
   if (sniff_image_format(bytes, size) != ImageFormat::Unknown) throw_not_built(name);
 #else
   switch (sniff_image_format(bytes, size)) {
-    case ImageFormat::Jpeg:
-      return jpeg_info(bytes, size, name, nullptr);
+    case ImageFormat::Jpeg: return jpeg_info(bytes, size, name, nullptr);
     case ImageFormat::Png: {
       SpngContext context(0);
       return png_info(context.ctx, bytes, size, name);
     }
-    case ImageFormat::Unknown:
-      break;
+    case ImageFormat::Unknown: break;
   }
 #endif
   throw_not_an_image(size, name);
@@ -240,12 +236,9 @@ DecodedImage decode_image(const std::uint8_t* bytes, std::size_t size, const std
   if (sniff_image_format(bytes, size) != ImageFormat::Unknown) throw_not_built(name);
 #else
   switch (sniff_image_format(bytes, size)) {
-    case ImageFormat::Jpeg:
-      return decode_jpeg(bytes, size, name, min_height, min_width);
-    case ImageFormat::Png:
-      return decode_png(bytes, size, name);
-    case ImageFormat::Unknown:
-      break;
+    case ImageFormat::Jpeg: return decode_jpeg(bytes, size, name, min_height, min_width);
+    case ImageFormat::Png: return decode_png(bytes, size, name);
+    case ImageFormat::Unknown: break;
   }
 #endif
   throw_not_an_image(size, name);

@@ -51,8 +51,8 @@ ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageSplit split,
   MB_CHECK(options_.image_size > 0, "image folder: --image-size must be > 0, got ",
            options_.image_size);
   MB_CHECK(options_.resize == 0 || options_.resize >= options_.image_size,
-           "image folder: evaluation resizes to ", options_.resize,
-           " but crops ", options_.image_size, ". Fix: resize to at least the crop size");
+           "image folder: evaluation resizes to ", options_.resize, " but crops ",
+           options_.image_size, ". Fix: resize to at least the crop size");
 }
 
 Shape ImageFolderSource::sample_shape() const {

@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // torchvision.datasets.folder.IMG_EXTENSIONS.
-constexpr const char* kImageExtensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
+constexpr const char* kImageExtensions[] = {".jpg", ".jpeg", ".png",  ".ppm", ".bmp",
                                             ".pgm", ".tif",  ".tiff", ".webp"};
 
 bool is_folder(const fs::path& path) {
@@ -60,7 +60,8 @@ bool has_image_extension(const std::string& file_name) {
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   for (const char* extension : kImageExtensions) {
     const std::string ext(extension);
-    if (lower.size() >= ext.size() && lower.compare(lower.size() - ext.size(), ext.size(), ext) == 0) {
+    if (lower.size() >= ext.size() &&
+        lower.compare(lower.size() - ext.size(), ext.size(), ext) == 0) {
       return true;
     }
   }
@@ -75,7 +76,8 @@ ImageFolderIndex scan_image_folder(const std::string& root) {
              "DIR/val/<class>/ hold the images");
   }
   if (!is_folder(root)) {
-    MB_THROW(IoError, root, " is not a folder. Fix: pass the folder that holds one folder per class");
+    MB_THROW(IoError, root,
+             " is not a folder. Fix: pass the folder that holds one folder per class");
   }
   ImageFolderIndex index;
   index.root = root;

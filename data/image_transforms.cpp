@@ -122,10 +122,11 @@ CropBox random_resized_crop_box(std::int64_t height, std::int64_t width,
       CropBox box;
       box.height = h;
       box.width = w;
-      box.top = std::min(static_cast<std::int64_t>(random.next() * static_cast<double>(height - h + 1)),
-                         height - h);
-      box.left = std::min(static_cast<std::int64_t>(random.next() * static_cast<double>(width - w + 1)),
-                          width - w);
+      box.top =
+          std::min(static_cast<std::int64_t>(random.next() * static_cast<double>(height - h + 1)),
+                   height - h);
+      box.left = std::min(
+          static_cast<std::int64_t>(random.next() * static_cast<double>(width - w + 1)), width - w);
       return box;
     }
   }
@@ -151,8 +152,8 @@ ImageSize resize_shorter_side(std::int64_t height, std::int64_t width, std::int6
            height, " to ", size);
   const bool portrait = width <= height;
   const std::int64_t shorter = portrait ? width : height, longer = portrait ? height : width;
-  const auto new_long = static_cast<std::int64_t>(static_cast<double>(size * longer) /
-                                                  static_cast<double>(shorter));
+  const auto new_long =
+      static_cast<std::int64_t>(static_cast<double>(size * longer) / static_cast<double>(shorter));
   return portrait ? ImageSize{new_long, size} : ImageSize{size, new_long};
 }
 

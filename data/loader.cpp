@@ -137,8 +137,8 @@ BatchLoader::BatchLoader(const Dataset& dataset, LoaderOptions options)
     const Shape sample = dataset_.source->sample_shape();
     MB_CHECK(sample.ndim() == 3 && (dataset_.source->image_dtype() == DType::UInt8 ||
                                     dataset_.source->image_dtype() == DType::Float32),
-             "BatchLoader: data set '", dataset_.name,
-             "' makes samples of shape ", sample.to_string(), "; it needs [C, H, W] of uint8 or float32");
+             "BatchLoader: data set '", dataset_.name, "' makes samples of shape ",
+             sample.to_string(), "; it needs [C, H, W] of uint8 or float32");
     MB_CHECK(!options_.augment.enabled() && options_.normalize.empty(), "BatchLoader: data set '",
              dataset_.name,
              "' transforms its own samples (and the device normalizes them); loader augmentation "
@@ -147,14 +147,15 @@ BatchLoader::BatchLoader(const Dataset& dataset, LoaderOptions options)
     MB_CHECK(dataset_.images.defined() && dataset_.images.device().is_cpu() &&
                  dataset_.images.dtype() == DType::Float32 && dataset_.images.ndim() == 4,
              "BatchLoader: data set '", dataset_.name, "' needs CPU float32 images [N, C, H, W]");
-    MB_CHECK(dataset_.labels.defined() && dataset_.labels.device().is_cpu() &&
-                 dataset_.labels.dtype() == DType::Int32 &&
-                 dataset_.labels.dim(0) == dataset_.images.dim(0) &&
-                 (dataset_.labels.ndim() == 1 ||
-                  (dataset_.labels.ndim() == 3 && dataset_.labels.dim(1) == dataset_.images.dim(2) &&
-                   dataset_.labels.dim(2) == dataset_.images.dim(3))),
-             "BatchLoader: data set '", dataset_.name,
-             "' needs CPU int32 labels [N] or [N, H, W] matching its images");
+    MB_CHECK(
+        dataset_.labels.defined() && dataset_.labels.device().is_cpu() &&
+            dataset_.labels.dtype() == DType::Int32 &&
+            dataset_.labels.dim(0) == dataset_.images.dim(0) &&
+            (dataset_.labels.ndim() == 1 ||
+             (dataset_.labels.ndim() == 3 && dataset_.labels.dim(1) == dataset_.images.dim(2) &&
+              dataset_.labels.dim(2) == dataset_.images.dim(3))),
+        "BatchLoader: data set '", dataset_.name,
+        "' needs CPU int32 labels [N] or [N, H, W] matching its images");
   }
   MB_CHECK(options_.batch_size > 0, "BatchLoader: batch_size must be > 0, got ",
            options_.batch_size);
@@ -389,7 +390,8 @@ void BatchLoader::make_streamed_samples(Batch& out, int epoch) {
     out.skipped = n - kept;
     if (kept == 0 && options_.shards > 1) {
       MB_THROW(IoError, "every image of rank ", options_.shard, "'s part of a batch is bad (",
-               skipped.front(), "), and the other ranks cannot step without it. Fix: remove the "
+               skipped.front(),
+               "), and the other ranks cannot step without it. Fix: remove the "
                "bad images from the folder");
     }
   }

@@ -63,11 +63,11 @@ struct LoaderOptions {
 
 // What the loader did this epoch (since start_epoch).
 struct LoaderStats {
-  std::int64_t samples = 0;         // made into batches
-  std::int64_t skipped = 0;         // bad samples left out (BadImagePolicy::Skip)
+  std::int64_t samples = 0;                // made into batches
+  std::int64_t skipped = 0;                // bad samples left out (BadImagePolicy::Skip)
   std::vector<std::string> first_skipped;  // the first few, "file: reason"
-  double work_seconds = 0.0;  // thread time spent making samples, summed over workers
-  double wait_seconds = 0.0;  // time next() waited for a batch (the consumer starved)
+  double work_seconds = 0.0;               // thread time spent making samples, summed over workers
+  double wait_seconds = 0.0;               // time next() waited for a batch (the consumer starved)
   int workers = 1;
   // Samples per second the workers make when busy (samples * workers / work_seconds).
   double capacity_per_second() const {

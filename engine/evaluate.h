@@ -29,10 +29,10 @@ Tensor model_input(const Tensor& images, const ChannelNormalization& normalizati
                    const Stream& stream);
 
 // images [N, C, H, W] (float32, or uint8 normalized with `normalization`) and labels [N] or
-// [N, H, W] (int32) in host memory; `model` on `device`. Runs `chunk` samples at a time (> 0) and drops each chunk's activations. A
-// chunk that runs out of memory (the arena holds more after training than when the
-// micro-batch was planned: optimizer state, fragmentation) is run again in halves, down to
-// one sample, whose OutOfMemory is rethrown.
+// [N, H, W] (int32) in host memory; `model` on `device`. Runs `chunk` samples at a time (> 0) and
+// drops each chunk's activations. A chunk that runs out of memory (the arena holds more after
+// training than when the micro-batch was planned: optimizer state, fragmentation) is run again in
+// halves, down to one sample, whose OutOfMemory is rethrown.
 EvalResult evaluate(Module& model, const Device& device, const Tensor& images, const Tensor& labels,
                     std::int64_t chunk, const LossOptions& loss,
                     const ChannelNormalization& normalization = {});

@@ -64,7 +64,7 @@ struct StepReport {
   StepResult step;
   FreeArenaReport memory;
   std::vector<std::int64_t> sample_indices;  // data set index of each sample of the batch
-  LoaderStats loader;                         // the epoch so far
+  LoaderStats loader;                        // the epoch so far
 };
 
 struct EpochReport {

@@ -57,8 +57,7 @@ class Session {
   // The model in inference mode over host data, `chunk` samples at a time.
   // 8-bit images are normalized with `normalization` (engine/evaluate.h).
   EvalResult evaluate(const Tensor& images, const Tensor& labels, std::int64_t chunk,
-                      const LossOptions& loss = {},
-                      const ChannelNormalization& normalization = {});
+                      const LossOptions& loss = {}, const ChannelNormalization& normalization = {});
 
  private:
   Device device_;

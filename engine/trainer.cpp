@@ -355,8 +355,8 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   state.step = static_cast<std::uint32_t>(steps());
   state.sample_offset = first_sample_ + offset;
   state.timer = options_.layer_timer;
-  Tensor logits =
-      model_->forward(model_input(feeder_.take(index), options_.input_normalization, stream_), state);
+  Tensor logits = model_->forward(
+      model_input(feeder_.take(index), options_.input_normalization, stream_), state);
 
   const bool in_place = options_.accumulation == AccumulationMode::InPlace;
   const GradientMode first_or_later =

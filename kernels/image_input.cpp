@@ -10,8 +10,8 @@
 
 namespace mb {
 
-void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst,
-                     std::int64_t images, std::int64_t channels, std::int64_t plane,
+void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst, std::int64_t images,
+                     std::int64_t channels, std::int64_t plane,
                      const ChannelNormalization& normalization) {
   MB_CHECK(images >= 0 && plane >= 0, "images_to_float: negative size");
   MB_CHECK(channels == normalization.channels && channels > 0 && channels <= kMaxImageChannels,

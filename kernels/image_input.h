@@ -24,8 +24,8 @@ struct ChannelNormalization {
 
 // src: images * channels * plane bytes; dst: as many floats. Throws mb::InvalidArgument for
 // a channel count that differs from normalization.channels or a std that is not > 0.
-void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst,
-                     std::int64_t images, std::int64_t channels, std::int64_t plane,
+void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst, std::int64_t images,
+                     std::int64_t channels, std::int64_t plane,
                      const ChannelNormalization& normalization);
 
 }  // namespace mb

@@ -231,8 +231,8 @@ void Tensor::zero(StreamHandle stream) {
     if (stream == nullptr) on.synchronize();
     return;
   }
-  MB_CHECK(device_.is_cpu(), "zero of a ", dtype_name(dtype_),
-           " tensor on ", device_.str(), ": only 32-bit types are zeroed on a device");
+  MB_CHECK(device_.is_cpu(), "zero of a ", dtype_name(dtype_), " tensor on ", device_.str(),
+           ": only 32-bit types are zeroed on a device");
   if (bytes > 0) std::memset(raw_data(), 0, bytes);
 }
 

@@ -8,8 +8,8 @@
 
 namespace mb::cpu {
 
-void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst,
-                     std::int64_t images, std::int64_t channels, std::int64_t plane,
+void images_to_float(const Stream& stream, const std::uint8_t* src, float* dst, std::int64_t images,
+                     std::int64_t channels, std::int64_t plane,
                      const ChannelNormalization& normalization);
 
 }  // namespace mb::cpu

@@ -15,19 +15,18 @@ __device__ __forceinline__ float normalize_value(unsigned value, float mean, flo
 }
 
 // Planes whose size is a multiple of 4: every thread converts 4 bytes of one channel.
-__global__ void images_to_float4_kernel(const std::uint32_t* src, float4* dst,
-                                        std::int64_t words, std::int64_t words_per_plane,
-                                        int channels, ChannelNormalization normalization) {
+__global__ void images_to_float4_kernel(const std::uint32_t* src, float4* dst, std::int64_t words,
+                                        std::int64_t words_per_plane, int channels,
+                                        ChannelNormalization normalization) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < words; i += stride) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < words;
+       i += stride) {
     const int c = static_cast<int>((i / words_per_plane) % channels);
     const float mean = normalization.mean[c], std = normalization.std[c];
     const std::uint32_t w = src[i];
-    dst[i] = make_float4(normalize_value(w & 0xFFu, mean, std),
-                         normalize_value((w >> 8) & 0xFFu, mean, std),
-                         normalize_value((w >> 16) & 0xFFu, mean, std),
-                         normalize_value(w >> 24, mean, std));
+    dst[i] = make_float4(
+        normalize_value(w & 0xFFu, mean, std), normalize_value((w >> 8) & 0xFFu, mean, std),
+        normalize_value((w >> 16) & 0xFFu, mean, std), normalize_value(w >> 24, mean, std));
   }
 }
 
@@ -35,8 +34,8 @@ __global__ void images_to_float_kernel(const std::uint8_t* src, float* dst, std:
                                        std::int64_t plane, int channels,
                                        ChannelNormalization normalization) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < count; i += stride) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += stride) {
     const int c = static_cast<int>((i / plane) % channels);
     dst[i] = normalize_value(src[i], normalization.mean[c], normalization.std[c]);
   }
@@ -44,8 +43,8 @@ __global__ void images_to_float_kernel(const std::uint8_t* src, float* dst, std:
 
 }  // namespace
 
-void images_to_float(const Stream& where, const std::uint8_t* src, float* dst,
-                     std::int64_t images, std::int64_t channels, std::int64_t plane,
+void images_to_float(const Stream& where, const std::uint8_t* src, float* dst, std::int64_t images,
+                     std::int64_t channels, std::int64_t plane,
                      const ChannelNormalization& normalization) {
   const cudaStream_t stream = cuda_stream(where);
   const std::int64_t count = images * channels * plane;

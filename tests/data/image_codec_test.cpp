@@ -94,8 +94,8 @@ TEST(ImageCodec, DctScalingTakesTheSmallestScaleThatKeepsTheRequestedSize) {
   EXPECT_LT(factor * h - 1, 256 * 1.13);  // no factor much larger than needed was taken
   const DecodedImage eighth = decode_image(jpeg.data(), jpeg.size(), "s.jpg", 10, 10);
   EXPECT_EQ(eighth.scale_numerator * 8, eighth.scale_denominator);  // 1/8
-  EXPECT_EQ(eighth.height, 47);  // ceil(375 / 8)
-  EXPECT_EQ(eighth.width, 63);   // ceil(500 / 8)
+  EXPECT_EQ(eighth.height, 47);                                     // ceil(375 / 8)
+  EXPECT_EQ(eighth.width, 63);                                      // ceil(500 / 8)
   // The scaled image still shows the pattern: its pixel (y, x) is the full image's around
   // (y / factor, x / factor), smooth content, so within a few levels.
   const std::int64_t y = 20, x = 30;

@@ -87,8 +87,7 @@ EpochData run_epoch(const Dataset& data, int workers, int epoch, std::int64_t ba
     out.images.emplace_back(p, p + batch.images.numel());
     const std::int32_t* l = batch.labels.data<std::int32_t>();
     out.labels.emplace_back(l, l + batch.labels.numel());
-    out.indices.insert(out.indices.end(), batch.sample_indices.begin(),
-                       batch.sample_indices.end());
+    out.indices.insert(out.indices.end(), batch.sample_indices.begin(), batch.sample_indices.end());
   }
   out.stats = loader.stats();
   return out;

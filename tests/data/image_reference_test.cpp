@@ -98,8 +98,8 @@ TEST(ImageTransformsReference, ResizedCropPixelsArePils) {
     const std::vector<std::int32_t> want = ints(f.tensor(key + ".output"));  // [h, w, 3]
     const Region region{double(box[0]), double(box[1]), double(box[2]), double(box[3])};
     std::vector<std::uint8_t> planar(static_cast<std::size_t>(3 * size[0] * size[1]));
-    resize_bilinear_to_planar(rgb.data(), image.dim(0), image.dim(1), region, true,
-                              planar.data(), size[0], size[1], flip);
+    resize_bilinear_to_planar(rgb.data(), image.dim(0), image.dim(1), region, true, planar.data(),
+                              size[0], size[1], flip);
     int mismatches = 0;
     for (std::int64_t y = 0; y < size[0]; ++y) {
       for (std::int64_t x = 0; x < size[1]; ++x) {

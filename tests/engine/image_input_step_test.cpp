@@ -26,7 +26,7 @@ ChannelNormalization normalization() {
 }
 
 struct Pair {
-  Tensor bytes;  // uint8 [n, 3, 8, 8]
+  Tensor bytes;   // uint8 [n, 3, 8, 8]
   Tensor floats;  // the same, normalized here
   Tensor labels;
 };

@@ -45,8 +45,8 @@ TEST(ImageInputGpu, MatchesTheCpuTwinBitForBit) {
     options.dtype = DType::Float32;
     Tensor out = Tensor::empty(Shape{count}, options);
     const Stream stream = Stream::compute(Device::cuda(0));
-    images_to_float(stream, device_bytes.data<std::uint8_t>(), out.data<float>(), images,
-                    channels, plane, n);
+    images_to_float(stream, device_bytes.data<std::uint8_t>(), out.data<float>(), images, channels,
+                    plane, n);
     stream.synchronize();
     EXPECT_EQ(out.to_vector(), want) << images << " x " << channels << " x " << plane;
   }

@@ -39,8 +39,8 @@ TEST(ImageInputReference, EqualsToTensorAndNormalizeBitForBit) {
   std::vector<float> out(bytes.size(), -7.0f);
   images_to_float(Stream(), bytes.data(), out.data(), 2, 3, 256, imagenet(f));
   for (std::size_t i = 0; i < out.size(); ++i) {
-    ASSERT_EQ(out[i], want[i % want.size()]) << "element " << i << " (value " << int(bytes[i])
-                                             << ", channel " << (i / 256) % 3 << ")";
+    ASSERT_EQ(out[i], want[i % want.size()])
+        << "element " << i << " (value " << int(bytes[i]) << ", channel " << (i / 256) % 3 << ")";
   }
 }
 
