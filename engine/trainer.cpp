@@ -470,6 +470,9 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
     input_dtype_ = images.dtype();
     plan_ = Plan();
   }
+  // A batch larger than the one planned for (the first batch was short: an image folder left
+  // bad images out of it) may need another split: plan again.
+  if (plan_.batch_size != 0 && images.dim(0) > plan_.batch_size) plan_ = Plan();
   if (plan_.batch_size == 0) plan(images.dim(0), row_shape(images), row_shape(labels));
 
   StepResult result;

@@ -590,6 +590,7 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                   source->index().ignored.front());
     }
   }
+  fit_options.checkpoint = a.checkpoint;
   fit_options.initial_checkpoint = a.save_initial;
   fit_options.keep_checkpoints = a.keep;
   fit_options.model_name = a.model;
