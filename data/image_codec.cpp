@@ -80,7 +80,10 @@ DecodedImage decode_jpeg(const std::uint8_t* bytes, std::size_t size, const std:
   tjscalingfactor chosen{1, 1};
   for (int i = 0; i < count; ++i) {
     const tjscalingfactor f = factors[i];
-    if (f.num > f.denom) continue;  // no upscaling
+    // Note: only 1/2, 1/4 and 1/8. libjpeg-turbo has SIMD inverse DCTs for full size and those
+    // reductions; the other factors (3/4, 5/8, ...) run plain C and decode slower than full
+    // size with SIMD (measured: an evaluation crop at 3/4 made 446 images/s, full size 546).
+    if (f.num != 1 || (f.denom != 1 && f.denom != 2 && f.denom != 4 && f.denom != 8)) continue;
     if (TJSCALED(static_cast<int>(info.width), f) >= min_width &&
         TJSCALED(static_cast<int>(info.height), f) >= min_height &&
         f.num * chosen.denom < chosen.num * f.denom) {

@@ -4,10 +4,11 @@
 // out as interleaved RGB rows (height x width x 3), as PIL's Image.convert("RGB") gives it:
 // grey is replicated, palettes expanded, alpha dropped, 16-bit samples scaled to 8 bits.
 //
-// DCT scaling: a JPEG can be decoded at a fraction of its size (1/8, 1/4, 3/8, 1/2, ...) for
-// a fraction of the work, because the inverse DCT then computes fewer outputs per block (as
-// DALI does, and PIL's draft mode). decode_image() takes the smallest such scale that still
-// leaves at least the requested number of rows and columns; the crop a transform asked for in
+// DCT scaling: a JPEG can be decoded at 1/2, 1/4 or 1/8 of its size for a fraction of the
+// work, because the inverse DCT then computes fewer outputs per block (as DALI does, and PIL's
+// draft mode). decode_image() takes the smallest such scale that still leaves at least the
+// requested number of rows and columns (libjpeg-turbo's other factors, 3/4 and the like, have
+// no SIMD code and decode slower than full size); the crop a transform asked for in
 // full-size coordinates is then mapped into the scaled image (scale_numerator / denominator).
 #pragma once
 

@@ -83,15 +83,16 @@ TEST(ImageCodec, DctScalingTakesTheSmallestScaleThatKeepsTheRequestedSize) {
   const std::int64_t h = 375, w = 500;
   const std::vector<std::uint8_t> rgb = pattern(h, w);
   const std::vector<std::uint8_t> jpeg = encode_jpeg(rgb.data(), h, w, 90);
-  // 256 rows of 375 need at least 256/375 = 0.683: libjpeg-turbo's 11/16 (0.6875) would
-  // do, but among TurboJPEG's factors <= 1 the smallest that keeps 256 rows is 3/4 or 11/16.
-  const DecodedImage scaled = decode_image(jpeg.data(), jpeg.size(), "s.jpg", 256, 0);
-  EXPECT_GE(scaled.height, 256);
-  EXPECT_LT(scaled.height, h);
-  const double factor = double(scaled.scale_numerator) / scaled.scale_denominator;
-  EXPECT_EQ(scaled.height, static_cast<std::int64_t>(std::ceil(h * factor)));
-  EXPECT_EQ(scaled.width, static_cast<std::int64_t>(std::ceil(w * factor)));
-  EXPECT_LT(factor * h - 1, 256 * 1.13);  // no factor much larger than needed was taken
+  // 256 rows of 375 need 0.683 of the size: of the scales 1/2, 1/4, 1/8 none keeps that
+  // many, so full size.
+  const DecodedImage full_for_256 = decode_image(jpeg.data(), jpeg.size(), "s.jpg", 256, 0);
+  EXPECT_EQ(full_for_256.height, h);
+  EXPECT_EQ(full_for_256.scale_numerator, full_for_256.scale_denominator);
+  // 150 rows: 1/2 (188 rows, 250 columns), not 1/4 (94 rows).
+  const DecodedImage scaled = decode_image(jpeg.data(), jpeg.size(), "s.jpg", 150, 0);
+  EXPECT_EQ(scaled.scale_numerator * 2, scaled.scale_denominator);
+  EXPECT_EQ(scaled.height, 188);  // ceil(375 / 2)
+  EXPECT_EQ(scaled.width, 250);
   const DecodedImage eighth = decode_image(jpeg.data(), jpeg.size(), "s.jpg", 10, 10);
   EXPECT_EQ(eighth.scale_numerator * 8, eighth.scale_denominator);  // 1/8
   EXPECT_EQ(eighth.height, 47);                                     // ceil(375 / 8)
