@@ -21,7 +21,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
 fi
 build_dir="${MB_FUZZ_BUILD_DIR:-build-fuzz}"
 jobs="${MB_FUZZ_JOBS:-$(nproc)}"
-read -r -a targets <<< "${MB_FUZZ_TARGETS:-idx_fuzz fashion_mnist_fuzz cifar10_fuzz safetensors_fuzz}"
+read -r -a targets <<< "${MB_FUZZ_TARGETS:-idx_fuzz fashion_mnist_fuzz cifar10_fuzz safetensors_fuzz image_fuzz}"
 parallel="${MB_FUZZ_PARALLEL:-1}"
 rss_mb="${MB_FUZZ_RSS_MB:-2048}"
 out_root="${MB_FUZZ_OUT:-$build_dir/fuzz-runs}"

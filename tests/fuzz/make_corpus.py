@@ -134,6 +134,41 @@ def main() -> None:
         "header_length_huge": struct.pack("<Q", 1 << 62) + two_tensors[8:],
     })
 
+    write("image_fuzz", image_seeds())
+
+
+def image_seeds() -> dict:
+    """Small JPEG and PNG files of the kinds photos come in (needs Pillow: Debian's
+    python3-pil), each behind the target's option byte."""
+    import io
+    from PIL import Image
+
+    def encoded(image, fmt, **options):
+        out = io.BytesIO()
+        image.save(out, fmt, **options)
+        return out.getvalue()
+
+    rgb = Image.frombytes("RGB", (40, 30), bytes((i * 7 + (i // 120) * 3) % 256
+                                                for i in range(40 * 30 * 3)))
+    files = {
+        "jpeg_420": encoded(rgb, "JPEG", quality=90),
+        "jpeg_444_progressive": encoded(rgb, "JPEG", quality=75, subsampling=0,
+                                        progressive=True),
+        "jpeg_gray": encoded(rgb.convert("L"), "JPEG"),
+        "jpeg_cmyk": encoded(rgb.convert("CMYK"), "JPEG"),
+        "png_rgb": encoded(rgb, "PNG"),
+        "png_palette": encoded(rgb.convert("P"), "PNG"),
+        "png_gray_alpha": encoded(rgb.convert("LA"), "PNG"),
+        "png_16bit": encoded(rgb.convert("L").convert("I"), "PNG"),
+    }
+    files["jpeg_truncated"] = files["jpeg_420"][: len(files["jpeg_420"]) * 2 // 3]
+    files["png_truncated"] = files["png_rgb"][: len(files["png_rgb"]) // 2]
+    seeds = {}
+    for index, (name, data) in enumerate(sorted(files.items())):
+        option = index % 16  # spread the seeds over the option byte's settings
+        seeds[name] = bytes([option]) + data
+    return seeds
+
 
 if __name__ == "__main__":
     main()
