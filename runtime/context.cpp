@@ -209,6 +209,11 @@ void Context::set_allow_tf32(bool allow) {
 #endif
 }
 
+void Context::set_deterministic(bool deterministic) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  deterministic_ = deterministic;
+}
+
 void Context::synchronize() {
   if (device_.is_cpu()) return;
   if (compute_stream_ != nullptr) Stream(device_, compute_stream_).synchronize();

@@ -37,6 +37,12 @@ class Context {
   // TF32 tensor-core math for convolutions and GEMMs (default on; off for exactness tests).
   bool allow_tf32() const { return allow_tf32_; }
   void set_allow_tf32(bool allow);
+  // Deterministic mode (CLI --deterministic): run-to-run identical results on this device.
+  // cuDNN takes only algorithms it marks deterministic, and one algorithm per layer and
+  // direction whatever the micro-batch size (kernels/cuda/cudnn_conv.cpp); set TF32 off
+  // beside it for the exactness contract. Our own kernels reduce in a fixed order always.
+  bool deterministic() const { return deterministic_; }
+  void set_deterministic(bool deterministic);
 
  private:
   explicit Context(const Device& device);
@@ -48,6 +54,7 @@ class Context {
   void* cublas_ = nullptr;
   void* cudnn_ = nullptr;
   bool allow_tf32_ = true;
+  bool deterministic_ = false;
 };
 
 // Measures elapsed time: CUDA events on a stream for GPU work, a steady clock on the CPU.

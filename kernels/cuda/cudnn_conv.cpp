@@ -1,8 +1,11 @@
-// cuDNN convolutions with a per-shape algorithm cache and the cuDNN bias ops, on the op's
-// stream. See conv.h and channel_bias.h.
+// cuDNN convolutions with per-shape descriptor and algorithm caches and the cuDNN bias ops, on
+// the op's stream. See conv.h and channel_bias.h.
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cuda/channel_bias.h"
 #include "kernels/cuda/conv.h"
@@ -88,17 +91,19 @@ const char* direction_name(Direction d) {
   return "?";
 }
 
-using AlgorithmKey = std::tuple<int, int, bool, std::int64_t, std::int64_t, std::int64_t,
-                                std::int64_t, std::int64_t, int, int, int, int, int, int>;
+// A convolution's geometry on a device (its descriptors), and with the direction and math
+// (its algorithm candidates). A layer's key leaves out the batch.
+using GeometryKey = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                               std::int64_t, int, int, int, int, int, int>;
+using AlgorithmKey = std::tuple<int, bool, bool, GeometryKey>;  // direction, tf32, deterministic
 
-AlgorithmKey make_key(const Device& device, Direction direction, bool tf32, const ConvGeometry& g) {
-  return AlgorithmKey{device.index(), static_cast<int>(direction),
-                      tf32,           g.batch,
-                      g.in_channels,  g.in_h,
-                      g.in_w,         g.out_channels,
-                      g.kernel_h,     g.kernel_w,
-                      g.stride,       g.padding,
-                      g.dilation,     g.groups};
+GeometryKey geometry_key(const Device& device, const ConvGeometry& g, bool with_batch) {
+  return GeometryKey{device.index(), with_batch ? g.batch : 0,
+                     g.in_channels,  g.in_h,
+                     g.in_w,         g.out_channels,
+                     g.kernel_h,     g.kernel_w,
+                     g.stride,       g.padding,
+                     g.dilation,     g.groups};
 }
 
 // The chosen algorithm (as int, for all three directions) and the math type to run it with.
@@ -107,91 +112,160 @@ struct AlgorithmChoice {
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
 };
 
-std::mutex& cache_mutex() {
-  static std::mutex mutex;
-  return mutex;
+// One of cuDNN's proposals for a shape: usable (it ran the heuristic successfully, its math is
+// allowed, and in deterministic mode cuDNN marks it deterministic), in cuDNN's order.
+struct Candidate {
+  AlgorithmChoice choice;
+  std::size_t workspace = 0;
+};
+
+// Note: what is cached per shape is the list of candidates, not one choice: the choice is the
+// first candidate whose workspace fits the memory available at the call, so it follows the
+// workspace limit (a choice cached when the arena was empty would not fit a full one). The
+// descriptors are cached per geometry, so a call creates none.
+struct Caches {
+  std::mutex mutex;
+  std::map<GeometryKey, std::unique_ptr<ConvDescriptors>> descriptors;
+  std::map<AlgorithmKey, std::vector<Candidate>> candidates;
+  // Deterministic mode: the algorithm each layer and direction runs at every batch size.
+  std::map<AlgorithmKey, AlgorithmChoice> pinned;
+};
+
+Caches& caches() {
+  static Caches* instance = new Caches();  // never destroyed: no cuDNN calls at exit
+  return *instance;
 }
-std::map<AlgorithmKey, AlgorithmChoice>& algorithm_cache() {
-  static std::map<AlgorithmKey, AlgorithmChoice> cache;
-  return cache;
+
+ConvDescriptors& descriptors_for(const Device& device, const ConvGeometry& g) {
+  Caches& c = caches();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  std::unique_ptr<ConvDescriptors>& slot = c.descriptors[geometry_key(device, g, true)];
+  if (slot == nullptr) slot = std::make_unique<ConvDescriptors>(g);
+  return *slot;
 }
 
 bool uses_tensor_cores(cudnnMathType_t math) {
   return math == CUDNN_TENSOR_OP_MATH || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-// Picks the first (fastest by cuDNN's heuristic) successful candidate whose workspace fits
-// `limit` and whose math type is allowed.
 template <typename Perf>
-AlgorithmChoice pick(const Perf* perf, int count, std::size_t limit, bool tf32,
-                     const ConvGeometry& g, Direction direction, Allocator& allocator) {
-  std::size_t smallest = static_cast<std::size_t>(-1);
+std::vector<Candidate> usable(const Perf* perf, int count, bool tf32, bool deterministic) {
+  std::vector<Candidate> out;
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
     if (!cudnn_math_allowed(perf[i].mathType, tf32)) continue;
-    smallest = std::min(smallest, perf[i].memory);
-    if (perf[i].memory <= limit) {
-      return AlgorithmChoice{static_cast<int>(perf[i].algo), perf[i].mathType};
-    }
+    if (deterministic && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
+    out.push_back(Candidate{
+        AlgorithmChoice{static_cast<int>(perf[i].algo), tf32 ? perf[i].mathType : CUDNN_FMA_MATH},
+        perf[i].memory});
   }
-  if (smallest == static_cast<std::size_t>(-1)) {
-    MB_THROW(CudaError, "cuDNN offers no ", direction_name(direction),
-             " convolution algorithm for ", g.to_string(), (tf32 ? "" : " without TF32"),
-             ". Fix: check the convolution arguments");
-  }
-  throw OutOfMemory(smallest, allocator.report(),
-                    detail::concat("cuDNN ", direction_name(direction), " workspace for ",
-                                   g.to_string(), ". Fix: use a smaller micro-batch"),
-                    __FILE__, __LINE__);
+  return out;
 }
 
-AlgorithmChoice choose(const Stream& stream, Direction direction, const ConvGeometry& g,
-                       ConvDescriptors& d) {
-  const Device device = stream.device();
-  const bool tf32 = Context::get(device).allow_tf32();
-  const AlgorithmKey key = make_key(device, direction, tf32, g);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex());
-    auto found = algorithm_cache().find(key);
-    if (found != algorithm_cache().end()) return found->second;
-  }
+std::vector<Candidate> query_candidates(const Stream& stream, Direction direction, bool tf32,
+                                        bool deterministic, ConvDescriptors& d) {
   // The descriptor's math type bounds what the heuristic may propose.
   d.conv.set_math(tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
-  std::shared_ptr<Allocator> allocator = allocator_for(device);
-  const std::size_t limit = allocator->report().available();
   cudnnHandle_t handle = cudnn_handle(stream);
   int returned = 0;
-  AlgorithmChoice choice;
   switch (direction) {
     case Direction::Forward: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       MB_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
           handle, d.x.get(), d.w.get(), d.conv.get(), d.y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
           &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
-      break;
+      return usable(perf, returned, tf32, deterministic);
     }
     case Direction::BackwardData: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
       MB_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
           handle, d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
-      break;
+      return usable(perf, returned, tf32, deterministic);
     }
     case Direction::BackwardFilter: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
       MB_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
           handle, d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
-      choice = pick(perf, returned, limit, tf32, g, direction, *allocator);
-      break;
+      return usable(perf, returned, tf32, deterministic);
     }
   }
-  if (!tf32) choice.math = CUDNN_FMA_MATH;
-  std::lock_guard<std::mutex> lock(cache_mutex());
-  algorithm_cache().emplace(key, choice);
-  return choice;
+  return {};
+}
+
+[[noreturn]] void throw_workspace(std::size_t bytes, const ConvGeometry& g, Direction direction,
+                                  Allocator& allocator, const char* which) {
+  throw OutOfMemory(bytes, allocator.report(),
+                    detail::concat("cuDNN ", direction_name(direction), " workspace for ",
+                                   g.to_string(), which, ". Fix: use a smaller micro-batch"),
+                    __FILE__, __LINE__);
+}
+
+// The first (fastest by cuDNN's heuristic) candidate whose workspace fits the memory available
+// now; in deterministic mode the layer's pinned algorithm, the first one chosen for it.
+AlgorithmChoice choose(const Stream& stream, Direction direction, const ConvGeometry& g,
+                       ConvDescriptors& d) {
+  const Device device = stream.device();
+  const Context& context = Context::get(device);
+  const bool tf32 = context.allow_tf32();
+  const bool deterministic = context.deterministic();
+  const AlgorithmKey shape_key{static_cast<int>(direction), tf32, deterministic,
+                               geometry_key(device, g, true)};
+  const AlgorithmKey layer_key{static_cast<int>(direction), tf32, deterministic,
+                               geometry_key(device, g, false)};
+  Caches& c = caches();
+  std::vector<Candidate> candidates;
+  bool cached = false;
+  std::optional<AlgorithmChoice> pinned;
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    auto found = c.candidates.find(shape_key);
+    if (found != c.candidates.end()) {
+      candidates = found->second;
+      cached = true;
+    }
+    auto pin = c.pinned.find(layer_key);
+    if (deterministic && pin != c.pinned.end()) pinned = pin->second;
+  }
+  if (!cached) {
+    candidates = query_candidates(stream, direction, tf32, deterministic, d);
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.candidates.emplace(shape_key, candidates);
+  }
+  std::shared_ptr<Allocator> allocator = allocator_for(device);
+  if (candidates.empty()) {
+    MB_THROW(CudaError, "cuDNN offers no ", direction_name(direction),
+             " convolution algorithm for ", g.to_string(), (tf32 ? "" : " without TF32"),
+             (deterministic ? " among its deterministic ones" : ""),
+             ". Fix: check the convolution arguments",
+             (deterministic ? ", or drop --deterministic" : ""));
+  }
+  const std::size_t limit = allocator->report().available();
+  if (pinned) {
+    for (const Candidate& candidate : candidates) {
+      if (candidate.choice.algorithm != pinned->algorithm) continue;
+      if (candidate.workspace > limit) {
+        throw_workspace(candidate.workspace, g, direction, *allocator,
+                        " (the algorithm deterministic mode keeps for this layer)");
+      }
+      return candidate.choice;
+    }
+    // cuDNN does not run the layer's algorithm at this batch size: take another (the results
+    // then differ from other sizes' by that algorithm's rounding).
+  }
+  std::size_t smallest = static_cast<std::size_t>(-1);
+  for (const Candidate& candidate : candidates) {
+    smallest = std::min(smallest, candidate.workspace);
+    if (candidate.workspace <= limit) {
+      if (deterministic && !pinned) {
+        std::lock_guard<std::mutex> lock(c.mutex);
+        c.pinned.emplace(layer_key, candidate.choice);
+      }
+      return candidate.choice;
+    }
+  }
+  throw_workspace(smallest, g, direction, *allocator, "");
 }
 
 void check_geometry(const ConvGeometry& g) {
@@ -215,7 +289,7 @@ float beta_for(GradientMode mode) {
 void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x, const float* w,
                     float* y, GradientMode mode) {
   check_geometry(g);
-  ConvDescriptors d(g);
+  ConvDescriptors& d = descriptors_for(stream.device(), g);
   const AlgorithmChoice choice = choose(stream, Direction::Forward, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm);
@@ -232,7 +306,7 @@ void conv2d_forward(const Stream& stream, const ConvGeometry& g, const float* x,
 void conv2d_backward_data(const Stream& stream, const ConvGeometry& g, const float* w,
                           const float* dy, float* dx, GradientMode mode) {
   check_geometry(g);
-  ConvDescriptors d(g);
+  ConvDescriptors& d = descriptors_for(stream.device(), g);
   const AlgorithmChoice choice = choose(stream, Direction::BackwardData, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm);
@@ -250,7 +324,7 @@ void conv2d_backward_data(const Stream& stream, const ConvGeometry& g, const flo
 void conv2d_backward_filter(const Stream& stream, const ConvGeometry& g, const float* x,
                             const float* dy, float* dw, GradientMode mode) {
   check_geometry(g);
-  ConvDescriptors d(g);
+  ConvDescriptors& d = descriptors_for(stream.device(), g);
   const AlgorithmChoice choice = choose(stream, Direction::BackwardFilter, g, d);
   d.conv.set_math(choice.math);
   const auto algorithm = static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm);
@@ -292,8 +366,9 @@ bool cudnn_math_allowed(int math_type, bool tf32) {
 }
 
 std::size_t conv_algorithm_cache_size() {
-  std::lock_guard<std::mutex> lock(cache_mutex());
-  return algorithm_cache().size();
+  Caches& c = caches();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.candidates.size();
 }
 
 }  // namespace mb::cuda

@@ -4,11 +4,12 @@
 // lanes stride over the classes, and max / argmax / sums are combined with warp shuffles.
 // For segmentation (inner > 1) one thread owns a pixel and loops over the classes with
 // stride inner; neighbouring threads read neighbouring pixels, so the loads are coalesced.
-// Per-element losses are summed in double per thread, then per block, then added to the
-// device totals with one atomic per block.
+// Per-element losses are summed in double per thread, then per block into the block's partial,
+// then the partials in a fixed order by one block: deterministic (no float atomics).
 #include "kernels/cuda/softmax_cross_entropy.h"
 
 #include <algorithm>
+#include <cstddef>
 
 #include "kernels/cuda/launch.cuh"
 #include "runtime/allocator.h"
@@ -18,8 +19,10 @@ namespace mb::cuda {
 namespace {
 
 constexpr int kWarps = kThreads / 32;
-// Each block adds its totals with one atomic: a few thousand blocks keep that cheap.
-constexpr std::int64_t kLossMaxBlocks = 4096;
+// Each block writes one partial and adds its count with one atomic.
+constexpr std::int64_t kLossMaxBlocks = kCrossEntropyMaxBlocks;
+// The totals less the partials: what is zeroed before and read back after.
+constexpr std::size_t kTotalsHeaderBytes = offsetof(CrossEntropyDeviceTotals, block_loss);
 
 unsigned loss_grid(std::int64_t work_items, std::int64_t items_per_block) {
   return grid_for(work_items, items_per_block, kLossMaxBlocks);
@@ -33,7 +36,8 @@ __device__ T warp_sum(T value) {
   return value;
 }
 
-// Sums (loss, correct) over the block and adds them to the totals; every thread calls it.
+// Sums (loss, correct) over the block: the loss into the block's partial, the count into the
+// totals; every thread calls it.
 __device__ void block_accumulate(double loss, unsigned long long correct,
                                  CrossEntropyDeviceTotals* totals) {
   __shared__ double shared_loss[kWarps];
@@ -53,9 +57,24 @@ __device__ void block_accumulate(double loss, unsigned long long correct,
       block_loss += shared_loss[w];
       block_correct += shared_correct[w];
     }
-    atomicAdd(&totals->loss_sum, block_loss);
+    totals->block_loss[blockIdx.x] = block_loss;
     atomicAdd(&totals->correct, block_correct);
   }
+}
+
+// totals->loss_sum = the sum of the first `blocks` partials, in an order fixed by `blocks`:
+// each thread a strided subset in index order, then a tree over the threads.
+__global__ void sum_block_losses_kernel(CrossEntropyDeviceTotals* totals, int blocks) {
+  __shared__ double shared[kThreads];
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < blocks; i += kThreads) sum += totals->block_loss[i];
+  shared[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half >>= 1) {
+    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) totals->loss_sum = shared[0];
 }
 
 __global__ void count_labels_kernel(const std::int32_t* labels, std::int64_t count,
@@ -224,7 +243,8 @@ void softmax_cross_entropy_launch(const Stream& where, const float* logits,
   MB_CHECK(label_smoothing >= 0.0f && label_smoothing <= 1.0f,
            "softmax_cross_entropy: label_smoothing ", label_smoothing, " is outside [0, 1]");
   MB_CHECK(totals != nullptr, "softmax_cross_entropy: null totals");
-  MB_CUDA_CHECK(cudaMemsetAsync(totals, 0, sizeof(CrossEntropyDeviceTotals), stream));
+  // The counts and the sum; every block of the fused pass writes its own partial.
+  MB_CUDA_CHECK(cudaMemsetAsync(totals, 0, kTotalsHeaderBytes, stream));
   const std::int64_t positions = outer * inner;
   if (positions == 0) return;
   MB_CHECK(logits != nullptr && labels != nullptr, "softmax_cross_entropy: null pointer");
@@ -234,15 +254,18 @@ void softmax_cross_entropy_launch(const Stream& where, const float* logits,
   const float smooth_per_class = label_smoothing / static_cast<float>(classes);
   const float on_target = 1.0f - label_smoothing;
   const bool mean = grad_scale == CrossEntropyGradScale::Mean;
+  const unsigned blocks = inner == 1 ? loss_grid(outer, kWarps) : loss_grid(positions, kThreads);
   if (inner == 1) {
-    cross_entropy_rows_kernel<<<loss_grid(outer, kWarps), kThreads, 0, stream>>>(
+    cross_entropy_rows_kernel<<<blocks, kThreads, 0, stream>>>(
         logits, labels, outer, classes, smooth_per_class, on_target, ignore_index, seed_scale, mean,
         grad_logits, totals);
   } else {
-    cross_entropy_pixels_kernel<<<loss_grid(positions, kThreads), kThreads, 0, stream>>>(
+    cross_entropy_pixels_kernel<<<blocks, kThreads, 0, stream>>>(
         logits, labels, outer, classes, inner, smooth_per_class, on_target, ignore_index,
         seed_scale, mean, grad_logits, totals);
   }
+  MB_CUDA_LAUNCH_CHECK();
+  sum_block_losses_kernel<<<1, kThreads, 0, stream>>>(totals, static_cast<int>(blocks));
   MB_CUDA_LAUNCH_CHECK();
 }
 
@@ -257,7 +280,7 @@ CrossEntropyTotals softmax_cross_entropy(const Stream& stream, const float* logi
   softmax_cross_entropy_launch(stream, logits, labels, outer, classes, inner, label_smoothing,
                                ignore_index, seed_scale, grad_scale, grad_logits, device_totals);
   CrossEntropyDeviceTotals totals{};
-  copy_bytes(&totals, device_totals, sizeof(totals), stream);
+  copy_bytes(&totals, device_totals, kTotalsHeaderBytes, stream);
   stream.synchronize();
   if (totals.bad_label_count > 0) {
     MB_THROW(InvalidArgument, "SoftmaxCrossEntropy: label ", totals.bad_label, " is outside [0, ",

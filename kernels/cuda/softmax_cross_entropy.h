@@ -5,8 +5,10 @@
 // Two launches on the stream: a label pass (valid count, and any label outside [0, classes)
 // that is not ignore_index), then the fused pass, which reads the valid count from device
 // memory to scale the gradient for mean reduction, so nothing waits for the host. Totals are
-// reduced on the device (per block, then one atomic per block) into `totals`; the caller
-// copies that struct to the host once.
+// reduced on the device into `totals`: counts with one integer atomic per block (exact), the
+// loss through per-block partials summed by a third, one-block launch in a fixed order, so the
+// loss is the same bits run to run (no float atomics); the caller copies the struct to the
+// host once.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,9 @@
 
 namespace mb::cuda {
 
+// The most blocks a loss launch uses (so the partials fit the totals struct).
+inline constexpr int kCrossEntropyMaxBlocks = 4096;
+
 struct CrossEntropyDeviceTotals {
   double loss_sum;
   unsigned long long valid_count;
@@ -23,6 +28,7 @@ struct CrossEntropyDeviceTotals {
   unsigned long long bad_label_count;  // labels outside [0, classes), not ignore_index
   int bad_label;                       // one such label (any), for the error message
   int padding;
+  double block_loss[kCrossEntropyMaxBlocks];  // per-block partial sums of the fused pass
 };
 
 // The twin of cpu::softmax_cross_entropy: the two launches into a workspace block of
