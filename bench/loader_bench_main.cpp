@@ -7,6 +7,7 @@
 //       ImageNet's typical sizes (500x375, 375x500, 500x333, 500x500, 333x500 and in-between),
 //       JPEG quality 90 with 4:2:0 chroma, so they decode like the real files.
 //   loader_bench --data DIR [--workers N] [--batch-size 64] [--seconds 20] [--no-dct-scaling]
+//                [--eval]  (DIR/val through Resize + CenterCrop)
 //       prints one JSON line: images_per_s, per worker, the loader's own rate (busy time) and
 //       its wait-free share. After 2 warm-up batches it counts images until --seconds pass,
 //       starting new epochs as needed (bench/compare_loader.py runs torchvision beside it).
@@ -24,6 +25,8 @@
 #include "data/image_codec.h"
 #include "data/image_dataset.h"
 #include "data/loader.h"
+#include "data/transforms.h"
+#include "engine/evaluate.h"
 #include "kernels/cpu/image_input.h"
 #include "kernels/threads.h"
 #include "runtime/error.h"
@@ -106,23 +109,17 @@ void make_folder(const std::string& dir, int images, int classes, std::uint32_t 
 }
 
 nlohmann::json measure(const std::string& dir, int workers, std::int64_t batch_size, double seconds,
-                       bool dct_scaling, std::int64_t image_size) {
+                       bool dct_scaling, std::int64_t image_size, bool eval) {
   ImageFolderOptions options;
   options.image_size = image_size;
   options.dct_scaling = dct_scaling;
-  const Dataset data = load_image_folder(dir, true, 0, options);
+  const Dataset data = load_image_folder(dir, !eval, 0, options);
   LoaderOptions loader_options;
   loader_options.batch_size = batch_size;
   loader_options.workers = workers;
   loader_options.drop_last = true;
   BatchLoader loader(data, loader_options);
-  ChannelNormalization norm;
-  norm.channels = 3;
-  const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
-  for (int c = 0; c < 3; ++c) {
-    norm.mean[c] = mean[c];
-    norm.std[c] = stdev[c];
-  }
+  const ChannelNormalization norm = channel_normalization(published_normalization("imagefolder"));
   std::vector<float> normalized(static_cast<std::size_t>(batch_size * 3 * image_size * image_size));
   int epoch = 0, warmup = 2;
   std::int64_t images = 0, batches = 0;
@@ -160,6 +157,7 @@ nlohmann::json measure(const std::string& dir, int workers, std::int64_t batch_s
       {"batch_size", batch_size},
       {"image_size", image_size},
       {"dct_scaling", dct_scaling},
+      {"transform", eval ? "val: Resize + CenterCrop" : "train: RandomResizedCrop + flip"},
       {"seconds", elapsed},
       {"images", images},
       {"batches", batches},
@@ -180,7 +178,7 @@ int main(int argc, char** argv) {
   int images = 3000, classes = 10, workers = 1;
   std::int64_t batch_size = 64, image_size = 224;
   double seconds = 20;
-  bool no_dct = false;
+  bool no_dct = false, eval = false;
   app.add_option("--make-folder", make, "write an ImageNet-like folder here and exit");
   app.add_option("--images", images, "training images to write")->check(CLI::Range(1, 1000000));
   app.add_option("--classes", classes, "class folders")->check(CLI::Range(1, 10000));
@@ -190,6 +188,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "measured time")->check(CLI::Range(0.1, 3600.0));
   app.add_option("--image-size", image_size, "crop size")->check(CLI::Range(8, 1024));
   app.add_flag("--no-dct-scaling", no_dct, "decode every JPEG at full size");
+  app.add_flag("--eval", eval, "DIR/val with the evaluation transform instead of DIR/train");
   CLI11_PARSE(app, argc, argv);
   try {
     if (!make.empty()) {
@@ -200,7 +199,7 @@ int main(int argc, char** argv) {
       std::cerr << "loader_bench: pass --make-folder DIR or --data DIR\n";
       return 2;
     }
-    std::cout << mb::measure(data, workers, batch_size, seconds, !no_dct, image_size).dump()
+    std::cout << mb::measure(data, workers, batch_size, seconds, !no_dct, image_size, eval).dump()
               << std::endl;
   } catch (const mb::Error& error) {
     std::cerr << "loader_bench: " << error.message() << "\n";

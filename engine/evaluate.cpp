@@ -7,6 +7,21 @@
 
 namespace mb {
 
+ChannelNormalization channel_normalization(const Normalization& normalization) {
+  MB_CHECK(normalization.mean.size() <= static_cast<std::size_t>(kMaxImageChannels) &&
+               normalization.std.size() == normalization.mean.size(),
+           "a normalization of ", normalization.mean.size(), " means and ",
+           normalization.std.size(), " standard deviations; at most ", kMaxImageChannels,
+           " channels, one of each");
+  ChannelNormalization out;
+  out.channels = static_cast<int>(normalization.mean.size());
+  for (int c = 0; c < out.channels; ++c) {
+    out.mean[c] = normalization.mean[static_cast<std::size_t>(c)];
+    out.std[c] = normalization.std[static_cast<std::size_t>(c)];
+  }
+  return out;
+}
+
 Tensor model_input(const Tensor& images, const ChannelNormalization& normalization,
                    const Stream& stream) {
   if (images.dtype() == DType::Float32) return images;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "data/transforms.h"
 #include "kernels/image_input.h"
 #include "layers/module.h"
 #include "layers/softmax_cross_entropy.h"
@@ -27,6 +28,10 @@ struct EvalResult {
 // `normalization` (channels 0: pixels / 255 only).
 Tensor model_input(const Tensor& images, const ChannelNormalization& normalization,
                    const Stream& stream);
+
+// A data set's per-channel constants (data/transforms.h) as the device kernel takes them.
+// Throws mb::InvalidArgument for more than kMaxImageChannels channels.
+ChannelNormalization channel_normalization(const Normalization& normalization);
 
 // images [N, C, H, W] (float32, or uint8 normalized with `normalization`) and labels [N] or
 // [N, H, W] (int32) in host memory; `model` on `device`. Runs `chunk` samples at a time (> 0) and

@@ -25,6 +25,7 @@ EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t 
     LoaderOptions loader_options;
     loader_options.seed = options.seed;
     loader_options.workers = options.workers;
+    loader_options.prefetch = options.prefetch;
     loader_options.on_bad_image = options.on_bad_image;
     return evaluate_streamed(session, test, chunk, loss,
                              session.trainer().options().input_normalization, loader_options,
@@ -144,6 +145,7 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
   loader_options.shard = group.rank();
   loader_options.shards = group.size();
   loader_options.workers = options.workers;
+  loader_options.prefetch = options.prefetch;
   loader_options.on_bad_image = options.on_bad_image;
   if (options.augment && !train.streamed()) {
     loader_options.augment.flip = true;

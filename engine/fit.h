@@ -38,6 +38,7 @@ struct FitOptions {
                                // image folders always use their own transforms)
   // Streamed data sets (image folders): sample-making threads and what a bad image does.
   int workers = 1;
+  int prefetch = 2;  // batches prepared ahead (LoaderOptions::prefetch)
   BadImagePolicy on_bad_image = BadImagePolicy::Skip;
   // Evaluation chunk (0: the plan's micro-batch, or 256 without one).
   std::int64_t eval_chunk = 0;

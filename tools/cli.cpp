@@ -125,10 +125,12 @@ struct CommonArgs {
   double bn_momentum = 0.1, bn_eps = 1e-5;
   bool no_fuse = false;
   bool recompute_segments = false;
-  int threads = 0;  // 0: the default (OMP_NUM_THREADS, else the available cores)
-  int workers = 0;  // image folders' decoding threads; 0: the cores the trainer leaves
+  int threads = 0;   // 0: the default (OMP_NUM_THREADS, else the available cores)
+  int workers = 0;   // image folders' decoding threads; 0: the cores the trainer leaves
+  int prefetch = 2;  // batches the loader prepares ahead
   std::string on_bad_image = "skip";
   std::string tf32 = "on";
+  bool deterministic = false;
 };
 
 // "rank 1 of 2: " when launched as ranks (mpirun), so a failing rank names itself.
@@ -161,6 +163,10 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
                  "imagefolder: threads that decode and transform images (default: the cores "
                  "the trainer leaves free, at least 1)")
       ->check(whole_in(1, 256));
+  cmd.add_option("--prefetch", a.prefetch,
+                 "batches the loader prepares ahead of training (default 2; image folders: "
+                 "more evens out slow images at the cost of host memory)")
+      ->check(whole_in(1, 8));
   cmd.add_option("--on-bad-image", a.on_bad_image,
                  "imagefolder: skip (default: leave a corrupt or unreadable image out of its "
                  "batch, count it and name the first few) | error (stop at the first)")
@@ -199,6 +205,10 @@ void add_common_flags(CLI::App& cmd, CommonArgs& a) {
                  "TF32 tensor-core math for convolutions and GEMMs on CUDA: on (default, as "
                  "in PyTorch) | off (full fp32)")
       ->check(CLI::IsMember({"on", "off"}));
+  cmd.add_flag("--deterministic", a.deterministic,
+               "CUDA: the same bits run to run (TF32 off, only deterministic cuDNN algorithms, "
+               "one per layer whatever the micro-batch size); a little slower. The CPU is "
+               "deterministic always");
   cmd.add_flag("--json", a.json, "one JSON object per line instead of text");
 }
 
@@ -223,7 +233,8 @@ SessionOptions session_options(const CommonArgs& a, const Communicator& group) {
   }
   // The device's cuBLAS math mode and cuDNN's choice of math follow this (no effect on the
   // CPU, whose kernels are full fp32).
-  Context::get(options.device).set_allow_tf32(a.tf32 == "on");
+  Context::get(options.device).set_allow_tf32(a.tf32 == "on" && !a.deterministic);
+  Context::get(options.device).set_deterministic(a.deterministic);
   options.memory_limit = memory_limit_bytes(a.memory_limit);
   return options;
 }
@@ -481,7 +492,8 @@ Json settings_json(const TrainerOptions& t, const CommonArgs& a) {
               {"bn_momentum", a.bn_momentum},
               {"fused", !a.no_fuse},
               {"recompute_segments", a.recompute_segments},
-              {"tf32", a.tf32 == "on"}};
+              {"tf32", a.tf32 == "on" && !a.deterministic},
+              {"deterministic", a.deterministic}};
 }
 
 // The epoch line's loader part (image folders): how long training waited for data, whether
@@ -499,19 +511,6 @@ std::string loader_summary(const LoaderStats& loader, double epoch_seconds, bool
   return text;
 }
 
-// The normalization the device applies to 8-bit batches (image folders).
-ChannelNormalization channel_normalization(const Normalization& normalization) {
-  ChannelNormalization out;
-  MB_CHECK(normalization.mean.size() <= static_cast<std::size_t>(kMaxImageChannels),
-           "normalization of ", normalization.mean.size(), " channels");
-  out.channels = static_cast<int>(normalization.mean.size());
-  for (int c = 0; c < out.channels; ++c) {
-    out.mean[c] = normalization.mean[static_cast<std::size_t>(c)];
-    out.std[c] = normalization.std[static_cast<std::size_t>(c)];
-  }
-  return out;
-}
-
 // Image folders' decoding threads: --workers, else the cores the trainer leaves (a CUDA
 // trainer keeps one busy; a CPU trainer its --threads), at least 1.
 int loader_workers(const CommonArgs& a, const Device& device) {
@@ -525,6 +524,7 @@ LoaderOptions eval_loader_options(const CommonArgs& a, const Device& device) {
   LoaderOptions options;
   options.seed = a.seed;
   options.workers = loader_workers(a, device);
+  options.prefetch = a.prefetch;
   options.on_bad_image = a.on_bad_image == "error" ? BadImagePolicy::Error : BadImagePolicy::Skip;
   return options;
 }
@@ -575,6 +575,7 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   fit_options.shuffle = !a.no_shuffle;
   fit_options.augment = a.augment;
   fit_options.workers = loader_workers(a, options.device);
+  fit_options.prefetch = a.prefetch;
   fit_options.on_bad_image =
       a.on_bad_image == "error" ? BadImagePolicy::Error : BadImagePolicy::Skip;
   if (data.train.streamed()) {
@@ -601,6 +602,9 @@ int command_train(const CommonArgs& a, std::ostream& out) {
                                      {"bn_eps", fixed(a.bn_eps, 12)},
                                      {"bn_momentum", fixed(a.bn_momentum, 12)},
                                      {"settings", settings.dump()}};
+  if (!data.train.class_names.empty()) {
+    fit_options.checkpoint_metadata["classes"] = Json(data.train.class_names).dump();
+  }
   for (const std::string& path : {a.checkpoint, a.save_initial}) {
     const std::filesystem::path parent = std::filesystem::path(path).parent_path();
     if (!path.empty() && !parent.empty() && !std::filesystem::is_directory(parent)) {
@@ -752,6 +756,17 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
   CommonArgs args = a;
   if (!meta("bn_eps").empty()) args.bn_eps = parse_floats(meta("bn_eps"), "bn_eps").at(0);
   const Data data = load_data(args, info, saved);
+  if (!meta("classes").empty() && data.test.streamed()) {
+    const auto trained = Json::parse(meta("classes")).get<std::vector<std::string>>();
+    if (trained != data.test.class_names) {
+      MB_THROW(InvalidArgument, "checkpoint ", a.checkpoint, " was trained on ", trained.size(),
+               " classes (", trained.empty() ? "" : trained.front(), " ...), but ", a.data_dir,
+               "/val has ", data.test.class_names.size(), " (",
+               data.test.class_names.empty() ? "" : data.test.class_names.front(),
+               " ...) or other names: its labels would mean other classes. Fix: pass the "
+               "--data-dir it was trained on");
+    }
+  }
   Session session(options, [&] { return build_model(a.model, model_config(data.train, args)); });
   load_model_checkpoint(file, a.checkpoint, session.model(), a.model);
   const std::int64_t chunk =

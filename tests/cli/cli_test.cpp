@@ -148,6 +148,17 @@ TEST(Cli, ShortTrainingRunBeatsChance) {
   EXPECT_GT(accuracy, 0.5) << r.out;
 }
 
+// The "settings" object of a --json run's output (null when there is none).
+nlohmann::json settings_event(const std::string& out) {
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event.value("event", "") == "settings") return event["settings"];
+  }
+  return nullptr;
+}
+
 // --tf32 reaches the device's context (on the CPU the flag is kept and changes nothing) and
 // the settings line, so a checkpoint records which math trained it.
 TEST(Cli, Tf32FlagSetsTheContextAndTheSettings) {
@@ -156,16 +167,29 @@ TEST(Cli, Tf32FlagSetsTheContextAndTheSettings) {
                        "--batch-size", "8", "--max-steps", "0", "--tf32", value, "--json"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(Context::get(Device::cpu()).allow_tf32(), value == "on");
-    bool seen = false;
-    std::istringstream lines(r.out);
-    std::string line;
-    while (std::getline(lines, line)) {
-      const nlohmann::json event = nlohmann::json::parse(line);
-      if (event.value("event", "") != "settings") continue;
-      seen = true;
-      EXPECT_EQ(event["settings"]["tf32"].get<bool>(), value == "on") << line;
-    }
-    EXPECT_TRUE(seen) << r.out;
+    const nlohmann::json settings = settings_event(r.out);
+    ASSERT_FALSE(settings.is_null()) << r.out;
+    EXPECT_EQ(settings["tf32"].get<bool>(), value == "on") << settings;
+  }
+}
+
+// --deterministic reaches the context, turns TF32 off whatever --tf32 says, and is recorded
+// in the settings; without it the context is not deterministic.
+TEST(Cli, DeterministicFlagSetsTheContextAndTurnsTf32Off) {
+  for (const bool deterministic : {true, false}) {
+    std::vector<std::string> args = {"train", "--dataset",    "synthetic", "--train-limit",
+                                     "8",     "--test-limit", "8",         "--batch-size",
+                                     "8",     "--max-steps",  "0",         "--tf32",
+                                     "on",    "--json"};
+    if (deterministic) args.push_back("--deterministic");
+    CliResult r = run(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(Context::get(Device::cpu()).deterministic(), deterministic);
+    EXPECT_EQ(Context::get(Device::cpu()).allow_tf32(), !deterministic);
+    const nlohmann::json settings = settings_event(r.out);
+    ASSERT_FALSE(settings.is_null()) << r.out;
+    EXPECT_EQ(settings["deterministic"].get<bool>(), deterministic) << settings;
+    EXPECT_EQ(settings["tf32"].get<bool>(), !deterministic) << settings;
   }
 }
 
