@@ -71,6 +71,33 @@ TEST(ImageFolderCli, TrainsCountsABadImageAndIsTheSameForAnyWorkerCount) {
   EXPECT_TRUE(contains(stopped.err, "broken.jpg")) << stopped.err;
 }
 
+TEST(ImageFolderCli, EvalOfACheckpointRefusesAValFolderWithOtherClasses) {
+  if (!images_supported()) GTEST_SKIP() << "built without libturbojpeg/libspng";
+  testing::TempDir dir;
+  write_images(dir.path(), "train", 2);
+  write_images(dir.path(), "val", 1);
+  const std::string checkpoint = (dir.path() / "run.safetensors").string();
+  std::vector<std::string> train = train_args(dir.path().string(), "1");
+  train.insert(train.end(), {"--checkpoint", checkpoint});
+  const auto trained = run(train);
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  const std::vector<std::string> eval = {
+      "eval",        "--model",      "resnet18",          "--dataset",
+      "imagefolder", "--data-dir",   dir.path().string(), "--image-size",
+      "32",          "--checkpoint", checkpoint};
+  const auto same = run(eval);
+  EXPECT_EQ(same.code, 0) << same.err;
+  EXPECT_TRUE(contains(same.out, "test accuracy")) << same.out;
+  // Rename a class of both splits: the labels would now mean other classes.
+  for (const std::string split : {"train", "val"}) {
+    std::filesystem::rename(dir.path() / split / "dogs", dir.path() / split / "wolves");
+  }
+  const auto other = run(eval);
+  EXPECT_NE(other.code, 0);
+  EXPECT_TRUE(contains(other.err, "was trained on 2 classes")) << other.err;
+  EXPECT_TRUE(contains(other.err, "--data-dir it was trained on")) << other.err;
+}
+
 TEST(ImageFolderCli, MissingFoldersAreNamedWithTheFix) {
   const auto no_dir = run({"train", "--model", "resnet18", "--dataset", "imagefolder"});
   EXPECT_NE(no_dir.code, 0);
