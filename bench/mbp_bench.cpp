@@ -19,6 +19,7 @@
 
 #include "allocator/default_allocator.h"
 #include "bench/bench_main.h"
+#include "bench/bench_util.h"
 #include "data/dataset.h"
 #include "engine/session.h"
 #include "engine/trainer.h"
@@ -49,7 +50,9 @@ void BM_TrainStep(benchmark::State& state, Device device, Workload work, Accumul
   synthetic.channels = config.in_channels;
   synthetic.height = synthetic.width = config.image_size;
   synthetic.num_classes = config.num_classes;
-  const Dataset data = make_synthetic(synthetic);
+  Dataset data = make_synthetic(synthetic);
+  data.images = bench::in_batch_pool(data.images);  // pinned, as training's batches
+  data.labels = bench::in_batch_pool(data.labels);
 
   SessionOptions session_options;
   session_options.device = device;
