@@ -55,11 +55,20 @@ EvalResult evaluate_sharded(Session& session, const Dataset& test, std::int64_t 
 
 }  // namespace
 
+std::int64_t streamed_eval_batch(std::int64_t samples, std::int64_t chunk, int ranks) {
+  MB_CHECK(samples >= 0 && chunk > 0 && ranks >= 1, "streamed_eval_batch(", samples, ", ", chunk,
+           ", ", ranks, ")");
+  std::int64_t batch = std::max<std::int64_t>(chunk, ranks);
+  // Note: terminates by batch = samples at the latest (no remainder then).
+  while (samples > batch && samples % batch != 0 && samples % batch < ranks) ++batch;
+  return batch;
+}
+
 EvalResult evaluate_streamed(Session& session, const Dataset& test, std::int64_t chunk,
                              const LossOptions& loss, const ChannelNormalization& normalization,
                              LoaderOptions loader_options, Communicator& group) {
   MB_CHECK(chunk > 0, "evaluate: chunk must be positive, got ", chunk);
-  loader_options.batch_size = std::max<std::int64_t>(chunk, group.size());
+  loader_options.batch_size = streamed_eval_batch(test.size(), chunk, group.size());
   loader_options.shuffle = false;
   loader_options.drop_last = false;
   loader_options.shard = group.rank();

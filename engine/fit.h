@@ -114,6 +114,10 @@ EvalResult evaluate_streamed(Session& session, const Dataset& test, std::int64_t
                              const LossOptions& loss, const ChannelNormalization& normalization,
                              LoaderOptions loader_options, Communicator& group);
 
+// The evaluation batch for a streamed test set of `samples` split over `ranks`: `chunk` (at
+// least `ranks`), grown until the last, partial batch gives every rank a sample.
+std::int64_t streamed_eval_batch(std::int64_t samples, std::int64_t chunk, int ranks);
+
 // Trains session.trainer() (make it first) on `train`, evaluating on `test`.
 FitResult fit(Session& session, const Dataset& train, const Dataset& test,
               const FitOptions& options, const FitCallbacks& callbacks = {});
