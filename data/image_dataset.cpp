@@ -93,18 +93,13 @@ Dataset load_image_folder(const std::string& dir, bool train, std::int64_t limit
                           const ImageFolderOptions& options) {
   const std::string split = train ? "train" : "val";
   const std::string root = dir + "/" + split;
-  ImageFolderIndex index;
-  try {
-    index = scan_image_folder(root);
-  } catch (const IoError& error) {
-    std::error_code ignored;
-    if (!std::filesystem::exists(root, ignored)) {
-      MB_THROW(IoError, "image folder ", dir, " has no ", split,
-               "/ folder. Fix: pass --data-dir DIR where DIR/train/<class>/ and DIR/val/<class>/ "
-               "hold the images (torchvision's ImageFolder layout)");
-    }
-    throw;
+  std::error_code ignored;
+  if (!std::filesystem::exists(root, ignored)) {
+    MB_THROW(IoError, "image folder ", dir, " has no ", split,
+             "/ folder. Fix: pass --data-dir DIR where DIR/train/<class>/ and DIR/val/<class>/ "
+             "hold the images (torchvision's ImageFolder layout)");
   }
+  ImageFolderIndex index = scan_image_folder(root);
   if (limit > 0 && limit < index.size()) {
     ImageFolderIndex kept;
     kept.root = index.root;

@@ -274,13 +274,6 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
   const std::int64_t shard_end = global_n * (options_.shard + 1) / options_.shards;
   const std::int64_t first = global_first + shard_begin;
   const std::int64_t n = shard_end - shard_begin;
-  const bool streamed = dataset_.streamed();
-  const std::int64_t channels = streamed ? 0 : dataset_.images.dim(1),
-                     height = streamed ? 0 : dataset_.images.dim(2),
-                     width = streamed ? 0 : dataset_.images.dim(3);
-  const std::int64_t image = channels * height * width;
-  const bool masks = !streamed && dataset_.labels.ndim() == 3;
-  const std::int64_t label_elements = masks ? height * width : 1;
 
   TensorOptions tensor_options;
   tensor_options.tag = MemoryTag::Data;
@@ -301,6 +294,11 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
     make_streamed_samples(out, epoch);
     return out;
   }
+  const std::int64_t channels = dataset_.images.dim(1), height = dataset_.images.dim(2),
+                     width = dataset_.images.dim(3);
+  const std::int64_t image = channels * height * width;
+  const bool masks = dataset_.labels.ndim() == 3;
+  const std::int64_t label_elements = masks ? height * width : 1;
   out.images = Tensor::empty(Shape{n, channels, height, width}, tensor_options);
   tensor_options.dtype = DType::Int32;
   out.labels = Tensor::empty(masks ? Shape{n, height, width} : Shape{n}, tensor_options);
@@ -338,8 +336,8 @@ Batch BatchLoader::make_batch(int epoch, const std::vector<std::int64_t>& order,
 void BatchLoader::make_streamed_samples(Batch& out, int epoch) {
   const std::int64_t n = out.size();
   const SampleSource& source = *dataset_.source;
-  const std::int64_t image_bytes = out.images.numel() / std::max<std::int64_t>(n, 1) *
-                                   static_cast<std::int64_t>(dtype_size(out.images.dtype()));
+  const std::int64_t image_bytes =
+      source.sample_shape().numel() * static_cast<std::int64_t>(dtype_size(source.image_dtype()));
   auto* images = static_cast<std::uint8_t*>(out.images.raw_data());
   std::int32_t* labels = out.labels.data<std::int32_t>();
   std::vector<std::string> bad(static_cast<std::size_t>(n));

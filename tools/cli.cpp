@@ -520,7 +520,8 @@ int loader_workers(const CommonArgs& a, const Device& device) {
   return std::max(1, cores - trainer);
 }
 
-LoaderOptions eval_loader_options(const CommonArgs& a, const Device& device) {
+// The loader settings of the flags (--seed, --workers, --prefetch, --on-bad-image).
+LoaderOptions loader_options(const CommonArgs& a, const Device& device) {
   LoaderOptions options;
   options.seed = a.seed;
   options.workers = loader_workers(a, device);
@@ -574,10 +575,10 @@ int command_train(const CommonArgs& a, std::ostream& out) {
   fit_options.seed = a.seed;
   fit_options.shuffle = !a.no_shuffle;
   fit_options.augment = a.augment;
-  fit_options.workers = loader_workers(a, options.device);
-  fit_options.prefetch = a.prefetch;
-  fit_options.on_bad_image =
-      a.on_bad_image == "error" ? BadImagePolicy::Error : BadImagePolicy::Skip;
+  const LoaderOptions loading = loader_options(a, options.device);
+  fit_options.workers = loading.workers;
+  fit_options.prefetch = loading.prefetch;
+  fit_options.on_bad_image = loading.on_bad_image;
   if (data.train.streamed()) {
     output.line("image folder " + a.data_dir + ": " + std::to_string(data.train.num_classes) +
                 " classes, " + std::to_string(fit_options.workers) + " decoding worker(s), " +
@@ -773,9 +774,9 @@ int command_eval(const CommonArgs& a, std::ostream& out) {
       parse_micro_batch(a.micro_batch) > 0 ? parse_micro_batch(a.micro_batch) : 256;
   const EvalResult eval =
       data.test.streamed()
-          ? evaluate_streamed(
-                session, data.test, chunk, LossOptions{}, channel_normalization(data.normalization),
-                eval_loader_options(a, options.device), *single_process_communicator())
+          ? evaluate_streamed(session, data.test, chunk, LossOptions{},
+                              channel_normalization(data.normalization),
+                              loader_options(a, options.device), *single_process_communicator())
           : session.evaluate(data.test.images, data.test.labels, chunk, LossOptions{});
   output.line("test loss " + fixed(eval.loss, 4) + ", test accuracy " +
               fixed(100.0 * eval.accuracy(), 2) + "% (" + std::to_string(eval.correct) + "/" +

@@ -10,6 +10,7 @@
 
 #include "data/image_codec.h"
 #include "tests/cli/cli_run.h"
+#include "tests/data/images_available.h"
 #include "tests/data/temp_dir.h"
 
 namespace mb {
@@ -43,7 +44,7 @@ std::vector<std::string> train_args(const std::string& dir, const std::string& w
 }
 
 TEST(ImageFolderCli, TrainsCountsABadImageAndIsTheSameForAnyWorkerCount) {
-  if (!images_supported()) GTEST_SKIP() << "built without libturbojpeg/libspng";
+  MB_SKIP_WITHOUT_IMAGES();
   testing::TempDir dir;
   write_images(dir.path(), "train", 4);
   write_images(dir.path(), "val", 2);
@@ -72,7 +73,7 @@ TEST(ImageFolderCli, TrainsCountsABadImageAndIsTheSameForAnyWorkerCount) {
 }
 
 TEST(ImageFolderCli, EvalOfACheckpointRefusesAValFolderWithOtherClasses) {
-  if (!images_supported()) GTEST_SKIP() << "built without libturbojpeg/libspng";
+  MB_SKIP_WITHOUT_IMAGES();
   testing::TempDir dir;
   write_images(dir.path(), "train", 2);
   write_images(dir.path(), "val", 1);

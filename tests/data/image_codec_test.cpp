@@ -2,6 +2,7 @@
 // JPEG's error at quality 95), DCT scaling's sizes, and a clear error naming the file for
 // every kind of bad input (not an image, empty, corrupt, truncated).
 #include "data/image_codec.h"
+#include "images_available.h"
 
 #include <gtest/gtest.h>
 
@@ -14,9 +15,6 @@
 
 namespace mb {
 namespace {
-
-#define MB_SKIP_WITHOUT_IMAGES() \
-  if (!images_supported()) GTEST_SKIP() << "built without libturbojpeg/libspng (MB_WITH_IMAGES)"
 
 // A smooth photo-like pattern: gradients and a slow wave per channel.
 std::vector<std::uint8_t> pattern(std::int64_t height, std::int64_t width) {

@@ -15,6 +15,7 @@
 #include "data/image_codec.h"
 #include "data/image_dataset.h"
 #include "data/loader.h"
+#include "images_available.h"
 #include "runtime/error.h"
 #include "temp_dir.h"
 
@@ -23,9 +24,6 @@ namespace {
 
 using testing::TempDir;
 using testing::write_bytes;
-
-#define MB_SKIP_WITHOUT_IMAGES() \
-  if (!images_supported()) GTEST_SKIP() << "built without libturbojpeg/libspng (MB_WITH_IMAGES)"
 
 // Image `i` of a class: a gradient whose colour says the class and whose phase says i.
 std::vector<std::uint8_t> image_pixels(std::int64_t height, std::int64_t width, int label, int i) {
