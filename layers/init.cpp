@@ -1,19 +1,15 @@
 // Philox-based uniform initialization.
 #include "layers/init.h"
 
-#include <vector>
-
-#include "runtime/philox.h"
+#include "kernels/uniform_fill.h"
+#include "runtime/error.h"
 
 namespace mb {
 
 void fill_uniform(Tensor& t, float bound, std::uint64_t seed, std::uint32_t stream_id) {
-  std::vector<float> values(static_cast<std::size_t>(t.numel()));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const float u = philox_element_uniform(seed, stream_id, 0, 0, static_cast<std::uint32_t>(i));
-    values[i] = (2.0f * u - 1.0f) * bound;
-  }
-  t.copy_from(Tensor::from_vector(values, t.shape()));
+  MB_CHECK(t.dtype() == DType::Float32, "fill_uniform: a ", dtype_name(t.dtype()),
+           " tensor; parameters are float32");
+  uniform_fill(Stream::compute(t.device()), t.data<float>(), t.numel(), bound, seed, stream_id);
 }
 
 }  // namespace mb
