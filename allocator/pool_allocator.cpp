@@ -485,6 +485,11 @@ FreeArenaReport PoolAllocator::report() const {
   return report_locked();
 }
 
+MemoryUsage PoolAllocator::usage() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return MemoryUsage{capacity_, stats_.reserved_bytes, stats_.allocated_bytes};
+}
+
 PoolStats PoolAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;

@@ -112,6 +112,7 @@ class PoolAllocator final : public Allocator {
   void record_stream(void* ptr, StreamHandle stream) override;
 
   FreeArenaReport report() const override;
+  MemoryUsage usage() const override;
   MemoryKind kind() const override { return resource_->kind(); }
   int device_index() const override { return resource_->device_index(); }
   std::size_t peak_allocated() const override;

@@ -226,7 +226,7 @@ FitResult fit(Session& session, const Dataset& train, const Dataset& test,
       correct += report.step.correct;
       ++report.step_in_epoch;
       ++steps_this_run;
-      report.memory = session.allocator().report();
+      report.memory = session.allocator().usage();
       if (callbacks.on_step) {
         report.loader = loader.stats();
         callbacks.on_step(report);

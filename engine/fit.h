@@ -63,7 +63,7 @@ struct StepReport {
   std::int64_t steps_per_epoch = 0;
   float lr = 0.0f;
   StepResult step;
-  FreeArenaReport memory;
+  MemoryUsage memory;
   std::vector<std::int64_t> sample_indices;  // data set index of each sample of the batch
   LoaderStats loader;                        // the epoch so far
 };

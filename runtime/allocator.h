@@ -31,6 +31,12 @@ class Allocator {
   virtual void record_stream(void* /*ptr*/, StreamHandle /*stream*/) {}
 
   virtual FreeArenaReport report() const = 0;
+  // Capacity, reserved and allocated bytes without report()'s device query (cheap enough for
+  // every step).
+  virtual MemoryUsage usage() const {
+    const FreeArenaReport full = report();
+    return MemoryUsage{full.capacity, full.reserved, full.allocated};
+  }
   virtual MemoryKind kind() const = 0;
   virtual int device_index() const = 0;
 

@@ -35,6 +35,14 @@ struct FreeArenaReport {
   std::string biggest_tags(int count = 3) const;
 };
 
+// The counters an allocator keeps, read without asking the device anything (report()'s
+// headroom asks the driver for its free memory): what a per-step report shows.
+struct MemoryUsage {
+  std::size_t capacity = 0;
+  std::size_t reserved = 0;
+  std::size_t allocated = 0;
+};
+
 // "1.50 GiB", "512.0 KiB", "17 B".
 std::string format_bytes(std::size_t bytes);
 

@@ -319,6 +319,25 @@ TEST(PoolAllocator, SplitAndCoalesceRestoreOneBlock) {
   EXPECT_EQ(pool.report().fragmentation, 0.0);
 }
 
+// usage() is report()'s capacity, reserved and allocated, from the counters alone.
+TEST(PoolAllocator, UsageIsTheReportsCounters) {
+  PoolOptions options;
+  options.capacity = 64 * kMiB;
+  PoolAllocator pool(make_host_memory_resource(), options);
+  void* small = pool.allocate(3 * kKiB, MemoryTag::Activation);
+  void* large = pool.allocate(5 * kMiB, MemoryTag::Grad);
+  pool.deallocate(small);
+  const FreeArenaReport report = pool.report();
+  const MemoryUsage usage = pool.usage();
+  EXPECT_EQ(usage.capacity, report.capacity);
+  EXPECT_EQ(usage.capacity, 64 * kMiB);
+  EXPECT_EQ(usage.reserved, report.reserved);
+  EXPECT_EQ(usage.allocated, report.allocated);
+  EXPECT_GE(usage.allocated, 5 * kMiB);
+  EXPECT_GT(usage.reserved, usage.allocated);  // the small segment stays cached
+  pool.deallocate(large);
+}
+
 TEST(PoolAllocator, BestFitPicksTheSmallestFittingBlock) {
   PoolAllocator pool(make_host_memory_resource());
   // a (8 KiB), b (2 KiB), c (4 KiB) separated by live 512 B spacers, then freed.
