@@ -6,8 +6,9 @@
 // Counters: seconds per sample (time_per_sample, lower is better), samples/s
 // (items_per_second), forward+backward FLOPs/s from the model's own FLOP count (3x forward),
 // and the arena's peak allocated bytes over the timed steps (peak_allocated_bytes: the
-// buffers mode holds one more fp32 copy of every parameter). Trainer::step synchronizes the
-// device, so wall time is the step time on GPU too. GPU variants skip without a device.
+// buffers mode holds one more fp32 copy of every parameter). Trainer::step waits for the
+// device once per step (before the update, which the next step's wait covers), so over the
+// iterations wall time is the step time on GPU too. GPU variants skip without a device.
 //
 // Run: build-<you>/bench/mbp_bench --benchmark_min_time=1
 #include <benchmark/benchmark.h>

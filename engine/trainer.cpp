@@ -119,6 +119,26 @@ AccumulationMode parse_accumulation(const std::string& name) {
            "'. Fix: use --accumulation inplace or --accumulation buffers");
 }
 
+// Note: a micro-batch adds its loss totals into its own sums, cleared when it starts, and
+// those into the step's when it has completed: a micro-batch that runs out of memory after its
+// loss leaves the step's sums as they were, and nothing is read back until the step ends.
+struct Trainer::StepSums {
+  CrossEntropySums step;
+  CrossEntropySums micro_batch;
+  double grad_squares;
+};
+
+Trainer::StepSums* Trainer::device_sums() const {
+  return static_cast<StepSums*>(step_sums_.raw_data());
+}
+
+Trainer::StepSums Trainer::read_step_sums() const {
+  StepSums host{};
+  copy_bytes(&host, device_sums(), sizeof(StepSums), stream_);
+  stream_.synchronize();
+  return host;
+}
+
 Trainer::Trainer(std::shared_ptr<Module> model, const TrainerOptions& options)
     : model_(std::move(model)),
       options_(resolved(checked(model_), options)),
@@ -153,6 +173,8 @@ Trainer::Trainer(std::shared_ptr<Module> model, const TrainerOptions& options)
       }
     }
     optimizer_ = std::make_unique<Optimizer>(parameters_, options_.optimizer);
+    step_sums_ = Tensor::zeros(Shape{static_cast<std::int64_t>(sizeof(StepSums))},
+                               tensor_options(options_.device, MemoryTag::Other, DType::UInt8));
   } catch (const OutOfMemory& error) {
     throw_fixed_state_out_of_memory(error);
   }
@@ -343,9 +365,8 @@ RunPeak Trainer::probe_peak(const Shape& sample_shape, const Shape& label_shape,
   return peak;
 }
 
-Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset,
-                                         std::int64_t count, int index, std::int64_t total_valid,
-                                         BackwardObserver* observer) {
+void Trainer::run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count,
+                              int index, std::int64_t total_valid, BackwardObserver* observer) {
   allocator_->set_micro_batch(index);
   allocator_->mark("micro-batch " + std::to_string(index) + " start (" + std::to_string(count) +
                    " samples)");
@@ -371,17 +392,25 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
   if (in_place) loss_options.reduction = Reduction::Sum;
   backward_state.mode = in_place ? first_or_later : GradientMode::Overwrite;
   const Tensor label_slice = labels.slice(offset, offset + count);
-  LossResult loss = SoftmaxCrossEntropy(loss_options).forward_backward(logits, label_slice, 1.0f);
+  StepSums* sums = device_sums();
+  fill_words(&sums->micro_batch, 0, sizeof(CrossEntropySums) / 4, stream_);
+  loss_classes_ = logits.dim(1);
+  Tensor grad_logits = SoftmaxCrossEntropy(loss_options)
+                           .forward_backward_into(logits, label_slice, 1.0f, &sums->micro_batch);
   logits = Tensor();
-  model_->backward(loss.grad_logits, backward_state);
+  model_->backward(grad_logits, backward_state);
+  grad_logits = Tensor();
   feeder_.release(index);
 
   if (!in_place) {
     // acc (+)= factor * grad with the exact factor n_k / B of this micro-batch.
     float factor = 1.0f;
     if (options_.loss.reduction == Reduction::Mean) {
-      factor = static_cast<float>(static_cast<double>(loss.valid_count) /
-                                  static_cast<double>(std::max<std::int64_t>(total_valid, 1)));
+      // The micro-batch's valid labels, counted on the host (the device's count is read once,
+      // at the end of the step).
+      factor = static_cast<float>(
+          static_cast<double>(count_valid(label_slice, options_.loss.ignore_index)) /
+          static_cast<double>(std::max<std::int64_t>(total_valid, 1)));
     }
     std::vector<GradSlot> slots;
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
@@ -390,16 +419,19 @@ Trainer::Totals Trainer::run_micro_batch(const Tensor& labels, std::int64_t offs
     }
     accumulate_grads(stream_, slots.data(), static_cast<int>(slots.size()), factor, first_or_later);
   }
+  add_cross_entropy_sums(stream_, &sums->micro_batch, &sums->step);
   model_->commit_micro_batch();
   allocator_->mark("micro-batch " + std::to_string(index) + " end");
-  return Totals{loss.loss_sum, loss.correct};
 }
 
-Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& labels,
-                                           std::int64_t total_valid, StepResult& result) {
+void Trainer::run_micro_batches(const Tensor& images, const Tensor& labels,
+                                std::int64_t total_valid, StepResult& result) {
   const std::int64_t batch = images.dim(0);
   std::vector<std::int64_t> sizes = plan_.split(batch);
-  Totals totals;
+  const auto clear_step_sums = [&] {
+    fill_words(&device_sums()->step, 0, sizeof(CrossEntropySums) / 4, stream_);
+  };
+  clear_step_sums();
   std::int64_t offset = 0;
   std::size_t k = 0;
   model_->begin_batch();
@@ -418,10 +450,8 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
       if (k + 1 < sizes.size()) feeder_.stage(images, offset + count, sizes[k + 1], index + 1);
       const bool last = k + 1 == sizes.size();
       if (overlap && last) reducer_->arm();
-      const Totals micro = run_micro_batch(labels, offset, count, index, total_valid,
-                                           overlap && last ? reducer_.get() : nullptr);
-      totals.loss_sum += micro.loss_sum;
-      totals.correct += micro.correct;
+      run_micro_batch(labels, offset, count, index, total_valid,
+                      overlap && last ? reducer_.get() : nullptr);
       result.micro_batches.push_back(count);
       offset += count;
       ++k;
@@ -437,7 +467,7 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
         model_->begin_batch();
         sizes = plan_.split(batch);
         result.micro_batches.clear();
-        totals = Totals{};
+        clear_step_sums();
         offset = 0;
         k = 0;
       } else {
@@ -449,7 +479,6 @@ Trainer::Totals Trainer::run_micro_batches(const Tensor& images, const Tensor& l
     }
   }
   allocator_->set_micro_batch(-1);
-  return totals;
 }
 
 StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
@@ -483,11 +512,13 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
   const std::int64_t total_valid = counts[0];
   result.samples = counts[1];
   first_sample_ = first_sample;
-  Totals totals = run_micro_batches(images, labels, total_valid, result);
+  run_micro_batches(images, labels, total_valid, result);
+  CrossEntropyTotals totals;
   if (reducer_) {
     // Gradients in buckets, then one all-reduce of the loss, the correct count and every
     // BatchNorm layer's count, Σx and Σx², so running statistics are the global batch's.
     result.reduce = reducer_->finish();
+    totals = cross_entropy_totals(read_step_sums().step, loss_classes_, options_.loss.ignore_index);
     std::vector<double> values{totals.loss_sum, static_cast<double>(totals.correct)};
     model_->append_batch_statistics(values);
     communicator_->all_reduce_sum(values.data(), static_cast<std::int64_t>(values.size()));
@@ -509,9 +540,15 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
   }
   std::vector<ConstBufferSlot> grad_slots;
   for (const Tensor& g : grads) grad_slots.push_back(ConstBufferSlot{g.data<float>(), g.numel()});
-  const double squares =
-      sum_of_squares(stream_, grad_slots.data(), static_cast<int>(grad_slots.size()));
-  result.grad_norm = std::sqrt(squares) * grad_scale;
+  // The step's one wait for the device: the gradient norm and the loss totals in one read,
+  // before the update (clipping needs the norm, and a bad label or a NaN stops the step
+  // before it changes the weights).
+  sum_of_squares_into(stream_, grad_slots.data(), static_cast<int>(grad_slots.size()),
+                      &device_sums()->grad_squares);
+  const StepSums sums = read_step_sums();
+  if (!reducer_)
+    totals = cross_entropy_totals(sums.step, loss_classes_, options_.loss.ignore_index);
+  result.grad_norm = std::sqrt(sums.grad_squares) * grad_scale;
   if (!std::isfinite(result.grad_norm)) {
     MB_THROW(Error, "step ", steps(), ": the gradient norm is ", result.grad_norm,
              " (NaN or Inf in the gradients). Fix: lower --lr, or enable --clip-norm");
@@ -520,8 +557,10 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
     grad_scale = static_cast<float>(grad_scale * options_.clip_norm / (result.grad_norm + 1e-6));
   }
   allocator_->mark("optimizer update");
+  // Note: no wait for the update. Whatever reads the weights next is ordered after it on the
+  // compute stream (the next step's read, Tensor copies, evaluation), so step() returns while
+  // the device may still be updating; synchronize() waits for it.
   optimizer_->step(grads, lr, grad_scale);
-  stream_.synchronize();
 
   result.loss = options_.loss.reduction == Reduction::Mean
                     ? totals.loss_sum / static_cast<double>(std::max<std::int64_t>(total_valid, 1))

@@ -105,9 +105,14 @@ class Trainer {
   // (never skipping a sample); it throws only when one micro-batch of the minimum size no
   // longer fits. Data-parallel: images and labels are this rank's shard (at least one
   // sample), and first_sample is the global batch index of its first row (dropout keys).
-  // Every rank calls step() once per batch.
+  // Every rank calls step() once per batch. It waits for the device once, before the
+  // optimizer update, and returns while the update may still run on the device (anything that
+  // reads the weights is ordered after it); result.seconds is the host's time in the call, in
+  // steady state the time per step.
   StepResult step(const Tensor& images, const Tensor& labels, float lr,
                   std::int64_t first_sample = 0);
+  // Waits for the device work of the last step (its optimizer update): for timing one step.
+  void synchronize() const { stream_.synchronize(); }
 
   // Data-parallel consistency: throws mb::Error naming `where` when the parameters and
   // buffers (running statistics) differ between ranks, compared by a 64-bit checksum of
@@ -126,16 +131,19 @@ class Trainer {
 
  private:
   [[noreturn]] void throw_fixed_state_out_of_memory(const OutOfMemory& error) const;
-  struct Totals {
-    double loss_sum = 0.0;
-    std::int64_t correct = 0;
-  };
-  // Every micro-batch of the batch, re-planning after an OutOfMemory.
-  Totals run_micro_batches(const Tensor& images, const Tensor& labels, std::int64_t total_valid,
-                           StepResult& result);
-  // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch.
-  Totals run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
-                         std::int64_t total_valid, BackwardObserver* observer = nullptr);
+  // Every micro-batch of the batch, re-planning after an OutOfMemory; the loss totals of the
+  // micro-batches that completed are in step_sums_, on the device.
+  void run_micro_batches(const Tensor& images, const Tensor& labels, std::int64_t total_valid,
+                         StepResult& result);
+  // Forward, loss, backward and (Buffers mode) accumulation of one micro-batch; its loss
+  // totals are added into the step's when it completes.
+  void run_micro_batch(const Tensor& labels, std::int64_t offset, std::int64_t count, int index,
+                       std::int64_t total_valid, BackwardObserver* observer = nullptr);
+  // The step's sums (loss totals, squared gradient norm), copied to the host: the one wait
+  // of a step for the device.
+  struct StepSums;
+  StepSums* device_sums() const;
+  StepSums read_step_sums() const;
   // The planner's measurement: peak allocated and reserved bytes above the baseline for a
   // training micro-batch of `samples` zeros, then one of each size in `then`, in the same
   // arena (a step's last, smaller micro-batches reuse and split the blocks the full ones
@@ -161,6 +169,10 @@ class Trainer {
   // reverse registration order at aligned offsets, so an all-reduce bucket is a range.
   Tensor flat_grads_;
   Tensor flat_accumulators_;
+  // A StepSums where the step runs (trainer.cpp): the micro-batches add their loss totals on
+  // the device, the step reads them once.
+  Tensor step_sums_;
+  std::int64_t loss_classes_ = 0;  // of the last logits, for a bad label's message
   std::shared_ptr<Communicator> communicator_;
   std::unique_ptr<GradientReducer> reducer_;  // data-parallel only
   std::int64_t first_sample_ = 0;             // of the current step's shard

@@ -16,4 +16,9 @@ double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int co
   return MB_DISPATCH(stream, sum_of_squares, slots, count);
 }
 
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total) {
+  MB_DISPATCH(stream, sum_of_squares_into, slots, count, total);
+}
+
 }  // namespace mb

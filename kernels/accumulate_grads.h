@@ -21,5 +21,9 @@ void accumulate_grads(const Stream& stream, const GradSlot* slots, int count, fl
 
 // Sum of x^2 over every element of every slot, accumulated in double; returns when known.
 double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count);
+// The same sum written to *total (memory of the stream's device) without waiting, ordered on
+// the stream: a step reads it with its loss, once. The same bits as sum_of_squares.
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total);
 
 }  // namespace mb

@@ -66,6 +66,30 @@ LossResult SoftmaxCrossEntropy::forward(const Tensor& logits, const Tensor& labe
   return run(logits, labels, 1.0f, false);
 }
 
+Tensor SoftmaxCrossEntropy::forward_backward_into(const Tensor& logits, const Tensor& labels,
+                                                  float seed_scale, CrossEntropySums* sums) const {
+  const Layout layout = check_shapes(logits, labels);
+  const Device device = logits.device();
+  Tensor grad = Tensor::empty(logits.shape(), tensor_options(device, MemoryTag::Activation));
+  const Stream stream = Stream::compute(device);
+  const Tensor device_labels =
+      labels.device() == device ? labels : labels.to(device, stream.handle());
+  softmax_cross_entropy_add(stream, logits.data<float>(), device_labels.data<std::int32_t>(),
+                            layout.outer, layout.classes, layout.inner, options_.label_smoothing,
+                            options_.ignore_index, seed_scale, grad_scale(), grad.data<float>(),
+                            sums);
+  return grad;
+}
+
+double SoftmaxCrossEntropy::reduced(const CrossEntropyTotals& totals) const {
+  return reduced_loss(options_.reduction, totals.loss_sum, totals.valid_count);
+}
+
+CrossEntropyGradScale SoftmaxCrossEntropy::grad_scale() const {
+  return options_.reduction == Reduction::Mean ? CrossEntropyGradScale::Mean
+                                               : CrossEntropyGradScale::Sum;
+}
+
 LossResult SoftmaxCrossEntropy::run(const Tensor& logits, const Tensor& labels, float seed_scale,
                                     bool want_gradient) const {
   const Layout layout = check_shapes(logits, labels);
@@ -79,12 +103,10 @@ LossResult SoftmaxCrossEntropy::run(const Tensor& logits, const Tensor& labels, 
   const Stream stream = Stream::compute(device);
   const Tensor device_labels =
       labels.device() == device ? labels : labels.to(device, stream.handle());
-  const CrossEntropyTotals totals = softmax_cross_entropy(
-      stream, logits.data<float>(), device_labels.data<std::int32_t>(), layout.outer,
-      layout.classes, layout.inner, options_.label_smoothing, options_.ignore_index, seed_scale,
-      options_.reduction == Reduction::Mean ? CrossEntropyGradScale::Mean
-                                            : CrossEntropyGradScale::Sum,
-      grad);
+  const CrossEntropyTotals totals =
+      softmax_cross_entropy(stream, logits.data<float>(), device_labels.data<std::int32_t>(),
+                            layout.outer, layout.classes, layout.inner, options_.label_smoothing,
+                            options_.ignore_index, seed_scale, grad_scale(), grad);
   result.loss_sum = totals.loss_sum;
   result.valid_count = totals.valid_count;
   result.correct = totals.correct;

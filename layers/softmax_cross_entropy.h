@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "kernels/softmax_cross_entropy.h"
 #include "runtime/tensor.h"
 
 namespace mb {
@@ -48,10 +49,18 @@ class SoftmaxCrossEntropy {
                               float seed_scale = 1.0f) const;
   // Loss only (evaluation): no gradient.
   LossResult forward(const Tensor& logits, const Tensor& labels) const;
+  // forward_backward without waiting for the totals: they are added into `sums`, memory of
+  // the logits' device (kernels/softmax_cross_entropy.h), for the caller to read once after
+  // several calls. Returns the gradient.
+  Tensor forward_backward_into(const Tensor& logits, const Tensor& labels, float seed_scale,
+                               CrossEntropySums* sums) const;
+  // The loss of totals read from sums, reduced per the options.
+  double reduced(const CrossEntropyTotals& totals) const;
 
  private:
   LossResult run(const Tensor& logits, const Tensor& labels, float seed_scale,
                  bool want_gradient) const;
+  CrossEntropyGradScale grad_scale() const;
 
   LossOptions options_;
 };

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "runtime/error.h"
+
 namespace mb::cpu {
 namespace {
 
@@ -55,6 +57,12 @@ double sum_of_squares(const Stream& /*stream*/, const ConstBufferSlot* slots, in
     });
   }
   return total;
+}
+
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total) {
+  MB_CHECK(total != nullptr, "sum_of_squares_into: null total");
+  *total = cpu::sum_of_squares(stream, slots, count);
 }
 
 }  // namespace mb::cpu

@@ -12,5 +12,7 @@ void accumulate_grads(const Stream& stream, const GradSlot* slots, int count, fl
                       GradientMode mode);
 // Accumulated in double.
 double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count);
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total);
 
 }  // namespace mb::cpu

@@ -109,4 +109,30 @@ CrossEntropyTotals softmax_cross_entropy(const Stream& /*stream*/, const float* 
                     grad_logits);
 }
 
+void softmax_cross_entropy_add(const Stream& stream, const float* logits,
+                               const std::int32_t* labels, std::int64_t outer, std::int64_t classes,
+                               std::int64_t inner, float label_smoothing, int ignore_index,
+                               float seed_scale, CrossEntropyGradScale grad_scale,
+                               float* grad_logits, CrossEntropySums* sums) {
+  MB_CHECK(sums != nullptr, "softmax_cross_entropy_add: null sums");
+  const CrossEntropyTotals totals =
+      cpu::softmax_cross_entropy(stream, logits, labels, outer, classes, inner, label_smoothing,
+                                 ignore_index, seed_scale, grad_scale, grad_logits);
+  sums->loss_sum += totals.loss_sum;
+  sums->valid_count += static_cast<unsigned long long>(totals.valid_count);
+  sums->correct += static_cast<unsigned long long>(totals.correct);
+}
+
+void add_cross_entropy_sums(const Stream& /*stream*/, const CrossEntropySums* from,
+                            CrossEntropySums* into) {
+  MB_CHECK(from != nullptr && into != nullptr, "add_cross_entropy_sums: null sums");
+  into->loss_sum += from->loss_sum;
+  into->valid_count += from->valid_count;
+  into->correct += from->correct;
+  if (from->bad_label_count > 0) {
+    into->bad_label_count += from->bad_label_count;
+    into->bad_label = from->bad_label;
+  }
+}
+
 }  // namespace mb::cpu

@@ -20,4 +20,13 @@ CrossEntropyTotals softmax_cross_entropy(const Stream& stream, const float* logi
                                          float label_smoothing, int ignore_index, float seed_scale,
                                          CrossEntropyGradScale grad_scale, float* grad_logits);
 
+void softmax_cross_entropy_add(const Stream& stream, const float* logits,
+                               const std::int32_t* labels, std::int64_t outer, std::int64_t classes,
+                               std::int64_t inner, float label_smoothing, int ignore_index,
+                               float seed_scale, CrossEntropyGradScale grad_scale,
+                               float* grad_logits, CrossEntropySums* sums);
+
+void add_cross_entropy_sums(const Stream& stream, const CrossEntropySums* from,
+                            CrossEntropySums* into);
+
 }  // namespace mb::cpu

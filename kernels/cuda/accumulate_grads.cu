@@ -101,6 +101,13 @@ __global__ void __launch_bounds__(kMultiTensorThreads)
   if (threadIdx.x == 0) sums[s] = total;
 }
 
+// *total = sums[0] + sums[1] + ... in slot order (the host's order in sum_of_squares).
+__global__ void add_slot_sums_kernel(const double* sums, int count, double* total) {
+  double sum = 0.0;
+  for (int s = 0; s < count; ++s) sum += sums[s];
+  *total = sum;
+}
+
 // Copies per-slot sums of squares to the host (synchronizing `stream`).
 std::vector<double> slot_sums_on_host(const ConstBufferSlot* slots, int count,
                                       const Stream& stream) {
@@ -155,6 +162,21 @@ double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int co
   double total = 0.0;
   for (double sum : slot_sums_on_host(slots, count, stream)) total += sum;
   return total;
+}
+
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total) {
+  mb::detail::check_buffer_slots(slots, count, "sum_of_squares_into");
+  MB_CHECK(total != nullptr, "sum_of_squares_into: null total");
+  DeviceBuffer sums;
+  if (count > 0) {
+    sums = DeviceBuffer(allocator_for(stream.device()), sizeof(double) * count,
+                        MemoryTag::Workspace, stream.handle());
+    per_slot_sum_of_squares(stream, slots, count, static_cast<double*>(sums.get()));
+  }
+  add_slot_sums_kernel<<<1, 1, 0, cuda_stream(stream)>>>(static_cast<const double*>(sums.get()),
+                                                         count, total);
+  MB_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace mb::cuda

@@ -18,6 +18,10 @@ void accumulate_grads(const Stream& stream, const GradSlot* slots, int count, fl
                       GradientMode mode);
 // Per-chunk partial sums in double, reduced in a fixed order: deterministic run to run.
 double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count);
+// The per-slot sums, then one thread adds them in slot order into *total (device memory), as
+// sum_of_squares adds them on the host: the same bits, asynchronous.
+void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
+                         double* total);
 // sums_device[s] = sum of squares of slot s, left on the device (asynchronous): what LARS
 // needs for its per-tensor trust ratios without a host round trip. CUDA only.
 void per_slot_sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int count,

@@ -23,6 +23,16 @@ constexpr int kWarps = kThreads / 32;
 constexpr std::int64_t kLossMaxBlocks = kCrossEntropyMaxBlocks;
 // The totals less the partials: what is zeroed before and read back after.
 constexpr std::size_t kTotalsHeaderBytes = offsetof(CrossEntropyDeviceTotals, block_loss);
+static_assert(kTotalsHeaderBytes == sizeof(CrossEntropySums) &&
+                  offsetof(CrossEntropyDeviceTotals, valid_count) ==
+                      offsetof(CrossEntropySums, valid_count) &&
+                  offsetof(CrossEntropyDeviceTotals, correct) ==
+                      offsetof(CrossEntropySums, correct) &&
+                  offsetof(CrossEntropyDeviceTotals, bad_label_count) ==
+                      offsetof(CrossEntropySums, bad_label_count) &&
+                  offsetof(CrossEntropyDeviceTotals, bad_label) ==
+                      offsetof(CrossEntropySums, bad_label),
+              "the device totals' header is a CrossEntropySums");
 
 unsigned loss_grid(std::int64_t work_items, std::int64_t items_per_block) {
   return grid_for(work_items, items_per_block, kLossMaxBlocks);
@@ -63,8 +73,10 @@ __device__ void block_accumulate(double loss, unsigned long long correct,
 }
 
 // totals->loss_sum = the sum of the first `blocks` partials, in an order fixed by `blocks`:
-// each thread a strided subset in index order, then a tree over the threads.
-__global__ void sum_block_losses_kernel(CrossEntropyDeviceTotals* totals, int blocks) {
+// each thread a strided subset in index order, then a tree over the threads. With `into`, the
+// call's totals are then added into it (one thread: sums of several calls add in call order).
+__global__ void sum_block_losses_kernel(CrossEntropyDeviceTotals* totals, int blocks,
+                                        CrossEntropySums* into) {
   __shared__ double shared[kThreads];
   double sum = 0.0;
   for (int i = threadIdx.x; i < blocks; i += kThreads) sum += totals->block_loss[i];
@@ -74,7 +86,28 @@ __global__ void sum_block_losses_kernel(CrossEntropyDeviceTotals* totals, int bl
     if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) totals->loss_sum = shared[0];
+  if (threadIdx.x == 0) {
+    totals->loss_sum = shared[0];
+    if (into != nullptr) {
+      into->loss_sum += shared[0];
+      into->valid_count += totals->valid_count;
+      into->correct += totals->correct;
+      if (totals->bad_label_count > 0) {
+        into->bad_label_count += totals->bad_label_count;
+        into->bad_label = totals->bad_label;
+      }
+    }
+  }
+}
+
+__global__ void add_sums_kernel(const CrossEntropySums* from, CrossEntropySums* into) {
+  into->loss_sum += from->loss_sum;
+  into->valid_count += from->valid_count;
+  into->correct += from->correct;
+  if (from->bad_label_count > 0) {
+    into->bad_label_count += from->bad_label_count;
+    into->bad_label = from->bad_label;
+  }
 }
 
 __global__ void count_labels_kernel(const std::int32_t* labels, std::int64_t count,
@@ -229,14 +262,12 @@ __global__ void cross_entropy_pixels_kernel(const float* logits, const std::int3
   block_accumulate(loss_acc, correct_acc, totals);
 }
 
-}  // namespace
-
-void softmax_cross_entropy_launch(const Stream& where, const float* logits,
-                                  const std::int32_t* labels, std::int64_t outer,
-                                  std::int64_t classes, std::int64_t inner, float label_smoothing,
-                                  int ignore_index, float seed_scale,
-                                  CrossEntropyGradScale grad_scale, float* grad_logits,
-                                  CrossEntropyDeviceTotals* totals) {
+// The launches of softmax_cross_entropy_launch; with `into`, the totals are added into it too.
+void launch_passes(const Stream& where, const float* logits, const std::int32_t* labels,
+                   std::int64_t outer, std::int64_t classes, std::int64_t inner,
+                   float label_smoothing, int ignore_index, float seed_scale,
+                   CrossEntropyGradScale grad_scale, float* grad_logits,
+                   CrossEntropyDeviceTotals* totals, CrossEntropySums* into) {
   const cudaStream_t stream = cuda_stream(where);
   MB_CHECK(outer >= 0 && inner >= 1 && classes >= 1, "softmax_cross_entropy: bad sizes (outer ",
            outer, ", classes ", classes, ", inner ", inner, ")");
@@ -246,7 +277,7 @@ void softmax_cross_entropy_launch(const Stream& where, const float* logits,
   // The counts and the sum; every block of the fused pass writes its own partial.
   MB_CUDA_CHECK(cudaMemsetAsync(totals, 0, kTotalsHeaderBytes, stream));
   const std::int64_t positions = outer * inner;
-  if (positions == 0) return;
+  if (positions == 0) return;  // nothing to add into `into` either
   MB_CHECK(logits != nullptr && labels != nullptr, "softmax_cross_entropy: null pointer");
   count_labels_kernel<<<loss_grid(positions, kThreads), kThreads, 0, stream>>>(
       labels, positions, classes, ignore_index, totals);
@@ -265,7 +296,41 @@ void softmax_cross_entropy_launch(const Stream& where, const float* logits,
         seed_scale, mean, grad_logits, totals);
   }
   MB_CUDA_LAUNCH_CHECK();
-  sum_block_losses_kernel<<<1, kThreads, 0, stream>>>(totals, static_cast<int>(blocks));
+  sum_block_losses_kernel<<<1, kThreads, 0, stream>>>(totals, static_cast<int>(blocks), into);
+  MB_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void softmax_cross_entropy_launch(const Stream& stream, const float* logits,
+                                  const std::int32_t* labels, std::int64_t outer,
+                                  std::int64_t classes, std::int64_t inner, float label_smoothing,
+                                  int ignore_index, float seed_scale,
+                                  CrossEntropyGradScale grad_scale, float* grad_logits,
+                                  CrossEntropyDeviceTotals* totals) {
+  launch_passes(stream, logits, labels, outer, classes, inner, label_smoothing, ignore_index,
+                seed_scale, grad_scale, grad_logits, totals, nullptr);
+}
+
+void softmax_cross_entropy_add(const Stream& stream, const float* logits,
+                               const std::int32_t* labels, std::int64_t outer, std::int64_t classes,
+                               std::int64_t inner, float label_smoothing, int ignore_index,
+                               float seed_scale, CrossEntropyGradScale grad_scale,
+                               float* grad_logits, CrossEntropySums* sums) {
+  MB_CHECK(sums != nullptr, "softmax_cross_entropy_add: null sums");
+  // The call's partials in a workspace block, freed in stream order (the next call on this
+  // stream may reuse it only after these launches).
+  DeviceBuffer totals_buffer(allocator_for(stream.device()), sizeof(CrossEntropyDeviceTotals),
+                             MemoryTag::Workspace, stream.handle());
+  launch_passes(stream, logits, labels, outer, classes, inner, label_smoothing, ignore_index,
+                seed_scale, grad_scale, grad_logits,
+                static_cast<CrossEntropyDeviceTotals*>(totals_buffer.get()), sums);
+}
+
+void add_cross_entropy_sums(const Stream& stream, const CrossEntropySums* from,
+                            CrossEntropySums* into) {
+  MB_CHECK(from != nullptr && into != nullptr, "add_cross_entropy_sums: null sums");
+  add_sums_kernel<<<1, 1, 0, cuda_stream(stream)>>>(from, into);
   MB_CUDA_LAUNCH_CHECK();
 }
 
@@ -279,20 +344,11 @@ CrossEntropyTotals softmax_cross_entropy(const Stream& stream, const float* logi
   auto* device_totals = static_cast<CrossEntropyDeviceTotals*>(totals_buffer.get());
   softmax_cross_entropy_launch(stream, logits, labels, outer, classes, inner, label_smoothing,
                                ignore_index, seed_scale, grad_scale, grad_logits, device_totals);
-  CrossEntropyDeviceTotals totals{};
-  copy_bytes(&totals, device_totals, kTotalsHeaderBytes, stream);
+  // The header of the device totals has CrossEntropySums' layout (static_assert above).
+  CrossEntropySums sums{};
+  copy_bytes(&sums, device_totals, kTotalsHeaderBytes, stream);
   stream.synchronize();
-  if (totals.bad_label_count > 0) {
-    MB_THROW(InvalidArgument, "SoftmaxCrossEntropy: label ", totals.bad_label, " is outside [0, ",
-             classes, ") and is not ignore_index (", ignore_index, "); ", totals.bad_label_count,
-             " such labels. Fix: labels must be class indices in [0, C) with C = ", classes,
-             ", or ignore_index");
-  }
-  CrossEntropyTotals result;
-  result.loss_sum = totals.loss_sum;
-  result.valid_count = static_cast<std::int64_t>(totals.valid_count);
-  result.correct = static_cast<std::int64_t>(totals.correct);
-  return result;
+  return cross_entropy_totals(sums, classes, ignore_index);
 }
 
 }  // namespace mb::cuda

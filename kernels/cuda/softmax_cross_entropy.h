@@ -48,4 +48,16 @@ void softmax_cross_entropy_launch(const Stream& stream, const float* logits,
                                   CrossEntropyGradScale grad_scale, float* grad_logits,
                                   CrossEntropyDeviceTotals* totals);
 
+// The twin of cpu::softmax_cross_entropy_add: the launches, then the totals added into `sums`
+// (device memory) by the reduction's last thread; nothing waits.
+void softmax_cross_entropy_add(const Stream& stream, const float* logits,
+                               const std::int32_t* labels, std::int64_t outer, std::int64_t classes,
+                               std::int64_t inner, float label_smoothing, int ignore_index,
+                               float seed_scale, CrossEntropyGradScale grad_scale,
+                               float* grad_logits, CrossEntropySums* sums);
+
+// One thread adds `from` into `into` (both device memory).
+void add_cross_entropy_sums(const Stream& stream, const CrossEntropySums* from,
+                            CrossEntropySums* into);
+
 }  // namespace mb::cuda

@@ -4,6 +4,10 @@
 // it redoes the work: InPlace redoes the batch from its first sample, Buffers redoes the
 // failing micro-batch.
 //
+// Two places to fail: in forward after the last BatchNorm, and at the micro-batch's last
+// allocation, in backward, after the loss has added the micro-batch's totals (which must not
+// reach the step's loss then).
+//
 // The truth is an undisturbed step driven by hand over the split the engine ended with:
 // each micro-batch's forward (training), mean loss and backward, its gradient added with
 // factor n_k / B in fp64, the BatchNorm hooks begin / commit / end, and plain SGD
@@ -54,6 +58,7 @@ BnModel bn_model() {
 }
 
 struct Outcome {
+  double loss = 0.0;  // the batch's mean loss
   std::vector<std::vector<float>> parameters;
   std::vector<std::vector<float>> running;  // bn1 mean, bn1 var, bn2 mean, bn2 var
   std::vector<std::int32_t> batches_tracked;
@@ -80,6 +85,7 @@ Outcome reference_step(const testing::Batch& batch, const std::vector<std::int64
   }
   m.net->begin_batch();
   std::int64_t offset = 0;
+  double loss_sum = 0.0;
   for (std::int64_t count : split) {
     RunState state;
     state.training = true;
@@ -90,6 +96,7 @@ Outcome reference_step(const testing::Batch& batch, const std::vector<std::int64
     BackwardState backward;
     backward.need_input_grad = false;
     m.net->backward(loss.grad_logits, backward);
+    loss_sum += loss.loss_sum;
     const double factor = static_cast<double>(count) / kBatch;
     for (std::size_t i = 0; i < parameters.size(); ++i) {
       const std::vector<float> grad = parameters[i].second->grad.to_vector();
@@ -107,7 +114,9 @@ Outcome reference_step(const testing::Batch& batch, const std::vector<std::int64
     }
     value.copy_from(Tensor::from_vector(updated, value.shape()));
   }
-  return outcome(m);
+  Outcome result = outcome(m);
+  result.loss = loss_sum / kBatch;
+  return result;
 }
 
 // bn1's running mean and variance after one batch, by formula: it sees conv1's output for
@@ -139,32 +148,53 @@ std::vector<std::vector<float>> first_layer_running_statistics(const testing::Ba
   return {mean, var};
 }
 
+// Where in the micro-batch the allocation fails.
+enum class FailAt {
+  AfterLastBatchNorm,  // forward, before the loss
+  LastAllocation,      // backward, after the loss added the micro-batch's totals
+};
+
 // Delegates to a pool, but refuses one allocation in micro-batch `target` (the first time
 // that micro-batch runs): the first one after `watched` (the last BatchNorm) has added the
-// micro-batch's sums, so every BatchNorm of the model holds pending statistics then.
+// micro-batch's sums, so every BatchNorm of the model holds pending statistics then; or
+// the micro-batch's last allocation (in backward), counted by an undisturbed step
+// (`allocations_in_target` after a step with target set and `armed` false).
 class InjectingAllocator final : public testing::PoolDelegate {
  public:
-  InjectingAllocator(std::shared_ptr<PoolAllocator> pool, int target)
-      : PoolDelegate(std::move(pool)), target_(target) {}
+  InjectingAllocator(std::shared_ptr<PoolAllocator> pool, int target, FailAt at)
+      : PoolDelegate(std::move(pool)), target_(target), at_(at) {}
   void* allocate(std::size_t bytes, MemoryTag tag, StreamHandle stream) override {
-    if (in_target_ && !fired && watched->accumulated_count() > count_at_start_) {
-      fired = true;
-      pending_at_failure = watched->accumulated_count() - count_at_start_;
-      throw OutOfMemory(bytes, report(), "InjectingAllocator(test)");
+    if (in_target_ && !fired) {
+      ++allocations_in_target;
+      const bool fire = at_ == FailAt::AfterLastBatchNorm
+                            ? watched->accumulated_count() > count_at_start_
+                            : allocations_in_target == fail_at_allocation;
+      if (armed && fire) {
+        fired = true;
+        pending_at_failure = watched->accumulated_count() - count_at_start_;
+        throw OutOfMemory(bytes, report(), "InjectingAllocator(test)");
+      }
     }
     return PoolDelegate::allocate(bytes, tag, stream);
   }
   void set_micro_batch(int index) override {
     in_target_ = index == target_ && !fired;
-    if (in_target_) count_at_start_ = watched->accumulated_count();
+    if (in_target_) {
+      count_at_start_ = watched->accumulated_count();
+      allocations_in_target = 0;
+    }
   }
 
   BatchNorm2d* watched = nullptr;
+  bool armed = true;
   bool fired = false;
   std::int64_t pending_at_failure = 0;
+  int allocations_in_target = 0;
+  int fail_at_allocation = -1;
 
  private:
   int target_;
+  FailAt at_;
   bool in_target_ = false;
   std::int64_t count_at_start_ = 0;
 };
@@ -187,7 +217,30 @@ struct Case {
   int failing_micro_batch;
   std::vector<std::int64_t> final_split;  // what the engine runs after halving 8 to 4
   const char* name;
+  FailAt at = FailAt::AfterLastBatchNorm;
 };
+
+TrainerOptions step_options(AccumulationMode mode) {
+  TrainerOptions options;
+  options.micro_batch = kMicroBatch;
+  options.accumulation = mode;
+  options.optimizer.momentum = 0.0f;
+  return options;
+}
+
+// The allocations micro-batch `target` makes in an undisturbed step.
+int allocations_in_micro_batch(const testing::Batch& batch, const Case& c) {
+  auto counting = std::make_shared<InjectingAllocator>(
+      std::make_shared<PoolAllocator>(make_host_memory_resource(), PoolOptions{}),
+      c.failing_micro_batch, c.at);
+  counting->armed = false;
+  ScopedAllocator scope(Device::cpu(), counting);
+  BnModel m = bn_model();
+  counting->watched = m.bn2.get();
+  Trainer trainer(m.net, step_options(c.mode));
+  trainer.step(batch.images, batch.labels, kLr);
+  return counting->allocations_in_target;
+}
 
 void PrintTo(const Case& c, std::ostream* out) {
   *out << c.name;
@@ -200,16 +253,15 @@ TEST_P(OomReplan, AbortedMicroBatchLeavesNoTraceInParametersOrRunningStatistics)
   const testing::Batch batch = testing::make_batch(kBatch, 21);
   const Outcome expected = reference_step(batch, c.final_split);
 
+  const int last_allocation = allocations_in_micro_batch(batch, c);
   auto injecting = std::make_shared<InjectingAllocator>(
       std::make_shared<PoolAllocator>(make_host_memory_resource(), PoolOptions{}),
-      c.failing_micro_batch);
+      c.failing_micro_batch, c.at);
+  injecting->fail_at_allocation = last_allocation;
   ScopedAllocator scope(Device::cpu(), injecting);
   BnModel m = bn_model();
   injecting->watched = m.bn2.get();
-  TrainerOptions options;
-  options.micro_batch = kMicroBatch;
-  options.accumulation = c.mode;
-  options.optimizer.momentum = 0.0f;
+  TrainerOptions options = step_options(c.mode);
   std::vector<std::string> log;
   options.log = [&log](const std::string& line) { log.push_back(line); };
   Trainer trainer(m.net, options);
@@ -223,6 +275,10 @@ TEST_P(OomReplan, AbortedMicroBatchLeavesNoTraceInParametersOrRunningStatistics)
   bool redo_logged = false;
   for (const auto& line : log) redo_logged |= line.find("redoes the batch") != std::string::npos;
   EXPECT_EQ(redo_logged, c.mode == AccumulationMode::InPlace && c.failing_micro_batch > 0);
+
+  // The loss counts every sample once: an aborted micro-batch's totals (added before its
+  // backward ran out of memory) are not in it.
+  EXPECT_NEAR(result.loss, expected.loss, 1e-6 * expected.loss) << c.name;
 
   const Outcome actual = outcome(m);
   testing::expect_parameters_close(actual.parameters, expected.parameters, 2e-5, 2e-6, c.name);
@@ -242,7 +298,17 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{AccumulationMode::InPlace, 1, {4, 4, 4, 4}, "InPlaceSecond"},
                       Case{AccumulationMode::Buffers, 1, {8, 4, 4}, "BuffersSecond"},
                       Case{AccumulationMode::InPlace, 0, {4, 4, 4, 4}, "InPlaceFirst"},
-                      Case{AccumulationMode::Buffers, 0, {4, 4, 4, 4}, "BuffersFirst"}),
+                      Case{AccumulationMode::Buffers, 0, {4, 4, 4, 4}, "BuffersFirst"},
+                      Case{AccumulationMode::Buffers,
+                           1,
+                           {8, 4, 4},
+                           "BuffersSecondInBackward",
+                           FailAt::LastAllocation},
+                      Case{AccumulationMode::InPlace,
+                           0,
+                           {4, 4, 4, 4},
+                           "InPlaceFirstInBackward",
+                           FailAt::LastAllocation}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
