@@ -8,8 +8,7 @@
 namespace mb::cuda {
 namespace {
 
-__global__ void uniform_fill_kernel(float* output, std::int64_t count, float bound,
-                                    PhiloxKey key) {
+__global__ void uniform_fill_kernel(float* output, std::int64_t count, float bound, PhiloxKey key) {
   const std::int64_t groups = (count + 3) / 4;
   for (std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        g < groups; g += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {

@@ -55,9 +55,9 @@ TEST(LossSums, AddIsTheSumOfTheSynchronousTotalsWithTheSameGradient) {
   for (unsigned seed : {1u, 2u}) {
     const Inputs in = make_inputs(seed);
     std::vector<float> grad(in.logits.size()), expected_grad(in.logits.size());
-    const CrossEntropyTotals totals = softmax_cross_entropy(
-        cpu, in.logits.data(), in.labels.data(), kRows, kClasses, 1, 0.1f, -100, 0.5f,
-        CrossEntropyGradScale::Mean, expected_grad.data());
+    const CrossEntropyTotals totals =
+        softmax_cross_entropy(cpu, in.logits.data(), in.labels.data(), kRows, kClasses, 1, 0.1f,
+                              -100, 0.5f, CrossEntropyGradScale::Mean, expected_grad.data());
     softmax_cross_entropy_add(cpu, in.logits.data(), in.labels.data(), kRows, kClasses, 1, 0.1f,
                               -100, 0.5f, CrossEntropyGradScale::Mean, grad.data(), &sums);
     EXPECT_EQ(grad, expected_grad) << "seed " << seed;
@@ -170,9 +170,9 @@ TEST(LossSumsGpu, DeviceSumsMatchTheCpuAndABadLabelWaitsForTheRead) {
   bad.labels[5] = 99;
   const Tensor logits = Tensor::from_vector(bad.logits, Shape{kRows, kClasses}).to(gpu_device);
   const Tensor labels = Tensor::from_vector_int(bad.labels, Shape{kRows}).to(gpu_device);
-  EXPECT_NO_THROW(softmax_cross_entropy_add(gpu, logits.data<float>(),
-                                            labels.data<std::int32_t>(), kRows, kClasses, 1, 0.0f,
-                                            -100, 1.0f, CrossEntropyGradScale::Sum, nullptr, sums));
+  EXPECT_NO_THROW(softmax_cross_entropy_add(gpu, logits.data<float>(), labels.data<std::int32_t>(),
+                                            kRows, kClasses, 1, 0.0f, -100, 1.0f,
+                                            CrossEntropyGradScale::Sum, nullptr, sums));
   copy_bytes(&read, sums, sizeof(read), gpu);
   gpu.synchronize();
   EXPECT_EQ(read.bad_label_count, 1u);
@@ -194,7 +194,8 @@ TEST(LossSumsGpu, SumOfSquaresIntoEqualsTheSynchronousSumBitForBit) {
     buffers.push_back(Tensor::from_vector(b, Shape{size}).to(gpu_device));
     slots.push_back(ConstBufferSlot{buffers.back().data<float>(), size});
   }
-  Tensor total = Tensor::zeros(Shape{8}, tensor_options(gpu_device, MemoryTag::Other, DType::UInt8));
+  Tensor total =
+      Tensor::zeros(Shape{8}, tensor_options(gpu_device, MemoryTag::Other, DType::UInt8));
   sum_of_squares_into(gpu, slots.data(), static_cast<int>(slots.size()),
                       static_cast<double*>(total.raw_data()));
   double read = 0.0;

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "kernels/uniform_fill.h"
+#include "runtime/error.h"
 #include "runtime/philox.h"
 #include "runtime/stream.h"
 #include "runtime/tensor.h"
-#include "runtime/error.h"
 #include "tests/test_util.h"
 
 namespace mb {
