@@ -196,10 +196,10 @@ std::vector<Candidate> query_candidates(const Stream& stream, Direction directio
 
 [[noreturn]] void throw_workspace(std::size_t bytes, const ConvGeometry& g, Direction direction,
                                   Allocator& allocator, const char* which) {
-  throw OutOfMemory(bytes, allocator.report(),
-                    detail::concat("cuDNN ", direction_name(direction), " workspace for ",
-                                   g.to_string(), which, ". Fix: use a smaller micro-batch"),
-                    __FILE__, __LINE__);
+  throw OutOfMemory(
+      bytes, allocator.report(),
+      detail::concat("cuDNN ", direction_name(direction), " workspace for ", g.to_string(), which),
+      __FILE__, __LINE__, "Fix: use a smaller micro-batch");
 }
 
 // The first (fastest by cuDNN's heuristic) candidate whose workspace fits the memory available
@@ -241,7 +241,10 @@ AlgorithmChoice choose(const Stream& stream, Direction direction, const ConvGeom
              ". Fix: check the convolution arguments",
              (deterministic ? ", or drop --deterministic" : ""));
   }
-  const std::size_t limit = allocator->report().available();
+  // The largest workspace one allocation can get now: the largest free block, or a new
+  // segment under the cap (available() adds the two, which no single block can have).
+  const FreeArenaReport report = allocator->report();
+  const std::size_t limit = std::max(report.largest_free_block, report.headroom);
   if (pinned) {
     for (const Candidate& candidate : candidates) {
       if (candidate.choice.algorithm != pinned->algorithm) continue;
