@@ -19,9 +19,11 @@ class PoolDelegate : public Allocator {
     return pool_->allocate(bytes, tag, stream);
   }
   void deallocate(void* ptr) noexcept override { pool_->deallocate(ptr); }
+  void record_stream(void* ptr, StreamHandle stream) override { pool_->record_stream(ptr, stream); }
   FreeArenaReport report() const override { return pool_->report(); }
+  MemoryUsage usage() const override { return pool_->usage(); }
   MemoryKind kind() const override { return pool_->kind(); }
-  int device_index() const override { return -1; }
+  int device_index() const override { return pool_->device_index(); }
   std::size_t peak_allocated() const override { return pool_->peak_allocated(); }
   std::size_t peak_reserved() const override { return pool_->peak_reserved(); }
   void empty_cache() override { pool_->empty_cache(); }

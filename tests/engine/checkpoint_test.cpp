@@ -19,6 +19,19 @@ std::string temp_path(const std::string& name) {
       .string();
 }
 
+// Removes a checkpoint and its optimizer files (named "<name>.optimizer-<step>-<pid>-<token>
+// .safetensors" since the two-file commit, or "<name>.optimizer.safetensors" before).
+void remove_checkpoint(const std::string& path) {
+  const std::filesystem::path file(path);
+  const std::string prefix = file.filename().string() + ".optimizer";
+  std::filesystem::remove(file);
+  for (const auto& entry : std::filesystem::directory_iterator(file.parent_path())) {
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+      std::filesystem::remove(entry.path());
+    }
+  }
+}
+
 TrainerOptions options_for(OptimizerKind kind) {
   TrainerOptions options;
   options.micro_batch = 5;
@@ -67,8 +80,7 @@ TEST(Checkpoint, ResumeContinuesExactly) {
       EXPECT_EQ(buffers_a[i].second->to_vector(), buffers_b[i].second->to_vector())
           << buffers_a[i].first;
     }
-    std::filesystem::remove(path);
-    std::filesystem::remove(optimizer_checkpoint_path(path));
+    remove_checkpoint(path);
   }
 }
 
@@ -93,8 +105,7 @@ TEST(Checkpoint, AnotherModelIsRefusedNamingTheKey) {
     EXPECT_NE(what.find("[6, 3, 5, 5]"), std::string::npos) << what;
   }
   EXPECT_THROW(load_checkpoint(path, trainer, "resnet18"), InvalidArgument);
-  std::filesystem::remove(path);
-  std::filesystem::remove(optimizer_checkpoint_path(path));
+  remove_checkpoint(path);
 }
 
 // Counts in a checkpoint's metadata come from a file: a negative, huge or malformed epoch or
@@ -142,7 +153,7 @@ TEST(Checkpoint, MetadataCountsOutsideTheirRangeAreRefused) {
   Trainer trainer(model, TrainerOptions{});
   const CheckpointInfo info = load_checkpoint(path, trainer, "lenet5");
   EXPECT_EQ(info.position.epoch, 1000000);
-  std::filesystem::remove(path);
+  remove_checkpoint(path);
 }
 
 }  // namespace
