@@ -4,6 +4,7 @@
 #include "kernels/cpu/batch_norm.h"
 #include "kernels/cuda/batch_norm.h"
 #include "kernels/dispatch.h"
+#include "runtime/error.h"
 
 namespace mb {
 
@@ -43,6 +44,19 @@ void batch_norm_backward(const Stream& stream, const float* grad_y, const float*
 void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
                                 std::int64_t count) {
   MB_DISPATCH(stream, batch_norm_fold_statistics, committed, pending, count);
+}
+
+void batch_norm_update_running(const Stream& stream, const double* statistics,
+                               std::int64_t channels, std::int64_t count, double momentum,
+                               float* running_mean, float* running_var,
+                               std::int32_t* num_batches_tracked) {
+  MB_CHECK(channels > 0 && count > 1, "batch_norm_update_running: ", channels, " channels, ", count,
+           " values per channel (more than one needed)");
+  MB_CHECK(statistics != nullptr && running_mean != nullptr && running_var != nullptr &&
+               num_batches_tracked != nullptr,
+           "batch_norm_update_running: null pointer argument");
+  MB_DISPATCH(stream, batch_norm_update_running, statistics, channels, count, momentum,
+              running_mean, running_var, num_batches_tracked);
 }
 
 }  // namespace mb

@@ -65,4 +65,16 @@ void batch_norm_backward(const Stream& stream, const float* grad_y, const float*
 void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
                                 std::int64_t count);
 
+// The running statistics from a batch's sums where they live (no host round trip):
+// statistics holds [pending Σx, pending Σx², committed Σx, committed Σx²], `channels` doubles
+// each, over `count` (> 1) values per channel. In fp64, with Σ the pending plus committed sum:
+//   mean = Σx / count,  var = max(Σx² / count - mean², 0) * count / (count - 1)
+//   running = (1 - momentum) * running + momentum * batch, stored as float;
+// and num_batches_tracked += 1. Every operation rounds on its own (no fused multiply-add), so
+// both twins give the same bits.
+void batch_norm_update_running(const Stream& stream, const double* statistics,
+                               std::int64_t channels, std::int64_t count, double momentum,
+                               float* running_mean, float* running_var,
+                               std::int32_t* num_batches_tracked);
+
 }  // namespace mb

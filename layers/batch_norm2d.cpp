@@ -258,9 +258,9 @@ void BatchNorm2d::commit_micro_batch() {
 void BatchNorm2d::abort_micro_batch() {
   if (pending_count_ == 0) return;
   ensure_statistics();
-  std::vector<double> values = read_statistics();
-  std::fill(values.begin(), values.begin() + 2 * channels_, 0.0);
-  write_statistics(values);
+  // The pending sums are the first 2C doubles (4C words).
+  fill_words(statistics_.get(), 0, static_cast<std::size_t>(4 * channels_),
+             Stream::compute(statistics_device_));
   pending_count_ = 0;
 }
 
@@ -298,30 +298,11 @@ void BatchNorm2d::end_batch() {
   MB_CHECK(count > 1, layer_name(channels_), ": cannot derive an unbiased variance from ", count,
            " value per channel");
   ensure_statistics();
-  const std::vector<double> sums = read_statistics();
-  const std::vector<float> old_mean = running_mean_->to_vector();
-  const std::vector<float> old_var = running_var_->to_vector();
-  std::vector<float> new_mean(static_cast<std::size_t>(channels_));
-  std::vector<float> new_var(static_cast<std::size_t>(channels_));
-  const double n = static_cast<double>(count);
-  const std::size_t c = static_cast<std::size_t>(channels_);
-  for (std::size_t ch = 0; ch < c; ++ch) {
-    // Pending (not yet committed) sums count too: a standalone user need not commit.
-    const double sum = sums[ch] + sums[2 * c + ch];
-    const double sum_sq = sums[c + ch] + sums[3 * c + ch];
-    const double mean = sum / n;
-    // Note: Σx²/n − mean² in fp64 loses about log10(mean²/var) of 16 digits, harmless for
-    // fp32 activations; the unbiased factor n/(n-1) matches PyTorch's running_var.
-    const double biased_var = std::max(sum_sq / n - mean * mean, 0.0);
-    const double unbiased_var = biased_var * n / (n - 1.0);
-    new_mean[ch] = static_cast<float>((1.0 - momentum_) * old_mean[ch] + momentum_ * mean);
-    new_var[ch] = static_cast<float>((1.0 - momentum_) * old_var[ch] + momentum_ * unbiased_var);
-  }
-  running_mean_->copy_from(Tensor::from_vector(new_mean, Shape{channels_}));
-  running_var_->copy_from(Tensor::from_vector(new_var, Shape{channels_}));
-  std::vector<std::int32_t> tracked = num_batches_tracked_->to_vector_int();
-  tracked[0] += 1;
-  num_batches_tracked_->copy_from(Tensor::from_vector_int(tracked, Shape{}));
+  // On the device, ordered on the compute stream: no host round trip per layer and step.
+  batch_norm_update_running(Stream::compute(statistics_device_),
+                            static_cast<const double*>(statistics_.get()), channels_, count,
+                            momentum_, running_mean_->data<float>(), running_var_->data<float>(),
+                            num_batches_tracked_->data<std::int32_t>());
   begin_batch();
 }
 
@@ -360,7 +341,8 @@ void BatchNorm2d::write_statistics(const std::vector<double>& values) {
 }
 
 void BatchNorm2d::clear_statistics() {
-  write_statistics(std::vector<double>(static_cast<std::size_t>(4 * channels_), 0.0));
+  fill_words(statistics_.get(), 0, static_cast<std::size_t>(8 * channels_),
+             Stream::compute(statistics_device_));
 }
 
 }  // namespace mb

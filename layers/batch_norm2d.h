@@ -33,9 +33,11 @@
 // residual's gradient for take_residual_grad().
 //
 // Note: on CUDA the sums live in device fp64 buffers (per-thread fp64 sums in the
-// statistics kernel, folded on the device), so the only host transfer is in end_batch()
-// (and in abort_micro_batch(), rare). Repeating a forward on the same micro-batch without
-// an abort counts it twice.
+// statistics kernel, folded on the device), and end_batch() updates the running statistics
+// there too (batch_norm_update_running) and clears the sums with a memset: a training step
+// moves nothing between host and device for BatchNorm (data-parallel runs read the sums for
+// their all-reduce). Repeating a forward on the same micro-batch without an abort counts it
+// twice.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // BatchNorm2d reference kernels: plain loops, per-channel sums in double.
 #include "kernels/cpu/batch_norm.h"
+#include "kernels/batch_norm_running.h"
 #include "kernels/cpu/parallel.h"
 
 #include <cmath>
@@ -272,6 +273,17 @@ void batch_norm_fold_statistics(const Stream& /*stream*/, double* committed, dou
       pending[i] = 0.0;
     }
   });
+}
+
+void batch_norm_update_running(const Stream& /*stream*/, const double* statistics,
+                               std::int64_t channels, std::int64_t count, double momentum,
+                               float* running_mean, float* running_var,
+                               std::int32_t* num_batches_tracked) {
+  for (std::int64_t ch = 0; ch < channels; ++ch) {
+    running_statistics_of_channel(statistics, channels, ch, count, momentum, running_mean,
+                                  running_var);
+  }
+  *num_batches_tracked += 1;
 }
 
 }  // namespace mb::cpu

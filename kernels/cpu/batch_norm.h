@@ -35,4 +35,9 @@ void batch_norm_backward(const Stream& stream, const float* grad_y, const float*
 void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
                                 std::int64_t count);
 
+void batch_norm_update_running(const Stream& stream, const double* statistics,
+                               std::int64_t channels, std::int64_t count, double momentum,
+                               float* running_mean, float* running_var,
+                               std::int32_t* num_batches_tracked);
+
 }  // namespace mb::cpu

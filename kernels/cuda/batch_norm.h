@@ -1,11 +1,16 @@
 // BatchNorm2d on CUDA: the same operations and arguments as kernels/cpu/batch_norm.h (the
 // reference they are tested against). Tensors are NCHW float32 on the device.
 //
-// Note: one thread block per channel does the channel's reduction and then its elementwise
-// pass, so no grid-wide synchronization or scratch memory is needed. Per-thread sums are
-// fp64 (Σx, Σx², and in backward Σg, Σg·x̂), so the batch statistics and the fp64
-// accumulator that feeds the running statistics keep full precision even for large
-// micro-batches; the batch variance is Σx²/M − mean² in fp64, clamped at zero.
+// Note: three passes each way, all on rows (one (sample, channel) plane, hw contiguous
+// floats; a warp per row, four floats per load where hw % 4 == 0 and the tensors are 16-byte
+// aligned, one modulo per row to find the channel). Forward: partial Σx, Σx² per channel and
+// chunk of samples (about 1024 blocks whatever the channel count, so a 64-channel layer
+// fills the device), one thread per channel sums the chunks in order (mean, invstd, the
+// running statistics' fp64 accumulator), then the normalization. Backward: partial Σg,
+// Σg·x̂; the parameter gradients and grad_x's coefficients; grad_x. Sums are fp64 per thread,
+// so the batch statistics keep full precision for large micro-batches; the batch variance is
+// Σx²/M − mean² in fp64, clamped at zero. The chunking depends on n and c only, so the
+// same shapes reduce in the same order on every device and every run.
 #pragma once
 
 #include <cstdint>
@@ -40,5 +45,10 @@ void batch_norm_backward(const Stream& stream, const float* grad_y, const float*
 
 void batch_norm_fold_statistics(const Stream& stream, double* committed, double* pending,
                                 std::int64_t count);
+
+void batch_norm_update_running(const Stream& stream, const double* statistics,
+                               std::int64_t channels, std::int64_t count, double momentum,
+                               float* running_mean, float* running_var,
+                               std::int32_t* num_batches_tracked);
 
 }  // namespace mb::cuda
