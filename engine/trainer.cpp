@@ -527,7 +527,6 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
     std::size_t at = 2;
     model_->assign_batch_statistics(values, at);
   }
-  model_->end_batch();
 
   // The optimizer multiplies the gradient by grad_scale: 1/B for InPlace's summed gradient,
   // times the clipping coefficient.
@@ -542,17 +541,19 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
   for (const Tensor& g : grads) grad_slots.push_back(ConstBufferSlot{g.data<float>(), g.numel()});
   // The step's one wait for the device: the gradient norm and the loss totals in one read,
   // before the update (clipping needs the norm, and a bad label or a NaN stops the step
-  // before it changes the weights).
+  // before it changes the weights or BatchNorm's running statistics).
   sum_of_squares_into(stream_, grad_slots.data(), static_cast<int>(grad_slots.size()),
                       &device_sums()->grad_squares);
   const StepSums sums = read_step_sums();
-  if (!reducer_)
+  if (!reducer_) {
     totals = cross_entropy_totals(sums.step, loss_classes_, options_.loss.ignore_index);
+  }
   result.grad_norm = std::sqrt(sums.grad_squares) * grad_scale;
   if (!std::isfinite(result.grad_norm)) {
     MB_THROW(Error, "step ", steps(), ": the gradient norm is ", result.grad_norm,
              " (NaN or Inf in the gradients). Fix: lower --lr, or enable --clip-norm");
   }
+  model_->end_batch();
   if (options_.clip_norm > 0.0 && result.grad_norm > options_.clip_norm) {
     grad_scale = static_cast<float>(grad_scale * options_.clip_norm / (result.grad_norm + 1e-6));
   }
