@@ -16,10 +16,11 @@ budget_s="${MB_ASAN_TEST_BUDGET_S:-600}"
 # Note: -Og -g1 without NDEBUG. Stacks keep function, file and line, asserts stay on, and it
 # compiles in half the time of -O1 -g (GCC 12 with both sanitizers: tools/cli.cpp 29 s
 # against 58 s), which matters more on CI's two cores than -O1's faster tests. No
-# benchmarks: they test nothing and would add a third to the build.
+# benchmarks: they test nothing and would add a third to the build. No GPU tests either (17
+# programs of a CPU-only build that would only skip).
 cmake_args=(-S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
             "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-Og -g1" -DMB_WITH_CUDA=OFF
-            -DMB_SANITIZE=address,undefined -DMB_BUILD_BENCH=OFF)
+            -DMB_SANITIZE=address,undefined -DMB_BUILD_BENCH=OFF -DMB_BUILD_GPU_TESTS=OFF)
 command -v ccache > /dev/null && cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
 start=$(date +%s)
