@@ -38,28 +38,6 @@ namespace {
 const Device kGpu = Device::cuda(0);
 constexpr std::int64_t kBatch = 12;
 
-// Deterministic mode and TF32 off on the GPU for the test's lifetime, restored after.
-class DeterministicCuda {
- public:
-  DeterministicCuda()
-      : context_(Context::get(kGpu)),
-        tf32_(context_.allow_tf32()),
-        deterministic_(context_.deterministic()) {
-    context_.set_allow_tf32(false);
-    context_.set_deterministic(true);
-  }
-  ~DeterministicCuda() {
-    context_.set_allow_tf32(tf32_);
-    context_.set_deterministic(deterministic_);
-  }
-  DeterministicCuda(const DeterministicCuda&) = delete;
-  DeterministicCuda& operator=(const DeterministicCuda&) = delete;
-
- private:
-  Context& context_;
-  bool tf32_, deterministic_;
-};
-
 // A fresh folder for the test's checkpoint files, removed with everything in it.
 class TempDir {
  public:
@@ -193,19 +171,19 @@ void resume_across(const Device& first_device, const Device& second_device) {
 
 TEST(CheckpointGpu, TrainedOnTheGpuResumesOnTheCpu) {
   MB_SKIP_WITHOUT_CUDA();
-  DeterministicCuda mode;
+  testing::ScopedCudaMath mode(/*deterministic=*/true);
   resume_across(kGpu, Device::cpu());
 }
 
 TEST(CheckpointGpu, TrainedOnTheCpuResumesOnTheGpu) {
   MB_SKIP_WITHOUT_CUDA();
-  DeterministicCuda mode;
+  testing::ScopedCudaMath mode(/*deterministic=*/true);
   resume_across(Device::cpu(), kGpu);
 }
 
 TEST(CheckpointGpu, ResumedOnTheGpuEqualsTheUninterruptedGpuRunBitForBit) {
   MB_SKIP_WITHOUT_CUDA();
-  DeterministicCuda mode;
+  testing::ScopedCudaMath mode(/*deterministic=*/true);
   for (const OptimizerKind kind : {OptimizerKind::Sgd, OptimizerKind::AdamW}) {
     SCOPED_TRACE(optimizer_name(kind));
     auto straight = testing::small_cnn(testing::Extra::BatchNorm);

@@ -85,14 +85,9 @@ RunState eval_state() {
 
 // Channel-dependent offsets and scales, so each channel has its own mean and variance.
 Tensor channel_data(const Shape& shape, std::uint64_t seed) {
-  Tensor x = random_tensor(shape, seed);
-  float* d = x.data<float>();
-  const std::int64_t c = shape[1], hw = shape[2] * shape[3];
-  for (std::int64_t e = 0; e < x.numel(); ++e) {
-    const std::int64_t ch = (e / hw) % c;
-    d[e] = d[e] * (0.5f + ch) + 0.75f * static_cast<float>(ch) - 0.3f;
-  }
-  return x;
+  return testing::channel_data(shape, seed, [](float v, std::int64_t ch) {
+    return v * (0.5f + ch) + 0.75f * static_cast<float>(ch) - 0.3f;
+  });
 }
 
 TEST(BatchNorm2d, ParametersAndBuffersFollowTorchvisionNames) {

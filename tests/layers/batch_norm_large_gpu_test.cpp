@@ -60,15 +60,9 @@ const Device kGpu = Device::cuda(0);
 
 // Offsets and scales per channel, so channels have distinct statistics.
 Tensor channel_data(const Shape& shape, std::uint64_t seed) {
-  Tensor x = random_tensor(shape, seed);
-  float* d = x.data<float>();
-  const std::int64_t c = shape[1], hw = shape[2] * shape[3];
-  for (std::int64_t e = 0; e < x.numel(); ++e) {
-    const std::int64_t ch = (e / hw) % c;
-    d[e] =
-        d[e] * (0.5f + 0.25f * static_cast<float>(ch % 5)) + 0.5f * static_cast<float>(ch % 11 - 5);
-  }
-  return x;
+  return testing::channel_data(shape, seed, [](float v, std::int64_t ch) {
+    return v * (0.5f + 0.25f * static_cast<float>(ch % 5)) + 0.5f * static_cast<float>(ch % 11 - 5);
+  });
 }
 
 struct LayerCase {

@@ -25,14 +25,9 @@ void set_values(Tensor& t, const std::vector<float>& values) {
 
 // Offsets and scales per channel, so channels have distinct statistics.
 Tensor channel_data(const Shape& shape, std::uint64_t seed) {
-  Tensor x = random_tensor(shape, seed);
-  float* d = x.data<float>();
-  const std::int64_t c = shape[1], hw = shape[2] * shape[3];
-  for (std::int64_t e = 0; e < x.numel(); ++e) {
-    const std::int64_t ch = (e / hw) % c;
-    d[e] = d[e] * (0.5f + 0.3f * ch) + 2.0f * static_cast<float>(ch) - 1.0f;
-  }
-  return x;
+  return testing::channel_data(shape, seed, [](float v, std::int64_t ch) {
+    return v * (0.5f + 0.3f * ch) + 2.0f * static_cast<float>(ch) - 1.0f;
+  });
 }
 
 // The fused kernels (kernels/batch_norm.h): BatchNorm + ReLU/ReLU6 (mask recomputed from the

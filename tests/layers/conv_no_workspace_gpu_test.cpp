@@ -46,28 +46,6 @@ const Device kGpu = Device::cuda(0);
 constexpr std::size_t kCap = std::size_t{64} << 20;
 constexpr double kUnitRoundoff = 5.9604644775390625e-8;  // 2^-24
 
-// TF32 off (and deterministic mode as asked) on the GPU for the scope, restored after.
-class CudaMath {
- public:
-  explicit CudaMath(bool deterministic)
-      : context_(Context::get(kGpu)),
-        tf32_(context_.allow_tf32()),
-        deterministic_(context_.deterministic()) {
-    context_.set_allow_tf32(false);
-    context_.set_deterministic(deterministic);
-  }
-  ~CudaMath() {
-    context_.set_allow_tf32(tf32_);
-    context_.set_deterministic(deterministic_);
-  }
-  CudaMath(const CudaMath&) = delete;
-  CudaMath& operator=(const CudaMath&) = delete;
-
- private:
-  Context& context_;
-  bool tf32_, deterministic_;
-};
-
 struct Case {
   std::int64_t batch, in_channels, size, out_channels;
   int kernel, stride, padding, groups;
@@ -231,7 +209,7 @@ const char* mode_name(GradientMode mode) {
 
 TEST(ConvNoWorkspaceGpu, ZeroWorkspaceAlgorithmsMatchTheCpuAndAllocateNothing) {
   MB_SKIP_WITHOUT_CUDA();
-  CudaMath math(/*deterministic=*/false);
+  testing::ScopedCudaMath math(/*deterministic=*/false);
   const Stream stream = Stream::compute(kGpu);
   std::uint32_t seed = 10;
   for (const Case& c : kCases) {
@@ -272,7 +250,7 @@ TEST(ConvNoWorkspaceGpu, ZeroWorkspaceAlgorithmsMatchTheCpuAndAllocateNothing) {
 
 TEST(ConvNoWorkspaceGpu, DeterministicModeRunsWithoutAWorkspaceOrSaysWhichOneIsMissing) {
   MB_SKIP_WITHOUT_CUDA();
-  CudaMath math(/*deterministic=*/true);
+  testing::ScopedCudaMath math(/*deterministic=*/true);
   const Stream stream = Stream::compute(kGpu);
   std::uint32_t seed = 1000;
   for (const Case& c : kCases) {

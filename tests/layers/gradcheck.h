@@ -26,6 +26,17 @@ inline Tensor random_tensor(const Shape& shape, std::uint64_t seed, float low = 
   return Tensor::from_vector(values, shape);
 }
 
+// random_tensor over an [N, C, H, W] shape, each value v of channel ch replaced by
+// per_channel(v, ch): offsets and scales per channel, so channels have distinct statistics.
+template <typename PerChannel>
+Tensor channel_data(const Shape& shape, std::uint64_t seed, PerChannel per_channel) {
+  Tensor x = random_tensor(shape, seed);
+  float* d = x.data<float>();
+  const std::int64_t c = shape[1], hw = shape[2] * shape[3];
+  for (std::int64_t e = 0; e < x.numel(); ++e) d[e] = per_channel(d[e], (e / hw) % c);
+  return x;
+}
+
 // Expects |a - b| <= atol + rtol * |b| elementwise; reports the first few mismatches.
 // `allowed_fraction` of the elements may differ (central differences across a ReLU kink);
 // the relative L2 error of the whole vector must stay below 5% even then.

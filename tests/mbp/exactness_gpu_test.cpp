@@ -18,26 +18,6 @@ using testing::Extra;
 
 constexpr std::int64_t kBatch = 16;
 
-// Deterministic mode for the test's lifetime, restored after.
-class DeterministicCuda {
- public:
-  DeterministicCuda()
-      : context_(Context::get(Device::cuda(0))),
-        tf32_(context_.allow_tf32()),
-        deterministic_(context_.deterministic()) {
-    context_.set_allow_tf32(false);
-    context_.set_deterministic(true);
-  }
-  ~DeterministicCuda() {
-    context_.set_allow_tf32(tf32_);
-    context_.set_deterministic(deterministic_);
-  }
-
- private:
-  Context& context_;
-  bool tf32_, deterministic_;
-};
-
 struct TrainingRun {
   std::vector<std::vector<float>> parameters;
   std::vector<double> losses;
@@ -68,7 +48,7 @@ TrainingRun train(Extra extra, std::int64_t micro_batch, AccumulationMode mode) 
 
 TEST(ExactnessGpu, DeterministicModeGivesTheSameBitsRunToRun) {
   MB_SKIP_WITHOUT_CUDA();
-  DeterministicCuda mode;
+  testing::ScopedCudaMath mode(/*deterministic=*/true);
   for (const Extra extra : {Extra::None, Extra::Dropout}) {
     const TrainingRun a = train(extra, 7, AccumulationMode::InPlace);
     const TrainingRun b = train(extra, 7, AccumulationMode::InPlace);
@@ -79,7 +59,7 @@ TEST(ExactnessGpu, DeterministicModeGivesTheSameBitsRunToRun) {
 
 TEST(ExactnessGpu, AnySplitEqualsFullBatchInBothAccumulationModes) {
   MB_SKIP_WITHOUT_CUDA();
-  DeterministicCuda mode;
+  testing::ScopedCudaMath mode(/*deterministic=*/true);
   for (const AccumulationMode accumulation :
        {AccumulationMode::InPlace, AccumulationMode::Buffers}) {
     for (const Extra extra : {Extra::None, Extra::Dropout}) {

@@ -44,6 +44,19 @@ struct Batch {
   Tensor labels;
 };
 
+// `batch` MNIST-shaped images (1 x 28 x 28, uniform pixels in [0, 1)), labels 0-9.
+inline Batch mnist_like_batch(std::int64_t batch, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  std::uniform_int_distribution<int> label(0, 9);
+  std::vector<float> images(static_cast<std::size_t>(batch * 28 * 28));
+  for (float& v : images) v = pixel(rng);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));
+  for (auto& l : labels) l = label(rng);
+  return {Tensor::from_vector(images, {batch, 1, 28, 28}),
+          Tensor::from_vector_int(labels, {batch})};
+}
+
 // `batch` images of 3 x size x size, normal pixels, labels 0-4.
 inline Batch make_batch(std::int64_t batch, std::uint64_t seed, std::int64_t size = 8) {
   std::mt19937_64 rng(seed);

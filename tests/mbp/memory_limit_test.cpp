@@ -16,18 +16,6 @@ namespace {
 
 constexpr std::int64_t kBatch = 128;
 
-testing::Batch mnist_like_batch(std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
-  std::uniform_int_distribution<int> label(0, 9);
-  std::vector<float> images(static_cast<std::size_t>(kBatch * 28 * 28));
-  for (float& v : images) v = pixel(rng);
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(kBatch));
-  for (auto& l : labels) l = label(rng);
-  return {Tensor::from_vector(images, {kBatch, 1, 28, 28}),
-          Tensor::from_vector_int(labels, {kBatch})};
-}
-
 // Trains LeNet-5 for two steps with the allocator currently installed for the CPU.
 std::vector<std::vector<float>> train_lenet(std::int64_t micro_batch, AccumulationMode mode,
                                             std::vector<StepResult>* steps = nullptr,
@@ -40,7 +28,7 @@ std::vector<std::vector<float>> train_lenet(std::int64_t micro_batch, Accumulati
   if (log != nullptr) options.log = [log](const std::string& line) { log->push_back(line); };
   Trainer trainer(model, options);
   for (int s = 0; s < 2; ++s) {
-    testing::Batch batch = mnist_like_batch(40 + s);
+    testing::Batch batch = testing::mnist_like_batch(kBatch, 40 + s);
     StepResult result = trainer.step(batch.images, batch.labels, 0.05f);
     if (steps != nullptr) steps->push_back(result);
   }
@@ -63,7 +51,7 @@ TEST(BeyondTheLimit, FullBatchDoesNotFitButThePlannedRunMatchesIt) {
     {
       // Plain full-batch forward + backward under the cap: OutOfMemory with the report.
       auto model = build_model("lenet5");
-      testing::Batch batch = mnist_like_batch(40);
+      testing::Batch batch = testing::mnist_like_batch(kBatch, 40);
       try {
         RunState state;
         Tensor logits = model->forward(batch.images.clone(), state);
@@ -118,7 +106,7 @@ TEST(BeyondTheLimit, TheAutomaticPlanUsesTheCap) {
   // runs a step under the same cap without an OutOfMemory, found here by trying every size
   // up from the planned one (each in a fresh arena).
   const std::size_t cap = std::size_t{8} << 20;
-  const testing::Batch batch = mnist_like_batch(7);
+  const testing::Batch batch = testing::mnist_like_batch(kBatch, 7);
   const CappedStep automatic = capped_step(batch, cap, 0);
   EXPECT_EQ(automatic.replans, 0) << "the planned size did not run the step";
   ASSERT_LT(automatic.micro_batch, kBatch) << "the whole batch fit: make the cap smaller";
@@ -249,7 +237,7 @@ TEST(OomInjection, ReplansMidStepAndReachesTheSameParameters) {
       failing->armed = true;
       std::vector<StepResult> results;
       for (int s = 0; s < 2; ++s) {
-        testing::Batch batch = mnist_like_batch(40 + s);
+        testing::Batch batch = testing::mnist_like_batch(kBatch, 40 + s);
         results.push_back(trainer.step(batch.images, batch.labels, 0.05f));
       }
       failing->armed = false;
@@ -278,7 +266,7 @@ TEST(OomInjection, OneSampleThatDoesNotFitIsAClearError) {
   std::vector<std::string> log;
   options.log = [&log](const std::string& line) { log.push_back(line); };
   Trainer trainer(model, options);
-  testing::Batch batch = mnist_like_batch(1);
+  testing::Batch batch = testing::mnist_like_batch(kBatch, 1);
   const std::size_t allocated_before = pool->report().allocated;
   failing->armed = true;
   try {
