@@ -87,8 +87,7 @@ SampleRandom::SampleRandom(std::uint64_t seed, int epoch, std::int64_t sample_in
 
 double SampleRandom::next() {
   if (used_ + 2 > 4) {
-    const PhiloxKey key{static_cast<std::uint32_t>(seed_) ^ (kImageStream * 0x9E3779B9u),
-                        static_cast<std::uint32_t>(seed_ >> 32)};
+    const PhiloxKey key = philox_key(seed_, kImageStream);
     const PhiloxCounter counter{static_cast<std::uint32_t>(sample_),
                                 static_cast<std::uint32_t>(sample_ >> 32), epoch_,
                                 0x1A6E0000u + block_++};

@@ -24,9 +24,7 @@ float uniform(std::uint64_t seed, Draw draw, std::int64_t sample, std::int64_t e
 // (the same numbers as philox_element_uniform, which spends a call per value).
 void fill_uniform(std::uint64_t seed, Draw draw, std::int64_t sample, std::int64_t count,
                   float* out) {
-  const PhiloxKey key{
-      static_cast<std::uint32_t>(seed) ^ (static_cast<std::uint32_t>(draw) * 0x9E3779B9u),
-      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, static_cast<std::uint32_t>(draw));
   for (std::int64_t e = 0; e < count; e += 4) {
     const PhiloxCounter counter{static_cast<std::uint32_t>(e >> 2),
                                 static_cast<std::uint32_t>(sample), 0, 0x6D62u};

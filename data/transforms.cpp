@@ -107,8 +107,7 @@ AugmentDraw draw_augmentation(const AugmentOptions& options, std::uint64_t seed,
                               std::int64_t sample_index) {
   MB_CHECK(options.crop_padding >= 0, "augmentation: crop_padding must be >= 0, got ",
            options.crop_padding);
-  const PhiloxKey key{static_cast<std::uint32_t>(seed) ^ (kAugmentStream * 0x9E3779B9u),
-                      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, kAugmentStream);
   const PhiloxCounter counter{static_cast<std::uint32_t>(sample_index),
                               static_cast<std::uint32_t>(sample_index >> 32),
                               static_cast<std::uint32_t>(epoch), 0xA06u};

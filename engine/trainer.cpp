@@ -560,7 +560,7 @@ StepResult Trainer::step(const Tensor& images, const Tensor& labels, float lr,
   allocator_->mark("optimizer update");
   // Note: no wait for the update. Whatever reads the weights next is ordered after it on the
   // compute stream (the next step's read, Tensor copies, evaluation), so step() returns while
-  // the device may still be updating; synchronize() waits for it.
+  // the device may still be updating.
   optimizer_->step(grads, lr, grad_scale);
 
   result.loss = options_.loss.reduction == Reduction::Mean

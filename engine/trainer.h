@@ -111,8 +111,6 @@ class Trainer {
   // steady state the time per step.
   StepResult step(const Tensor& images, const Tensor& labels, float lr,
                   std::int64_t first_sample = 0);
-  // Waits for the device work of the last step (its optimizer update): for timing one step.
-  void synchronize() const { stream_.synchronize(); }
 
   // Data-parallel consistency: throws mb::Error naming `where` when the parameters and
   // buffers (running statistics) differ between ranks, compared by a 64-bit checksum of

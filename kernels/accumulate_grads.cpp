@@ -4,6 +4,7 @@
 #include "kernels/cpu/accumulate_grads.h"
 #include "kernels/cuda/accumulate_grads.h"
 #include "kernels/dispatch.h"
+#include "runtime/error.h"
 
 namespace mb {
 
@@ -18,6 +19,7 @@ double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int co
 
 void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
                          double* total) {
+  MB_CHECK(total != nullptr, "sum_of_squares_into: null total");
   MB_DISPATCH(stream, sum_of_squares_into, slots, count, total);
 }
 

@@ -22,12 +22,14 @@ void softmax_cross_entropy_add(const Stream& stream, const float* logits,
                                std::int64_t inner, float label_smoothing, int ignore_index,
                                float seed_scale, CrossEntropyGradScale grad_scale,
                                float* grad_logits, CrossEntropySums* sums) {
+  MB_CHECK(sums != nullptr, "softmax_cross_entropy_add: null sums");
   MB_DISPATCH(stream, softmax_cross_entropy_add, logits, labels, outer, classes, inner,
               label_smoothing, ignore_index, seed_scale, grad_scale, grad_logits, sums);
 }
 
 void add_cross_entropy_sums(const Stream& stream, const CrossEntropySums* from,
                             CrossEntropySums* into) {
+  MB_CHECK(from != nullptr && into != nullptr, "add_cross_entropy_sums: null sums");
   MB_DISPATCH(stream, add_cross_entropy_sums, from, into);
 }
 

@@ -44,6 +44,11 @@ Layout check_shapes(const Tensor& logits, const Tensor& labels) {
   return layout;
 }
 
+// The labels on the stream's device: themselves, or a copy ordered on the stream.
+Tensor labels_on(const Tensor& labels, const Stream& stream) {
+  return labels.device() == stream.device() ? labels : labels.to(stream.device(), stream.handle());
+}
+
 double reduced_loss(Reduction reduction, double loss_sum, std::int64_t valid_count) {
   if (reduction == Reduction::Sum) return loss_sum;
   return valid_count > 0 ? loss_sum / static_cast<double>(valid_count)
@@ -72,17 +77,12 @@ Tensor SoftmaxCrossEntropy::forward_backward_into(const Tensor& logits, const Te
   const Device device = logits.device();
   Tensor grad = Tensor::empty(logits.shape(), tensor_options(device, MemoryTag::Activation));
   const Stream stream = Stream::compute(device);
-  const Tensor device_labels =
-      labels.device() == device ? labels : labels.to(device, stream.handle());
+  const Tensor device_labels = labels_on(labels, stream);
   softmax_cross_entropy_add(stream, logits.data<float>(), device_labels.data<std::int32_t>(),
                             layout.outer, layout.classes, layout.inner, options_.label_smoothing,
                             options_.ignore_index, seed_scale, grad_scale(), grad.data<float>(),
                             sums);
   return grad;
-}
-
-double SoftmaxCrossEntropy::reduced(const CrossEntropyTotals& totals) const {
-  return reduced_loss(options_.reduction, totals.loss_sum, totals.valid_count);
 }
 
 CrossEntropyGradScale SoftmaxCrossEntropy::grad_scale() const {
@@ -101,8 +101,7 @@ LossResult SoftmaxCrossEntropy::run(const Tensor& logits, const Tensor& labels, 
   }
   float* grad = want_gradient ? result.grad_logits.data<float>() : nullptr;
   const Stream stream = Stream::compute(device);
-  const Tensor device_labels =
-      labels.device() == device ? labels : labels.to(device, stream.handle());
+  const Tensor device_labels = labels_on(labels, stream);
   const CrossEntropyTotals totals =
       softmax_cross_entropy(stream, logits.data<float>(), device_labels.data<std::int32_t>(),
                             layout.outer, layout.classes, layout.inner, options_.label_smoothing,

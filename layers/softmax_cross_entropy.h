@@ -54,8 +54,6 @@ class SoftmaxCrossEntropy {
   // several calls. Returns the gradient.
   Tensor forward_backward_into(const Tensor& logits, const Tensor& labels, float seed_scale,
                                CrossEntropySums* sums) const;
-  // The loss of totals read from sums, reduced per the options.
-  double reduced(const CrossEntropyTotals& totals) const;
 
  private:
   LossResult run(const Tensor& logits, const Tensor& labels, float seed_scale,

@@ -60,13 +60,18 @@ MB_HOST_DEVICE inline float philox_uniform(std::uint32_t bits) {
   return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
 }
 
+// The key of a stream of draws: the seed's low word mixed with the stream's id, its high word.
+MB_HOST_DEVICE inline PhiloxKey philox_key(std::uint64_t seed, std::uint32_t stream_id) {
+  return PhiloxKey{static_cast<std::uint32_t>(seed) ^ (stream_id * 0x9E3779B9u),
+                   static_cast<std::uint32_t>(seed >> 32)};
+}
+
 // The uniform draw for one element: key (seed, stream_id), counter (step, sample,
 // element / 4); the element picks one of the four outputs.
 MB_HOST_DEVICE inline float philox_element_uniform(std::uint64_t seed, std::uint32_t stream_id,
                                                    std::uint32_t step, std::uint32_t sample,
                                                    std::uint32_t element) {
-  const PhiloxKey key{static_cast<std::uint32_t>(seed) ^ (stream_id * 0x9E3779B9u),
-                      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, stream_id);
   const PhiloxCounter counter{element >> 2, sample, step, 0x6D62u};
   return philox_uniform(philox4x32_10(counter, key).v[element & 3u]);
 }

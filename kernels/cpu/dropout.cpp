@@ -11,8 +11,7 @@ namespace mb::cpu {
 void dropout_apply(const Stream& /*stream*/, const float* input, float* output,
                    std::int64_t samples, std::int64_t elements_per_sample, const DropoutKey& key) {
   const float scale = dropout_scale(key.p);
-  const PhiloxKey philox_key{static_cast<std::uint32_t>(key.seed) ^ (key.stream_id * 0x9E3779B9u),
-                             static_cast<std::uint32_t>(key.seed >> 32)};
+  const PhiloxKey stream_key = philox_key(key.seed, key.stream_id);
   parallel_for(samples, samples * elements_per_sample, [&](std::int64_t s) {
     const auto global_sample = static_cast<std::uint32_t>(key.sample_offset + s);
     const float* in = input + s * elements_per_sample;
@@ -22,7 +21,7 @@ void dropout_apply(const Stream& /*stream*/, const float* input, float* output,
     for (std::int64_t group = 0; group * 4 < elements_per_sample; ++group) {
       const PhiloxCounter counter{static_cast<std::uint32_t>(group), global_sample, key.step,
                                   0x6D62u};
-      const PhiloxOutput bits = philox4x32_10(counter, philox_key);
+      const PhiloxOutput bits = philox4x32_10(counter, stream_key);
       const std::int64_t begin = group * 4;
       const std::int64_t end = std::min(begin + 4, elements_per_sample);
       for (std::int64_t e = begin; e < end; ++e) {

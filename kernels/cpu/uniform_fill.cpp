@@ -4,19 +4,13 @@
 #include <algorithm>
 
 #include "kernels/cpu/parallel.h"
-#include "runtime/error.h"
 #include "runtime/philox.h"
 
 namespace mb::cpu {
 
 void uniform_fill(const Stream& /*stream*/, float* output, std::int64_t count, float bound,
                   std::uint64_t seed, std::uint32_t stream_id) {
-  MB_CHECK(count >= 0 && count <= (std::int64_t{1} << 32), "uniform_fill: ", count,
-           " elements is outside [0, 2^32] (a 32-bit element counter)");
-  if (count == 0) return;
-  MB_CHECK(output != nullptr, "uniform_fill: null output");
-  const PhiloxKey key{static_cast<std::uint32_t>(seed) ^ (stream_id * 0x9E3779B9u),
-                      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, stream_id);
   // Blocks of kElementBlock (a multiple of 4) keep every group of four in one block.
   parallel_elements(count, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t group_begin = begin; group_begin < end; group_begin += 4) {

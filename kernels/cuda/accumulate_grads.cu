@@ -167,7 +167,6 @@ double sum_of_squares(const Stream& stream, const ConstBufferSlot* slots, int co
 void sum_of_squares_into(const Stream& stream, const ConstBufferSlot* slots, int count,
                          double* total) {
   mb::detail::check_buffer_slots(slots, count, "sum_of_squares_into");
-  MB_CHECK(total != nullptr, "sum_of_squares_into: null total");
   DeviceBuffer sums;
   if (count > 0) {
     sums = DeviceBuffer(allocator_for(stream.device()), sizeof(double) * count,

@@ -17,8 +17,7 @@ __global__ void dropout_kernel(const float* input, float* output, std::int64_t s
                                std::int64_t sample_offset) {
   const std::int64_t groups_per_sample = (elements_per_sample + 3) / 4;
   const std::int64_t groups = samples * groups_per_sample;
-  const PhiloxKey key{static_cast<std::uint32_t>(seed) ^ (stream_id * 0x9E3779B9u),
-                      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, stream_id);
   for (std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        g < groups; g += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t s = g / groups_per_sample;

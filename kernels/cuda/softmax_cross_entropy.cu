@@ -72,6 +72,17 @@ __device__ void block_accumulate(double loss, unsigned long long correct,
   }
 }
 
+// *into += *from, field by field; a bad label carried over. One thread.
+__device__ void add_sums(const CrossEntropySums* from, CrossEntropySums* into) {
+  into->loss_sum += from->loss_sum;
+  into->valid_count += from->valid_count;
+  into->correct += from->correct;
+  if (from->bad_label_count > 0) {
+    into->bad_label_count += from->bad_label_count;
+    into->bad_label = from->bad_label;
+  }
+}
+
 // totals->loss_sum = the sum of the first `blocks` partials, in an order fixed by `blocks`:
 // each thread a strided subset in index order, then a tree over the threads. With `into`, the
 // call's totals are then added into it (one thread: sums of several calls add in call order).
@@ -88,26 +99,13 @@ __global__ void sum_block_losses_kernel(CrossEntropyDeviceTotals* totals, int bl
   }
   if (threadIdx.x == 0) {
     totals->loss_sum = shared[0];
-    if (into != nullptr) {
-      into->loss_sum += shared[0];
-      into->valid_count += totals->valid_count;
-      into->correct += totals->correct;
-      if (totals->bad_label_count > 0) {
-        into->bad_label_count += totals->bad_label_count;
-        into->bad_label = totals->bad_label;
-      }
-    }
+    // The totals' header is a CrossEntropySums (static_assert above).
+    if (into != nullptr) add_sums(reinterpret_cast<const CrossEntropySums*>(totals), into);
   }
 }
 
 __global__ void add_sums_kernel(const CrossEntropySums* from, CrossEntropySums* into) {
-  into->loss_sum += from->loss_sum;
-  into->valid_count += from->valid_count;
-  into->correct += from->correct;
-  if (from->bad_label_count > 0) {
-    into->bad_label_count += from->bad_label_count;
-    into->bad_label = from->bad_label;
-  }
+  add_sums(from, into);
 }
 
 __global__ void count_labels_kernel(const std::int32_t* labels, std::int64_t count,
@@ -317,7 +315,6 @@ void softmax_cross_entropy_add(const Stream& stream, const float* logits,
                                std::int64_t inner, float label_smoothing, int ignore_index,
                                float seed_scale, CrossEntropyGradScale grad_scale,
                                float* grad_logits, CrossEntropySums* sums) {
-  MB_CHECK(sums != nullptr, "softmax_cross_entropy_add: null sums");
   // The call's partials in a workspace block, freed in stream order (the next call on this
   // stream may reuse it only after these launches).
   DeviceBuffer totals_buffer(allocator_for(stream.device()), sizeof(CrossEntropyDeviceTotals),
@@ -329,7 +326,6 @@ void softmax_cross_entropy_add(const Stream& stream, const float* logits,
 
 void add_cross_entropy_sums(const Stream& stream, const CrossEntropySums* from,
                             CrossEntropySums* into) {
-  MB_CHECK(from != nullptr && into != nullptr, "add_cross_entropy_sums: null sums");
   add_sums_kernel<<<1, 1, 0, cuda_stream(stream)>>>(from, into);
   MB_CUDA_LAUNCH_CHECK();
 }

@@ -26,12 +26,7 @@ __global__ void uniform_fill_kernel(float* output, std::int64_t count, float bou
 
 void uniform_fill(const Stream& stream, float* output, std::int64_t count, float bound,
                   std::uint64_t seed, std::uint32_t stream_id) {
-  MB_CHECK(count >= 0 && count <= (std::int64_t{1} << 32), "uniform_fill: ", count,
-           " elements is outside [0, 2^32] (a 32-bit element counter)");
-  if (count == 0) return;
-  MB_CHECK(output != nullptr, "uniform_fill: null output");
-  const PhiloxKey key{static_cast<std::uint32_t>(seed) ^ (stream_id * 0x9E3779B9u),
-                      static_cast<std::uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed, stream_id);
   uniform_fill_kernel<<<grid_for((count + 3) / 4), kThreads, 0, cuda_stream(stream)>>>(
       output, count, bound, key);
   MB_CUDA_LAUNCH_CHECK();
